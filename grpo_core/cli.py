@@ -1,0 +1,226 @@
+"""The `grpo` command: prepare, train, eval, report, list, new.
+
+Errors caused by input (config, reproduction or component names, dataset rows, checkpoints)
+print one line without a traceback; ``--traceback`` shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from grpo_core.errors import UserError
+
+START_ROW = "sft_start"  # the evaluation row of the profile's starting model
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="tiny", help="scale profile (config/profiles/<name>.yaml)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--traceback", action="store_true", help="show tracebacks of input errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="grpo", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("prepare", help="build/convert the profile's base model and SFT warm-start it")
+    _common(p)
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+
+    p = sub.add_parser("train", help="train one reproduction with one seed")
+    p.add_argument("reproduction")
+    _common(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default results/<profile>/runs/<repro>/seed<N>)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+
+    p = sub.add_parser("eval", help=f"evaluate a run's checkpoint (or '{START_ROW}': the base model)")
+    p.add_argument("reproduction")
+    _common(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="model directory (default: the run's checkpoint)")
+    p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
+    p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser("report", help="aggregate results/<profile> into summary.csv and report.md")
+    _common(p)
+
+    p = sub.add_parser("list", help="list reproductions with tier and status")
+    p.add_argument("--traceback", action="store_true")
+
+    p = sub.add_parser("new", help="scaffold reproductions/<slug>/")
+    p.add_argument("slug")
+    p.add_argument("--traceback", action="store_true")
+    return ap
+
+
+def cmd_prepare(a) -> int:
+    from grpo_core.config import load_config
+    from grpo_core.prepare import prepare
+
+    cfg = load_config(None, a.profile, a.overrides)
+    print(f"prepared {prepare(cfg, a.threads)}")
+    return 0
+
+
+def _ensure_base(cfg, threads) -> None:
+    from grpo_core.config import SPECIAL_MODELS, base_dir
+    from grpo_core.prepare import prepare
+
+    if cfg.model.name_or_path in SPECIAL_MODELS and not (base_dir(cfg) / "model").exists():
+        print(f"no base model at {base_dir(cfg) / 'model'}: preparing it (grpo prepare --profile {cfg.profile})")
+        prepare(cfg, threads)
+
+
+def cmd_train(a) -> int:
+    from grpo_core.config import load_config, run_dir
+    from grpo_core.trainer import Trainer
+
+    overrides = list(a.overrides) + ([f"run.output_dir={a.out}"] if a.out else [])
+    if a.threads:
+        overrides.append(f"run.threads={a.threads}")
+    cfg = load_config(a.reproduction, a.profile, overrides, seed=a.seed)
+    _ensure_base(cfg, a.threads)
+    out = run_dir(cfg)
+    trainer = Trainer(cfg, out, resume=not a.no_resume)
+    if trainer.step:
+        print(f"resuming {out} from step {trainer.step}")
+    trainer.train(progress=not a.no_progress)
+    if trainer._stop:
+        print(f"interrupted: checkpoint saved at step {trainer.step} in {out}/checkpoint")
+        return 130
+    print(f"done: {out}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from evals.evaluate import evaluate
+    from grpo_core.config import base_dir, load_config, run_dir
+
+    start = a.reproduction == START_ROW
+    overrides = list(a.overrides) + ([f"run.threads={a.threads}"] if a.threads else [])
+    cfg = load_config(None if start else a.reproduction, a.profile, overrides, seed=a.seed)
+    if start:
+        cfg.reproduction = START_ROW
+        _ensure_base(cfg, a.threads)
+    model = a.model or (base_dir(cfg) / "model" if start else run_dir(cfg) / "checkpoint")
+    if not Path(model).exists():
+        raise UserError(f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {a.seed})")
+    out = a.out or run_dir(cfg) / "eval"
+    res = evaluate(cfg, model, out, reproduction=cfg.reproduction, seed=a.seed, threads=a.threads)
+    m = res["metrics"]
+    print(f"{res['benchmark']}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
+    return 0
+
+
+def cmd_report(a) -> int:
+    from evals.aggregate import aggregate
+    from evals.report import write_report
+    from grpo_core.config import load_config
+
+    cfg = load_config(None, a.profile)
+    d = Path(cfg.run.results_dir) / a.profile
+    if not (d / "runs").exists():
+        raise UserError(f"no runs under {d}/runs: train and evaluate first")
+    aggregate(d)
+    print(f"wrote {write_report(d)}")
+    return 0
+
+
+def cmd_list(a) -> int:
+    from grpo_core.config import _read_yaml, list_reproductions, reproductions_dir
+
+    rows = []
+    for slug in list_reproductions():
+        meta = _read_yaml(reproductions_dir() / slug / "reproduction.yaml").get("meta", {}) or {}
+        rows.append((slug, str(meta.get("tier", "?")), str(meta.get("status", "?")), str(meta.get("title", ""))))
+    w = [max(len(r[i]) for r in rows + [("reproduction", "tier", "status", "")]) for i in range(3)]
+    print(f"{'reproduction':<{w[0]}}  {'tier':<{w[1]}}  {'status':<{w[2]}}  title")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    return 0
+
+
+SCAFFOLD_YAML = """# {slug}: what this reproduction changes relative to reproductions/grpo/reproduction.yaml.
+meta:
+  title: "{slug}"
+  paper: ""          # citation / arXiv id
+  tier: A
+  status: planned    # planned | smoke | reproduced | not-reproduced
+  signature: ""      # the effect a run must show against grpo
+
+# Only the keys that differ from grpo. Components are looked up by name in grpo_core
+# (advantages.py, losses.py, rewards.py, samplers.py); add one there only if the paper needs it.
+advantage:
+  name: grpo
+loss:
+  name: ppo_clip
+
+profile_overrides:
+  paper: {{}}
+"""
+
+SCAFFOLD_README = """# {slug}
+
+- **Paper:**
+- **Mechanism:** (two or three sentences and one formula)
+- **Settings used:** see reproduction.yaml
+- **Paper's headline claim:**
+- **Reproduced at tiny scale:**
+- **Deviations:**
+"""
+
+
+def cmd_new(a) -> int:
+    import re
+
+    from grpo_core.config import reproductions_dir
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", a.slug):
+        raise UserError(f"slug {a.slug!r}: use lowercase letters, digits and underscores (e.g. my_variant)")
+    d = reproductions_dir() / a.slug
+    if d.exists():
+        raise UserError(f"{d} already exists")
+    d.mkdir(parents=True)
+    (d / "reproduction.yaml").write_text(SCAFFOLD_YAML.format(slug=a.slug))
+    (d / "README.md").write_text(SCAFFOLD_README.format(slug=a.slug))
+    print(f"created {d}/reproduction.yaml and README.md; try: grpo train {a.slug} --profile smoke")
+    return 0
+
+
+COMMANDS = {
+    "prepare": cmd_prepare,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "report": cmd_report,
+    "list": cmd_list,
+    "new": cmd_new,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args, extra = ap.parse_known_args(argv)
+    # config overrides (key.sub=value) may come anywhere on the line
+    bad = [x for x in extra if "=" not in x or x.startswith("-")]
+    if bad:
+        ap.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            ap.error(f"'{args.cmd}' takes no config overrides: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + extra
+    try:
+        return COMMANDS[args.cmd](args)
+    except UserError as e:
+        if args.traceback:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

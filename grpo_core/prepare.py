@@ -1,0 +1,94 @@
+"""Prepare a profile's starting model: build (tiny) or convert (smollm2) it, then SFT warm-start
+it on the task's train split so that GRPO starts from a policy that solves part of the test set.
+
+Writes <results>/<profile>/base/init (the untrained model) and <results>/<profile>/base/model
+(the GRPO starting point, after SFT when sft.steps > 0).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from evals.tasks import make_task, render_prompt
+from grpo_core.config import Config, base_dir
+from grpo_core.models import build_char_tokenizer, build_tiny_model, convert_smollm2, load_model_and_tokenizer, param_count
+from grpo_core.trainer import chat_prompt_ids, setup_torch
+
+def prepare(cfg: Config, threads: int | None = None, log=print) -> Path:
+    setup_torch(cfg, threads)
+    out = base_dir(cfg)
+    init, final = out / "init", out / "model"
+    name = cfg.model.name_or_path
+    if name == "tiny":
+        tok = build_char_tokenizer()
+        model = build_tiny_model(cfg.model.tiny, tok, seed=cfg.run.seed)
+        model.save_pretrained(init, safe_serialization=True)
+        tok.save_pretrained(init)
+    elif name == "smollm2":
+        convert_smollm2(init)
+    else:
+        init = Path(name)
+    model, tok = load_model_and_tokenizer(str(init), cfg.run.dtype, cfg.run.device)
+    log(f"base model {name}: {param_count(model) / 1e6:.2f}M parameters")
+    if cfg.sft.steps > 0:
+        sft(model, tok, cfg, log=log)
+        tmp = final.with_name("model.tmp")
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    else:
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(init, final)
+    return final
+
+
+def sft(model, tok, cfg: Config, log=print) -> None:
+    """Supervised warm start: cross-entropy on the gold answer (the task's sft_target) + EOS,
+    prompt tokens masked out."""
+    task = make_task(cfg.task)
+    train = task.train()
+    eos = tok.eos_token_id
+    rows = []
+    for p in train:
+        prompt = chat_prompt_ids(tok, render_prompt(cfg.task.template, p))
+        target = tok(task.sft_target(p), add_special_tokens=False).input_ids + [eos]
+        rows.append((prompt, target))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
+    rng = random.Random(cfg.run.seed)
+    model.train()
+    t0 = time.perf_counter()
+    steps = cfg.sft.steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(steps, 1))
+    for step in range(steps):
+        batch = rng.sample(rows, min(cfg.sft.batch_size, len(rows)))
+        width = max(len(a) + len(b) for a, b in batch)
+        ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        attn = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (a, b) in enumerate(batch):
+            seq = a + b
+            off = width - len(seq)  # left padding, as in rollouts
+            ids[i, off:] = torch.tensor(seq)
+            attn[i, off:] = 1
+            labels[i, off + len(a) :] = torch.tensor(b)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, labels=labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"sft step {step}/{steps} loss {out.loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
+        if cfg.sft.max_seconds and time.perf_counter() - t0 > cfg.sft.max_seconds:
+            log(f"sft stopped at step {step} (sft.max_seconds)")
+            break
+    model.eval()

@@ -1,0 +1,191 @@
+"""Rollout engines: prompts -> sampled completions, with masks and finish reasons.
+
+The interface (:class:`RolloutEngine`) is what every engine implements (hf now, vLLM later):
+``generate(prompts, params) -> Rollouts`` and ``sync_weights(model)`` after each optimizer step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from grpo_core.registry import Registry
+
+ENGINES: Registry = Registry("rollout engine")
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass
+class Rollouts:
+    """A batch of N sampled completions. Prompts are left-padded, completions right-padded.
+
+    prompt_ids [N, P], prompt_mask [N, P], completion_ids [N, C], completion_mask [N, C]
+    (1 for generated tokens up to and including the EOS / the end of a stop string),
+    finish_reasons: "stop" (EOS or stop string) or "length"; texts: decoded completions
+    without special tokens and cut at a stop string.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    finish_reasons: list[str]
+    texts: list[str]
+    sampler_logp: torch.Tensor | None = None  # [N, C] per-token log-probs from the sampler
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @staticmethod
+    def concat(parts: list[Rollouts], pad_id: int) -> Rollouts:
+        """Concatenate rollouts of different widths (re-padding prompts left, completions right)."""
+        p_w = max(r.prompt_ids.shape[1] for r in parts)
+        c_w = max(r.completion_ids.shape[1] for r in parts)
+
+        def lpad(x, w, v):
+            return torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)
+
+        def rpad(x, w, v):
+            return torch.nn.functional.pad(x, (0, w - x.shape[1]), value=v)
+
+        return Rollouts(
+            prompt_ids=torch.cat([lpad(r.prompt_ids, p_w, pad_id) for r in parts]),
+            prompt_mask=torch.cat([lpad(r.prompt_mask, p_w, 0) for r in parts]),
+            completion_ids=torch.cat([rpad(r.completion_ids, c_w, pad_id) for r in parts]),
+            completion_mask=torch.cat([rpad(r.completion_mask, c_w, 0) for r in parts]),
+            finish_reasons=[f for r in parts for f in r.finish_reasons],
+            texts=[t for r in parts for t in r.texts],
+        )
+
+    def select(self, idx: list[int]) -> Rollouts:
+        ix = torch.tensor(idx, dtype=torch.long)
+        return Rollouts(
+            prompt_ids=self.prompt_ids[ix],
+            prompt_mask=self.prompt_mask[ix],
+            completion_ids=self.completion_ids[ix],
+            completion_mask=self.completion_mask[ix],
+            finish_reasons=[self.finish_reasons[i] for i in idx],
+            texts=[self.texts[i] for i in idx],
+            sampler_logp=None if self.sampler_logp is None else self.sampler_logp[ix],
+        )
+
+
+class RolloutEngine:
+    """Interface of a rollout engine."""
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollouts:
+        raise NotImplementedError
+
+    def sync_weights(self, model) -> None:
+        """Make the engine sample from ``model``'s current weights."""
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+    return ids, mask
+
+
+def finish_completions(
+    raw: torch.Tensor, tokenizer, eos_ids: set[int], stop: list[str], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """Cut raw generated tokens [N, C] at the first EOS (kept, masked in) or at the end of the
+    first stop string; return (ids, mask, finish_reasons, texts)."""
+    n, c = raw.shape
+    ids = raw.clone()
+    mask = torch.zeros_like(raw)
+    reasons, texts = [], []
+    for i in range(n):
+        row = raw[i].tolist()
+        end, reason = c, "length"
+        for t, tok in enumerate(row):
+            if tok in eos_ids:
+                end, reason = t + 1, "stop"
+                break
+        text = tokenizer.decode(row[:end], skip_special_tokens=True)
+        if stop:
+            hit = min((text.find(s) + len(s) for s in stop if s in text), default=-1)
+            if hit >= 0:
+                # smallest token prefix whose text covers the stop string
+                for t in range(1, end + 1):
+                    if len(tokenizer.decode(row[:t], skip_special_tokens=True)) >= hit:
+                        end = t
+                        break
+                text, reason = text[:hit], "stop"
+        mask[i, :end] = 1
+        ids[i, end:] = pad_id
+        reasons.append(reason)
+        texts.append(text)
+    return ids, mask, reasons, texts
+
+
+@ENGINES.register("hf")
+class HFEngine(RolloutEngine):
+    """Batched sampling with transformers' generate() on the training model itself (so weights
+    are always in sync). Every sampling knob is set explicitly: no top_k, no repetition penalty
+    from a model's generation_config leaks in."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 512):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def sync_weights(self, model) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollouts:
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        pad = tok.pad_token_id
+        eos = tok.eos_token_id
+        eos_ids = {eos} if isinstance(eos, int) else set(eos)
+        greedy = params.temperature == 0
+        gcfg = GenerationConfig(
+            do_sample=not greedy,
+            temperature=None if greedy else params.temperature,
+            top_p=None if greedy else params.top_p,
+            top_k=0,  # 0 disables top-k (None falls back to the default 50)
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=sorted(eos_ids),
+            stop_strings=params.stop or None,
+        )
+        was_training = self.model.training
+        self.model.eval()
+        parts = []
+        torch.manual_seed(params.seed)
+        for s in range(0, len(prompts), self.batch_size):
+            chunk = prompts[s : s + self.batch_size]
+            p_ids, p_mask = left_pad(chunk, pad)
+            p_ids, p_mask = p_ids.to(self.model.device), p_mask.to(self.model.device)
+            out = self.model.generate(
+                input_ids=p_ids,
+                attention_mask=p_mask,
+                generation_config=gcfg,
+                tokenizer=tok if params.stop else None,
+            )
+            raw = out[:, p_ids.shape[1] :].cpu()
+            if raw.shape[1] == 0:
+                raw = torch.full((len(chunk), 1), pad, dtype=torch.long)
+            c_ids, c_mask, reasons, texts = finish_completions(raw, tok, eos_ids, params.stop, pad)
+            parts.append(Rollouts(p_ids.cpu(), p_mask.cpu(), c_ids, c_mask, reasons, texts))
+        self.model.train(was_training)
+        return parts[0] if len(parts) == 1 else Rollouts.concat(parts, pad)
+
+
+def make_engine(name: str, model, tokenizer, **kw) -> RolloutEngine:
+    return ENGINES.get(name, "rollout.engine")(model, tokenizer, **kw)

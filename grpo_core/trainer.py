@@ -1,0 +1,462 @@
+"""The GRPO training loop, readable top to bottom.
+
+    resolved config -> sampler picks prompts -> rollout engine generates G completions per prompt
+      -> reward functions score them -> advantage estimator -> policy loss (+ KL, entropy) over
+      mu epochs of minibatches -> optimizer step -> sampler.update -> metrics.jsonl -> checkpoint
+
+Shapes: N = sequences in the step's batch (groups of G, contiguous), P prompt width (left
+padded), C completion width (right padded), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from evals.tasks import Problem, make_task, render_prompt
+from grpo_core.advantages import assert_groups, compute_advantages
+from grpo_core.config import Config, resolve_model_path, save_config
+from grpo_core.errors import UserError
+from grpo_core.losses import POLICY_LOSSES, aggregate, entropy_from_logits, kl_estimate
+from grpo_core.models import load_model_and_tokenizer
+from grpo_core.rewards import RewardContext, compute_rewards
+from grpo_core.rollout import Rollouts, SamplingParams, make_engine
+from grpo_core.samplers import make_sampler
+
+STATE_FILE = "training_state.pt"
+
+
+def setup_torch(cfg: Config, threads: int | None = None) -> None:
+    n = threads or cfg.run.threads
+    if n:
+        torch.set_num_threads(n)
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from (run seed, step, round, ...): generation is reproducible per step,
+    so a resumed run samples exactly what an uninterrupted one would."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def chat_prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a one-turn chat prompt with the generation prompt appended."""
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def sequence_logprobs(
+    model,
+    prompt_ids: torch.Tensor,  # [b, P]
+    prompt_mask: torch.Tensor,  # [b, P]
+    completion_ids: torch.Tensor,  # [b, C]
+    completion_mask: torch.Tensor,  # [b, C]
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log pi(o_t | q, o_<t) of the completion tokens [b, C] (and entropies [b, C]).
+
+    Logits are divided by the sampling temperature so the log-probs are those of the
+    distribution the completions were drawn from. Only the C+1 last positions go through the
+    LM head. Position ids skip the left padding, as in generation.
+    """
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    c = completion_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=c + 1, use_cache=False)
+    logits = out.logits[:, :-1].float()  # [b, C, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    ent = entropy_from_logits(logits) if with_entropy else None
+    return logp, ent
+
+
+@dataclass
+class Batch:
+    """The step's training batch: rollouts plus what the loss needs, all [N] or [N, C]."""
+
+    rollouts: Rollouts
+    problems: list[Problem]
+    rewards: torch.Tensor  # [N] total reward (before KL-in-reward)
+    advantages: torch.Tensor  # [N]
+    old_logp: torch.Tensor | None  # [N, C]
+    ref_logp: torch.Tensor | None  # [N, C]
+
+
+class Trainer:
+    """GRPO and its variants: one loop, components chosen by the config."""
+
+    def __init__(self, cfg: Config, out_dir: Path | str | None = None, resume: bool = True):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir) if out_dir else None
+        setup_torch(cfg)
+        self.task = make_task(cfg.task)
+        self.train_set = self.task.train()
+        self.model_path = resolve_model_path(cfg)
+        self.model, self.tok = load_model_and_tokenizer(self.model_path, cfg.run.dtype, cfg.run.device)
+        self.model.train()
+        self.ref = None
+        if cfg.loss.kl.beta > 0 or cfg.train.log_kl:
+            ref_path = cfg.model.ref_name_or_path or self.model_path
+            self.ref, _ = load_model_and_tokenizer(ref_path, cfg.run.dtype, cfg.run.device)
+            self.ref.eval().requires_grad_(False)
+        t = cfg.train
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+        )
+        self.sampler = make_sampler(cfg.sampler, len(self.train_set), cfg.run.seed)
+        self.engine = make_engine(cfg.rollout.engine, self.model, self.tok)
+        self.pg_loss = POLICY_LOSSES.get(cfg.loss.name, "loss.name")
+        self._prompt_cache: dict[int, list[int]] = {}
+        self.step = 0
+        self._stop = False
+        if self.out_dir and resume and (self.out_dir / "checkpoint" / STATE_FILE).exists():
+            self.load_checkpoint(self.out_dir / "checkpoint")
+
+    # ---------------------------------------------------------------- rollouts and rewards
+
+    def prompt_ids(self, i: int) -> list[int]:
+        if i not in self._prompt_cache:
+            text = render_prompt(self.cfg.task.template, self.train_set[i])
+            self._prompt_cache[i] = chat_prompt_ids(self.tok, text)
+        return self._prompt_cache[i]
+
+    def collect(self, step: int) -> tuple[Batch | None, dict]:
+        """Sample groups until the batch holds prompts_per_step kept groups (the sampler decides
+        which groups are kept; uniform keeps all) or the sampler's round cap is reached."""
+        cfg, G = self.cfg, self.cfg.rollout.group_size
+        want = cfg.rollout.prompts_per_step
+        kept_ro: list[Rollouts] = []
+        kept_pb: list[Problem] = []
+        kept_r: list[torch.Tensor] = []
+        all_r, all_acc, all_len, all_fmt, term_logs, n_zero, n_groups = [], [], [], [], [], 0, 0
+        for rnd in range(self.sampler.max_rounds):
+            need = want - len(kept_pb) // G
+            if need <= 0:
+                break
+            idx = self.sampler.next_prompts(need)
+            prompts = [self.prompt_ids(i) for i in idx for _ in range(G)]
+            problems = [self.train_set[i] for i in idx for _ in range(G)]
+            assert_groups([p.id for p in problems], G)
+            params = SamplingParams(
+                temperature=cfg.rollout.temperature,
+                top_p=cfg.rollout.top_p,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                stop=list(cfg.rollout.stop),
+                seed=derive_seed(cfg.run.seed, step, rnd),
+            )
+            ro = self.engine.generate(prompts, params)
+            lengths = ro.completion_mask.sum(-1).tolist()
+            ctx = RewardContext(ro.texts, problems, ro.finish_reasons, lengths, G, cfg.rollout.max_new_tokens, self.task)
+            rewards, logs = compute_rewards(cfg.rewards, ctx)
+            acc = torch.tensor([float(self.task.grade(a, p) >= 1.0) for a, p in zip(ctx.answers(), problems)])
+            r = rewards.view(-1, G)
+            zero = (r.max(1).values - r.min(1).values) <= 1e-8
+            n_zero += int(zero.sum())
+            n_groups += r.shape[0]
+            all_r.append(rewards)
+            all_acc.append(acc)
+            all_len.append(torch.tensor(lengths, dtype=torch.float32))
+            term_logs.append(logs)
+            keep = self.sampler.keep(r)
+            sel = [g * G + j for g in range(r.shape[0]) if keep[g] for j in range(G)]
+            room = (want - len(kept_pb) // G) * G
+            sel = sel[:room]
+            if sel:
+                kept_ro.append(ro.select(sel))
+                kept_pb += [problems[i] for i in sel]
+                kept_r.append(rewards[sel])
+        rewards_all = torch.cat(all_r)
+        stats = {
+            "reward_mean": float(rewards_all.mean()),
+            "reward_std": float(rewards_all.std()) if len(rewards_all) > 1 else 0.0,
+            "accuracy": float(torch.cat(all_acc).mean()),
+            "completion_len_mean": float(torch.cat(all_len).mean()),
+            "frac_zero_std_sampled": n_zero / max(n_groups, 1),
+            "gen_rounds": len(all_r),
+            "n_sampled": int(len(rewards_all)),
+        }
+        for k in term_logs[0]:
+            stats[k] = sum(t[k] for t in term_logs) / len(term_logs)
+        if not kept_pb:
+            stats["frac_zero_std_groups"] = 1.0
+            return None, stats
+        ro = kept_ro[0] if len(kept_ro) == 1 else Rollouts.concat(kept_ro, self.tok.pad_token_id)
+        rewards = torch.cat(kept_r)
+        rk = rewards.view(-1, G)
+        stats["frac_zero_std_groups"] = float(((rk.max(1).values - rk.min(1).values) <= 1e-8).float().mean())
+        stats["n_train_seqs"] = len(kept_pb)
+        return Batch(ro, kept_pb, rewards, torch.empty(0), None, None), stats
+
+    @torch.no_grad()
+    def _logprobs_nograd(self, model, ro: Rollouts) -> torch.Tensor:
+        mb = self.cfg.train.micro_batch_size
+        out = []
+        for s in range(0, len(ro), mb):
+            lp, _ = sequence_logprobs(
+                model, ro.prompt_ids[s : s + mb], ro.prompt_mask[s : s + mb],
+                ro.completion_ids[s : s + mb], ro.completion_mask[s : s + mb],
+                self.cfg.rollout.temperature,
+            )
+            out.append(lp)
+        return torch.cat(out)
+
+    # ---------------------------------------------------------------- one training step
+
+    def train_step(self, step: int) -> dict:
+        cfg, G = self.cfg, self.cfg.rollout.group_size
+        t0 = time.perf_counter()
+        batch, stats = self.collect(step)
+        t_roll = time.perf_counter() - t0
+        if batch is None:  # every group had zero reward variance and the round cap was hit
+            stats.update(loss=0.0, grad_norm=0.0, clip_frac=0.0, entropy=float("nan"), kl=float("nan"),
+                         lr=self.opt.param_groups[0]["lr"], rollout_s=t_roll, train_s=0.0, tokens_per_s=0.0)
+            self.sched.step()
+            return stats
+        ro = batch.rollouts
+        mask = ro.completion_mask
+        # "old" log-probs come from the training model's forward pass (needed when the batch is
+        # reused: mu > 1 or several minibatches); on-policy they equal logp.detach().
+        off_policy = cfg.train.mu > 1 or cfg.train.minibatches > 1
+        self.model.eval()  # no dropout in log-prob passes
+        batch.old_logp = self._logprobs_nograd(self.model, ro) if off_policy else None
+        batch.ref_logp = self._logprobs_nograd(self.ref, ro) if self.ref is not None else None
+        self.model.train()
+
+        rewards = batch.rewards
+        kl_cfg = cfg.loss.kl
+        if batch.ref_logp is not None and kl_cfg.beta > 0 and kl_cfg.placement == "reward":
+            # KL in the reward: r_i <- r_i - beta * sum_t kl_t under the sampling policy
+            pol = batch.old_logp if batch.old_logp is not None else self._logprobs_nograd(self.model, ro)
+            kl_seq = (kl_estimate(pol, batch.ref_logp, kl_cfg) * mask).sum(-1)
+            rewards = rewards - kl_cfg.beta * kl_seq
+        batch.advantages = compute_advantages(rewards, G, cfg.advantage)
+
+        t1 = time.perf_counter()
+        logs = self.optimize(batch)
+        t_train = time.perf_counter() - t1
+        self.sched.step()
+        self.sampler.update({"problems": batch.problems, "rewards": batch.rewards})
+        n_tok = int(mask.sum()) + int(ro.prompt_mask.sum())
+        stats.update(logs)
+        stats.update(
+            lr=self.opt.param_groups[0]["lr"],
+            adv_abs_mean=float(batch.advantages.abs().mean()),
+            frac_truncated=sum(f == "length" for f in ro.finish_reasons) / len(ro),
+            rollout_s=t_roll,
+            train_s=t_train,
+            tokens_per_s=n_tok / max(t_roll + t_train, 1e-9),
+        )
+        return stats
+
+    def optimize(self, batch: Batch) -> dict:
+        """mu epochs over minibatches; each minibatch is one optimizer step, accumulated over
+        micro-batches whose loss shares sum exactly to the minibatch loss."""
+        cfg, lc = self.cfg, self.cfg.loss
+        ro = batch.rollouts
+        n = len(ro)
+        n_mb = max(1, min(cfg.train.minibatches, n))
+        mb_size = math.ceil(n / n_mb)
+        micro = cfg.train.micro_batch_size
+        norm_c = lc.norm_constant or cfg.rollout.max_new_tokens
+        gen = torch.Generator().manual_seed(derive_seed(cfg.run.seed, self.step, 7))
+        sums = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
+        tok_total, n_opt = 0.0, 0
+        for epoch in range(cfg.train.mu):
+            order = torch.randperm(n, generator=gen) if epoch > 0 else torch.arange(n)
+            for s in range(0, n, mb_size):
+                mb = order[s : s + mb_size]
+                n_seqs, n_tokens = len(mb), int(ro.completion_mask[mb].sum())
+                self.opt.zero_grad(set_to_none=True)
+                mb_loss = 0.0
+                for u in range(0, len(mb), micro):
+                    ix = mb[u : u + micro]
+                    loss, st = self.micro_loss(batch, ix, n_seqs, n_tokens, norm_c)
+                    loss.backward()
+                    mb_loss += float(loss.detach())
+                    if epoch == 0:  # metrics of the policy that generated the batch
+                        for k in ("entropy", "kl", "clip_frac"):
+                            sums[k] += st[k]
+                        tok_total += st["tokens"]
+                gn = self._clip_and_step()
+                sums["loss"] += mb_loss
+                sums["grad_norm"] += gn
+                n_opt += 1
+        return {
+            "loss": sums["loss"] / n_opt,
+            "grad_norm": sums["grad_norm"] / n_opt,
+            "entropy": sums["entropy"] / max(tok_total, 1),
+            "kl": sums["kl"] / max(tok_total, 1),
+            "clip_frac": sums["clip_frac"] / max(tok_total, 1),
+        }
+
+    def micro_loss(self, batch: Batch, ix: torch.Tensor, n_seqs: int, n_tokens: int, norm_c: float):
+        """Loss share of micro-batch ``ix`` and token-summed stats (entropy, kl, clipped)."""
+        lc, ro = self.cfg.loss, batch.rollouts
+        mask = ro.completion_mask[ix]
+        need_ent_grad = lc.entropy_coef != 0
+        logp, ent = sequence_logprobs(
+            self.model, ro.prompt_ids[ix], ro.prompt_mask[ix], ro.completion_ids[ix], mask,
+            self.cfg.rollout.temperature, with_entropy=True,
+        )
+        old = batch.old_logp[ix] if batch.old_logp is not None else logp.detach()
+        loss_tok, clipped = self.pg_loss(logp, old, batch.advantages[ix], mask, lc)
+        kl_tok = None
+        if batch.ref_logp is not None:
+            kl_tok = kl_estimate(logp, batch.ref_logp[ix], lc.kl)
+            if lc.kl.beta > 0 and lc.kl.placement == "loss":
+                loss_tok = loss_tok + lc.kl.beta * kl_tok
+        if need_ent_grad:
+            loss_tok = loss_tok - lc.entropy_coef * ent
+        loss = aggregate(loss_tok, mask, lc.agg, n_seqs, n_tokens, norm_c)
+        m = mask.to(logp.dtype)
+        st = {
+            "entropy": float((ent.detach() * m).sum()),
+            "kl": float((kl_tok.detach() * m).sum()) if kl_tok is not None else 0.0,
+            "clip_frac": float((clipped.to(m.dtype) * m).sum()),
+            "tokens": float(m.sum()),
+        }
+        return loss, st
+
+    def _clip_and_step(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.train.max_grad_norm:
+            gn = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)
+        else:
+            gn = torch.norm(torch.stack([p.grad.norm() for p in params])) if params else torch.tensor(0.0)
+        if not torch.isfinite(gn):
+            raise RuntimeError(f"non-finite gradient norm at step {self.step}")
+        self.opt.step()
+        return float(gn)
+
+    # ---------------------------------------------------------------- the loop
+
+    def train(self, progress: bool = True) -> Path | None:
+        """Run steps [self.step, train.steps); write metrics.jsonl and checkpoints. Ctrl-C or
+        SIGTERM finishes the current step, saves a checkpoint and returns."""
+        cfg = self.cfg
+        out = self.out_dir
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / "config.yaml")
+            self._truncate_metrics(out / "metrics.jsonl", self.step)
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.train.steps, initial=self.step, disable=not progress, desc=f"{cfg.reproduction} s{cfg.run.seed}", dynamic_ncols=True)
+        try:
+            while self.step < cfg.train.steps and not self._stop:
+                stats = self.train_step(self.step)
+                row = {"step": self.step, **stats}
+                self.step += 1
+                if out:
+                    with open(out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    every = cfg.train.checkpoint_every
+                    if every and self.step % every == 0 and self.step < cfg.train.steps:
+                        self.save_checkpoint(out / "checkpoint")
+                bar.set_postfix(reward=f"{stats['reward_mean']:.3f}", acc=f"{stats['accuracy']:.3f}")
+                bar.update(1)
+        finally:
+            bar.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        if out:
+            self.save_checkpoint(out / "checkpoint")
+        return out
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop = True
+        print(f"\nsignal {signum}: finishing step {self.step} and saving a checkpoint (again to abort)")
+
+    @staticmethod
+    def _truncate_metrics(path: Path, step: int) -> None:
+        """Drop metric lines of steps >= ``step`` (written after the last checkpoint)."""
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Policy (HF format, safetensors) + optimizer, scheduler, sampler and RNG state.
+        Written to a temporary directory and renamed, so a crash never leaves half a checkpoint."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        self.tok.save_pretrained(tmp)
+        torch.save(
+            {
+                "step": self.step,
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+            },
+            tmp / STATE_FILE,
+        )
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+
+    def load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        try:
+            state = torch.load(path / STATE_FILE, weights_only=False)
+            files = sorted(path.glob("*.safetensors"))
+            if not files:
+                raise FileNotFoundError("no *.safetensors in the checkpoint")
+            sd = {}
+            for f in files:
+                sd.update(load_file(f))
+            missing, unexpected = self.model.load_state_dict(sd, strict=False)
+            missing = [m for m in missing if not (m.endswith("lm_head.weight") and self.model.config.tie_word_embeddings)]
+            if missing or unexpected:
+                raise KeyError(f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.sampler.load_state_dict(state["sampler"])
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
+            raise UserError(
+                f"checkpoint {path} cannot be resumed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"delete it to start over"
+            ) from None
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        self.step = int(state["step"])
