@@ -43,7 +43,9 @@ def render_prompt(template: str, p: Problem) -> str:
     tpl = TEMPLATES.get(template, "task.template")
     fields = {"question": p.question, **p.meta}
     if "{expression}" in tpl and "expression" not in fields:
-        raise UserError(f"template {template!r} needs an 'expression' field, problem {p.id} has none")
+        raise UserError(
+            f"template {template!r} needs an 'expression' field, problem {p.id} has none"
+        )
     return tpl.format(**fields)
 
 
@@ -245,7 +247,9 @@ class JsonlTask(Task):
                     f"it has fields {have}"
                 )
             meta = {k: v for k, v in obj.items() if k not in ("question", "problem", "answer")}
-            rows.append(Problem(id=str(obj.get("id", ln)), question=q, answer=str(obj["answer"]), meta=meta))
+            rows.append(
+                Problem(id=str(obj.get("id", ln)), question=q, answer=str(obj["answer"]), meta=meta)
+            )
         if len(rows) <= self.n_test:
             raise UserError(f"{path}: {len(rows)} rows, need more than task.n_test={self.n_test}")
         self._train = rows[: len(rows) - self.n_test][: self.n_train]

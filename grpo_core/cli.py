@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="grpo", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("prepare", help="build/convert the profile's base model and SFT warm-start it")
+    p = sub.add_parser(
+        "prepare", help="build/convert the profile's base model and SFT warm-start it"
+    )
     _common(p)
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
 
@@ -33,12 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reproduction")
     _common(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="run directory (default results/<profile>/runs/<repro>/seed<N>)")
+    p.add_argument(
+        "--out", default=None, help="run directory (default results/<profile>/runs/<repro>/seed<N>)"
+    )
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
 
-    p = sub.add_parser("eval", help=f"evaluate a run's checkpoint (or '{START_ROW}': the base model)")
+    p = sub.add_parser(
+        "eval", help=f"evaluate a run's checkpoint (or '{START_ROW}': the base model)"
+    )
     p.add_argument("reproduction")
     _common(p)
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +78,9 @@ def _ensure_base(cfg, threads) -> None:
     from grpo_core.prepare import prepare
 
     if cfg.model.name_or_path in SPECIAL_MODELS and not (base_dir(cfg) / "model").exists():
-        print(f"no base model at {base_dir(cfg) / 'model'}: preparing it (grpo prepare --profile {cfg.profile})")
+        print(
+            f"no base model at {base_dir(cfg) / 'model'}: preparing it (grpo prepare --profile {cfg.profile})"
+        )
         prepare(cfg, threads)
 
 
@@ -109,7 +117,9 @@ def cmd_eval(a) -> int:
         _ensure_base(cfg, a.threads)
     model = a.model or (base_dir(cfg) / "model" if start else run_dir(cfg) / "checkpoint")
     if not Path(model).exists():
-        raise UserError(f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {a.seed})")
+        raise UserError(
+            f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {a.seed})"
+        )
     out = a.out or run_dir(cfg) / "eval"
     res = evaluate(cfg, model, out, reproduction=cfg.reproduction, seed=a.seed, threads=a.threads)
     m = res["metrics"]
@@ -120,6 +130,7 @@ def cmd_eval(a) -> int:
 def cmd_report(a) -> int:
     from evals.aggregate import aggregate
     from evals.report import write_report
+
     from grpo_core.config import load_config
 
     cfg = load_config(None, a.profile)
@@ -137,7 +148,14 @@ def cmd_list(a) -> int:
     rows = []
     for slug in list_reproductions():
         meta = _read_yaml(reproductions_dir() / slug / "reproduction.yaml").get("meta", {}) or {}
-        rows.append((slug, str(meta.get("tier", "?")), str(meta.get("status", "?")), str(meta.get("title", ""))))
+        rows.append(
+            (
+                slug,
+                str(meta.get("tier", "?")),
+                str(meta.get("status", "?")),
+                str(meta.get("title", "")),
+            )
+        )
     w = [max(len(r[i]) for r in rows + [("reproduction", "tier", "status", "")]) for i in range(3)]
     print(f"{'reproduction':<{w[0]}}  {'tier':<{w[1]}}  {'status':<{w[2]}}  title")
     for r in rows:
@@ -181,7 +199,9 @@ def cmd_new(a) -> int:
     from grpo_core.config import reproductions_dir
 
     if not re.fullmatch(r"[a-z][a-z0-9_]*", a.slug):
-        raise UserError(f"slug {a.slug!r}: use lowercase letters, digits and underscores (e.g. my_variant)")
+        raise UserError(
+            f"slug {a.slug!r}: use lowercase letters, digits and underscores (e.g. my_variant)"
+        )
     d = reproductions_dir() / a.slug
     if d.exists():
         raise UserError(f"{d} already exists")

@@ -229,7 +229,9 @@ def run_dir(cfg: Config) -> Path:
     """<results>/<profile>/runs/<reproduction>/seed<N>, unless run.output_dir is set."""
     if cfg.run.output_dir:
         return Path(cfg.run.output_dir)
-    return Path(cfg.run.results_dir) / cfg.profile / "runs" / cfg.reproduction / f"seed{cfg.run.seed}"
+    return (
+        Path(cfg.run.results_dir) / cfg.profile / "runs" / cfg.reproduction / f"seed{cfg.run.seed}"
+    )
 
 
 def list_profiles() -> list[str]:
@@ -260,7 +262,11 @@ def _merge(base: dict, over: dict, sources: dict, src: str, prefix: tuple = ()) 
     out = dict(base)
     for k, v in over.items():
         path = (*prefix, k)
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("params", "difficulty"):
+        if (
+            isinstance(v, dict)
+            and isinstance(out.get(k), dict)
+            and k not in ("params", "difficulty")
+        ):
             out[k] = _merge(out[k], v, sources, src, path)
         else:
             out[k] = copy.deepcopy(v)
@@ -315,7 +321,9 @@ def _model_fields(model: type[BaseModel], path: tuple) -> list[str]:
             return []
         ann = fld.annotation
         args = getattr(ann, "__args__", ()) or ()
-        nxt = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        nxt = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
         if nxt is None:
             return []
         cur = nxt
@@ -354,8 +362,8 @@ def validate(data: dict[str, Any], sources: dict[tuple, str]) -> Config:
 
 def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
     """Every component name must exist in its registry."""
-    from grpo_core import advantages, losses, rewards, rollout, samplers
     from evals import tasks
+    from grpo_core import advantages, losses, rewards, rollout, samplers
 
     checks = [
         (("advantage", "name"), cfg.advantage.name, advantages.ADVANTAGES),
@@ -402,7 +410,9 @@ def load_config(
             raise UserError(f"{rep_file}: 'profile_overrides' must map profile names to mappings")
         data = _merge(data, rep, sources, str(rep_file))
         if per_profile.get(profile):
-            data = _merge(data, per_profile[profile], sources, f"{rep_file} (profile_overrides.{profile})")
+            data = _merge(
+                data, per_profile[profile], sources, f"{rep_file} (profile_overrides.{profile})"
+            )
         for p in per_profile:
             if p not in list_profiles():
                 raise UserError(

@@ -88,7 +88,9 @@ def convert_smollm2(out_dir: Path) -> Path:
     gguf = smollm2_gguf_path()
     out_dir = Path(out_dir)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    src = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_config(cfg)
     missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
@@ -126,7 +128,9 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", device: 
         )
     except OSError as e:
         where = "local directory" if is_local else "Hub id (offline: set a local path instead)"
-        raise UserError(f"could not load model {name_or_path!r} as a {where}: {str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"could not load model {name_or_path!r} as a {where}: {str(e).splitlines()[0]}"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

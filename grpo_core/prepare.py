@@ -16,8 +16,15 @@ import torch
 
 from evals.tasks import make_task, render_prompt
 from grpo_core.config import Config, base_dir
-from grpo_core.models import build_char_tokenizer, build_tiny_model, convert_smollm2, load_model_and_tokenizer, param_count
+from grpo_core.models import (
+    build_char_tokenizer,
+    build_tiny_model,
+    convert_smollm2,
+    load_model_and_tokenizer,
+    param_count,
+)
 from grpo_core.trainer import chat_prompt_ids, setup_torch
+
 
 def prepare(cfg: Config, threads: int | None = None, log=print) -> Path:
     setup_torch(cfg, threads)
@@ -87,7 +94,9 @@ def sft(model, tok, cfg: Config, log=print) -> None:
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps - 1:
-            log(f"sft step {step}/{steps} loss {out.loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
+            log(
+                f"sft step {step}/{steps} loss {out.loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
+            )
         if cfg.sft.max_seconds and time.perf_counter() - t0 > cfg.sft.max_seconds:
             log(f"sft stopped at step {step} (sft.max_seconds)")
             break

@@ -53,7 +53,9 @@ def format_reward(ctx: RewardContext) -> torch.Tensor:
 
 
 @REWARDS.register("overlong")
-def overlong_reward(ctx: RewardContext, buffer: int = 4, max_len: int | None = None) -> torch.Tensor:
+def overlong_reward(
+    ctx: RewardContext, buffer: int = 4, max_len: int | None = None
+) -> torch.Tensor:
     """DAPO soft overlong punishment: with L_max the budget and L_buf the buffer,
     r = 0 if L <= L_max - L_buf, (L_max - L_buf - L) / L_buf if L <= L_max, else -1."""
     lmax = max_len or ctx.max_new_tokens
@@ -75,7 +77,9 @@ def compute_rewards(terms: list[RewardTerm], ctx: RewardContext) -> tuple[torch.
         except TypeError as e:
             raise UserError(f"rewards[{i}] ({term.name}): bad params {term.params}: {e}") from None
         if r.shape != total.shape:
-            raise RuntimeError(f"reward {term.name} returned shape {tuple(r.shape)}, want {tuple(total.shape)}")
+            raise RuntimeError(
+                f"reward {term.name} returned shape {tuple(r.shape)}, want {tuple(total.shape)}"
+            )
         total += term.weight * r
         logs[f"reward/{term.name}"] = float(r.mean())
     return total, logs

@@ -50,7 +50,12 @@ class UniformSampler:
         pass
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate(), "order": self.order, "pos": self.pos, "epoch": self.epoch}
+        return {
+            "rng": self.rng.getstate(),
+            "order": self.order,
+            "pos": self.pos,
+            "epoch": self.epoch,
+        }
 
     def load_state_dict(self, s: dict) -> None:
         st = s["rng"]

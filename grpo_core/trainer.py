@@ -85,7 +85,9 @@ def sequence_logprobs(
     attn = torch.cat([prompt_mask, completion_mask], dim=1)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     c = completion_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=c + 1, use_cache=False)
+    out = model(
+        input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=c + 1, use_cache=False
+    )
     logits = out.logits[:, :-1].float()  # [b, C, V]
     if temperature != 1.0:
         logits = logits / temperature
@@ -116,7 +118,9 @@ class Trainer:
         self.task = make_task(cfg.task)
         self.train_set = self.task.train()
         self.model_path = resolve_model_path(cfg)
-        self.model, self.tok = load_model_and_tokenizer(self.model_path, cfg.run.dtype, cfg.run.device)
+        self.model, self.tok = load_model_and_tokenizer(
+            self.model_path, cfg.run.dtype, cfg.run.device
+        )
         self.model.train()
         self.ref = None
         if cfg.loss.kl.beta > 0 or cfg.train.log_kl:
@@ -155,7 +159,7 @@ class Trainer:
         kept_ro: list[Rollouts] = []
         kept_pb: list[Problem] = []
         kept_r: list[torch.Tensor] = []
-        all_r, all_acc, all_len, all_fmt, term_logs, n_zero, n_groups = [], [], [], [], [], 0, 0
+        all_r, all_acc, all_len, term_logs, n_zero, n_groups = [], [], [], [], 0, 0
         for rnd in range(self.sampler.max_rounds):
             need = want - len(kept_pb) // G
             if need <= 0:
@@ -173,9 +177,19 @@ class Trainer:
             )
             ro = self.engine.generate(prompts, params)
             lengths = ro.completion_mask.sum(-1).tolist()
-            ctx = RewardContext(ro.texts, problems, ro.finish_reasons, lengths, G, cfg.rollout.max_new_tokens, self.task)
+            ctx = RewardContext(
+                ro.texts,
+                problems,
+                ro.finish_reasons,
+                lengths,
+                G,
+                cfg.rollout.max_new_tokens,
+                self.task,
+            )
             rewards, logs = compute_rewards(cfg.rewards, ctx)
-            acc = torch.tensor([float(self.task.grade(a, p) >= 1.0) for a, p in zip(ctx.answers(), problems)])
+            acc = torch.tensor(
+                [float(self.task.grade(a, p) >= 1.0) for a, p in zip(ctx.answers(), problems)]
+            )
             r = rewards.view(-1, G)
             zero = (r.max(1).values - r.min(1).values) <= 1e-8
             n_zero += int(zero.sum())
@@ -210,7 +224,9 @@ class Trainer:
         ro = kept_ro[0] if len(kept_ro) == 1 else Rollouts.concat(kept_ro, self.tok.pad_token_id)
         rewards = torch.cat(kept_r)
         rk = rewards.view(-1, G)
-        stats["frac_zero_std_groups"] = float(((rk.max(1).values - rk.min(1).values) <= 1e-8).float().mean())
+        stats["frac_zero_std_groups"] = float(
+            ((rk.max(1).values - rk.min(1).values) <= 1e-8).float().mean()
+        )
         stats["n_train_seqs"] = len(kept_pb)
         return Batch(ro, kept_pb, rewards, torch.empty(0), None, None), stats
 
@@ -220,8 +236,11 @@ class Trainer:
         out = []
         for s in range(0, len(ro), mb):
             lp, _ = sequence_logprobs(
-                model, ro.prompt_ids[s : s + mb], ro.prompt_mask[s : s + mb],
-                ro.completion_ids[s : s + mb], ro.completion_mask[s : s + mb],
+                model,
+                ro.prompt_ids[s : s + mb],
+                ro.prompt_mask[s : s + mb],
+                ro.completion_ids[s : s + mb],
+                ro.completion_mask[s : s + mb],
                 self.cfg.rollout.temperature,
             )
             out.append(lp)
@@ -235,8 +254,17 @@ class Trainer:
         batch, stats = self.collect(step)
         t_roll = time.perf_counter() - t0
         if batch is None:  # every group had zero reward variance and the round cap was hit
-            stats.update(loss=0.0, grad_norm=0.0, clip_frac=0.0, entropy=float("nan"), kl=float("nan"),
-                         lr=self.opt.param_groups[0]["lr"], rollout_s=t_roll, train_s=0.0, tokens_per_s=0.0)
+            stats.update(
+                loss=0.0,
+                grad_norm=0.0,
+                clip_frac=0.0,
+                entropy=float("nan"),
+                kl=float("nan"),
+                lr=self.opt.param_groups[0]["lr"],
+                rollout_s=t_roll,
+                train_s=0.0,
+                tokens_per_s=0.0,
+            )
             self.sched.step()
             return stats
         ro = batch.rollouts
@@ -253,7 +281,11 @@ class Trainer:
         kl_cfg = cfg.loss.kl
         if batch.ref_logp is not None and kl_cfg.beta > 0 and kl_cfg.placement == "reward":
             # KL in the reward: r_i <- r_i - beta * sum_t kl_t under the sampling policy
-            pol = batch.old_logp if batch.old_logp is not None else self._logprobs_nograd(self.model, ro)
+            pol = (
+                batch.old_logp
+                if batch.old_logp is not None
+                else self._logprobs_nograd(self.model, ro)
+            )
             kl_seq = (kl_estimate(pol, batch.ref_logp, kl_cfg) * mask).sum(-1)
             rewards = rewards - kl_cfg.beta * kl_seq
         batch.advantages = compute_advantages(rewards, G, cfg.advantage)
@@ -322,8 +354,13 @@ class Trainer:
         mask = ro.completion_mask[ix]
         need_ent_grad = lc.entropy_coef != 0
         logp, ent = sequence_logprobs(
-            self.model, ro.prompt_ids[ix], ro.prompt_mask[ix], ro.completion_ids[ix], mask,
-            self.cfg.rollout.temperature, with_entropy=True,
+            self.model,
+            ro.prompt_ids[ix],
+            ro.prompt_mask[ix],
+            ro.completion_ids[ix],
+            mask,
+            self.cfg.rollout.temperature,
+            with_entropy=True,
         )
         old = batch.old_logp[ix] if batch.old_logp is not None else logp.detach()
         loss_tok, clipped = self.pg_loss(logp, old, batch.advantages[ix], mask, lc)
@@ -349,7 +386,11 @@ class Trainer:
         if self.cfg.train.max_grad_norm:
             gn = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)
         else:
-            gn = torch.norm(torch.stack([p.grad.norm() for p in params])) if params else torch.tensor(0.0)
+            gn = (
+                torch.norm(torch.stack([p.grad.norm() for p in params]))
+                if params
+                else torch.tensor(0.0)
+            )
         if not torch.isfinite(gn):
             raise RuntimeError(f"non-finite gradient norm at step {self.step}")
         self.opt.step()
@@ -366,10 +407,18 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / "config.yaml")
             self._truncate_metrics(out / "metrics.jsonl", self.step)
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old_handlers = {
+            s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+        }
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.train.steps, initial=self.step, disable=not progress, desc=f"{cfg.reproduction} s{cfg.run.seed}", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.step,
+            disable=not progress,
+            desc=f"{cfg.reproduction} s{cfg.run.seed}",
+            dynamic_ncols=True,
+        )
         try:
             while self.step < cfg.train.steps and not self._stop:
                 stats = self.train_step(self.step)
@@ -381,7 +430,9 @@ class Trainer:
                     every = cfg.train.checkpoint_every
                     if every and self.step % every == 0 and self.step < cfg.train.steps:
                         self.save_checkpoint(out / "checkpoint")
-                bar.set_postfix(reward=f"{stats['reward_mean']:.3f}", acc=f"{stats['accuracy']:.3f}")
+                bar.set_postfix(
+                    reward=f"{stats['reward_mean']:.3f}", acc=f"{stats['accuracy']:.3f}"
+                )
                 bar.update(1)
         finally:
             bar.close()
@@ -395,14 +446,20 @@ class Trainer:
         if self._stop:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop = True
-        print(f"\nsignal {signum}: finishing step {self.step} and saving a checkpoint (again to abort)")
+        print(
+            f"\nsignal {signum}: finishing step {self.step} and saving a checkpoint (again to abort)"
+        )
 
     @staticmethod
     def _truncate_metrics(path: Path, step: int) -> None:
         """Drop metric lines of steps >= ``step`` (written after the last checkpoint)."""
         if not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
+        keep = [
+            ln
+            for ln in path.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["step"] < step
+        ]
         path.write_text("".join(ln + "\n" for ln in keep))
 
     # ---------------------------------------------------------------- checkpoints
@@ -446,9 +503,15 @@ class Trainer:
             for f in files:
                 sd.update(load_file(f))
             missing, unexpected = self.model.load_state_dict(sd, strict=False)
-            missing = [m for m in missing if not (m.endswith("lm_head.weight") and self.model.config.tie_word_embeddings)]
+            missing = [
+                m
+                for m in missing
+                if not (m.endswith("lm_head.weight") and self.model.config.tie_word_embeddings)
+            ]
             if missing or unexpected:
-                raise KeyError(f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+                raise KeyError(
+                    f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                )
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])

@@ -27,6 +27,11 @@ def smoke_cfg(smoke_results):
     from grpo_core.config import load_config
 
     def make(repro="grpo", overrides=(), seed=0):
-        return load_config(repro, "smoke", [f"run.results_dir={smoke_results}", "run.threads=1", *overrides], seed=seed)
+        return load_config(
+            repro,
+            "smoke",
+            [f"run.results_dir={smoke_results}", "run.threads=1", *overrides],
+            seed=seed,
+        )
 
     return make

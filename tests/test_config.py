@@ -83,7 +83,13 @@ def test_unknown_reproduction_and_profile():
 
 def _cli(*args, env=None):
     e = {**os.environ, "GRPO_ROOT": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "grpo_core.cli", *args], capture_output=True, text=True, env=e, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "grpo_core.cli", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=ROOT,
+    )
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
@@ -91,11 +97,23 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     bad_rows.write_text('{"question": "1+1=", "answer": "2"}\n{"question": "2+2="}\n' * 3)
     cases = [
         (["train", "dappo", "--profile", "smoke"], "unknown reproduction 'dappo'"),
-        (["train", "grpo", "--profile", "smoke", "loss.name=ppo_clipp"], "unknown policy loss 'ppo_clipp'"),
+        (
+            ["train", "grpo", "--profile", "smoke", "loss.name=ppo_clipp"],
+            "unknown policy loss 'ppo_clipp'",
+        ),
         (["train", "grpo", "--profile", "smoke", "train.stepz=3"], "unknown key 'train.stepz'"),
         (
-            ["train", "grpo", "--profile", "smoke", "task.name=jsonl", f"task.path={bad_rows}", "task.n_test=1",
-             f"run.results_dir={tmp_path}", "model.name_or_path=" + str(tmp_path / "nomodel")],
+            [
+                "train",
+                "grpo",
+                "--profile",
+                "smoke",
+                "task.name=jsonl",
+                f"task.path={bad_rows}",
+                "task.n_test=1",
+                f"run.results_dir={tmp_path}",
+                "model.name_or_path=" + str(tmp_path / "nomodel"),
+            ],
             f"{bad_rows}:2: row needs a string 'question'",
         ),
     ]

@@ -9,8 +9,11 @@ from grpo_core.advantages import assert_groups, compute_advantages
 from grpo_core.config import AdvantageCfg, KLCfg, LossCfg
 from grpo_core.losses import aggregate, entropy_from_logits, gspo_loss, kl_estimate, ppo_clip_loss
 
+
 def close(t: torch.Tensor, expected, atol: float) -> bool:
-    return torch.allclose(t.detach().float(), torch.tensor(expected, dtype=torch.float32), atol=atol)
+    return torch.allclose(
+        t.detach().float(), torch.tensor(expected, dtype=torch.float32), atol=atol
+    )
 
 
 R = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0])  # two groups of 4
@@ -174,10 +177,14 @@ L = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 100.0]])  # 100 is masked out
     ],
 )
 def test_aggregation_modes(mode, expected):
-    assert aggregate(L, MASK, mode, n_seqs=2, n_tokens=5, norm_constant=4).item() == pytest.approx(expected)
+    assert aggregate(L, MASK, mode, n_seqs=2, n_tokens=5, norm_constant=4).item() == pytest.approx(
+        expected
+    )
 
 
-@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"])
+@pytest.mark.parametrize(
+    "mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"]
+)
 def test_aggregation_splits_into_micro_batches(mode):
     torch.manual_seed(0)
     x = torch.randn(6, 5, requires_grad=True)

@@ -17,11 +17,26 @@ def test_smoke_pipeline_through_snakemake(tmp_path):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     cmd = [
-        sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
-        "-d", str(tmp_path), "--config", "profile=smoke", "reproductions=[grpo,dapo]", "--quiet",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--config",
+        "profile=smoke",
+        "reproductions=[grpo,dapo]",
+        "--quiet",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    logs = "".join(p.read_text()[-2000:] for p in (tmp_path / "results/smoke/logs").glob("*.log")) if r.returncode else ""
+    logs = (
+        "".join(p.read_text()[-2000:] for p in (tmp_path / "results/smoke/logs").glob("*.log"))
+        if r.returncode
+        else ""
+    )
     assert r.returncode == 0, r.stderr[-4000:] + logs
     res = tmp_path / "results" / "smoke"
     for repro in ("grpo", "dapo"):
@@ -33,7 +48,15 @@ def test_smoke_pipeline_through_snakemake(tmp_path):
     summary = pd.read_csv(res / "summary.csv")
     assert {"grpo", "dapo", "sft_start"} <= set(summary["reproduction"])
     assert list(summary.columns[:9]) == [
-        "reproduction", "benchmark", "metric", "mean", "std", "ci_low", "ci_high", "n_seeds", "delta_vs_grpo",
+        "reproduction",
+        "benchmark",
+        "metric",
+        "mean",
+        "std",
+        "ci_low",
+        "ci_high",
+        "n_seeds",
+        "delta_vs_grpo",
     ]
     report = (res / "report.md").read_text()
     assert "dapo" in report and "arith_mix" in report
