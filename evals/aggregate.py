@@ -13,10 +13,26 @@ import pandas as pd
 from evals.metrics import diff_ci, mean_ci
 
 COLUMNS = [
-    "reproduction", "benchmark", "metric", "mean", "std", "ci_low", "ci_high", "n_seeds",
-    "delta_vs_grpo", "delta_ci_low", "delta_ci_high",
+    "reproduction",
+    "benchmark",
+    "metric",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "delta_vs_grpo",
+    "delta_ci_low",
+    "delta_ci_high",
 ]
-TRAIN_FIELDS = ["reward_mean", "accuracy", "completion_len_mean", "entropy", "kl", "frac_zero_std_groups"]
+TRAIN_FIELDS = [
+    "reward_mean",
+    "accuracy",
+    "completion_len_mean",
+    "entropy",
+    "kl",
+    "frac_zero_std_groups",
+]
 START_ROW = "sft_start"
 
 
@@ -51,13 +67,19 @@ def collect(profile_dir: Path, files: list[Path] | None = None) -> pd.DataFrame:
     return pd.DataFrame(recs, columns=["reproduction", "seed", "benchmark", "metric", "value"])
 
 
-def aggregate(profile_dir: Path, baseline: str = "grpo", files: list[Path] | None = None) -> pd.DataFrame:
+def aggregate(
+    profile_dir: Path, baseline: str = "grpo", files: list[Path] | None = None
+) -> pd.DataFrame:
     long = collect(profile_dir, files)
     rows = []
-    for (repro, bench, metric), g in long.groupby(["reproduction", "benchmark", "metric"], sort=False):
+    for (repro, bench, metric), g in long.groupby(
+        ["reproduction", "benchmark", "metric"], sort=False
+    ):
         vals = g.sort_values("seed")["value"].tolist()
         mean, std, lo, hi = mean_ci(vals)
-        base = long[(long.reproduction == baseline) & (long.benchmark == bench) & (long.metric == metric)]
+        base = long[
+            (long.reproduction == baseline) & (long.benchmark == bench) & (long.metric == metric)
+        ]
         if len(base):
             d, dlo, dhi = diff_ci(vals, base["value"].tolist())
         else:

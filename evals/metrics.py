@@ -56,7 +56,9 @@ def per_problem_scores(
         for k in ks:
             out[f"pass@{k}"].append(pass_at_k(n, sum(correct), k))
         maj = majority_answer(a)
-        out[f"maj@{n}"].append(float(maj is not None and any(c for c, x in zip(correct, a) if x == maj)))
+        out[f"maj@{n}"].append(
+            float(maj is not None and any(c for c, x in zip(correct, a) if x == maj))
+        )
     return out
 
 
@@ -68,7 +70,9 @@ def score_groups(
     return {k: float(np.mean(v)) if v else float("nan") for k, v in per.items()}
 
 
-def bootstrap_ci(values: list[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: list[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean over problems."""
     x = np.asarray(values, dtype=float)
     if len(x) == 0:

@@ -105,8 +105,14 @@ def write_report(profile_dir: Path, title: str | None = None) -> Path:
         metrics = sub["metric"].unique().tolist()
         ks = [int(m.split("@")[1]) for m in metrics if re.fullmatch(r"avg@\d+", m)]
         k = max(ks) if ks else None
-        passes = sorted((int(m.split("@")[1]) for m in metrics if m.startswith("pass@")), reverse=True)
-        cols = [c for c in (f"avg@{k}", f"pass@{passes[0]}" if passes else None, f"maj@{k}") if c in metrics]
+        passes = sorted(
+            (int(m.split("@")[1]) for m in metrics if m.startswith("pass@")), reverse=True
+        )
+        cols = [
+            c
+            for c in (f"avg@{k}", f"pass@{passes[0]}" if passes else None, f"maj@{k}")
+            if c in metrics
+        ]
         lines += [f"## {bench}", ""]
         lines.append("| reproduction | " + " | ".join(cols) + f" | Δ {cols[0]} vs grpo | seeds |")
         lines.append("|---" * (len(cols) + 3) + "|")
@@ -116,7 +122,9 @@ def write_report(profile_dir: Path, title: str | None = None) -> Path:
                 continue
             cells = [_cell(rr.loc[c]) if c in rr.index else "" for c in cols]
             d = _delta(rr.loc[cols[0]]) if repro != "grpo" and cols[0] in rr.index else ""
-            lines.append(f"| {repro} | " + " | ".join(cells) + f" | {d} | {int(rr['n_seeds'].max())} |")
+            lines.append(
+                f"| {repro} | " + " | ".join(cells) + f" | {d} | {int(rr['n_seeds'].max())} |"
+            )
         lines.append("")
     tr = df[df.benchmark == "train"]
     if len(tr):

@@ -130,7 +130,6 @@ def cmd_eval(a) -> int:
 def cmd_report(a) -> int:
     from evals.aggregate import aggregate
     from evals.report import write_report
-
     from grpo_core.config import load_config
 
     cfg = load_config(None, a.profile)

@@ -48,6 +48,7 @@ class TinyModelCfg(Strict):
     num_heads: int = 4
     num_kv_heads: int = 4
     max_position_embeddings: int = 256
+    tie_embeddings: bool = False  # tied input/output embeddings make tiny models fragile under RL
 
 
 class ModelCfg(Strict):

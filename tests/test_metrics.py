@@ -1,0 +1,115 @@
+"""Evaluation statistics on hand-computed values; aggregation and report on a fake results tree."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from evals.aggregate import aggregate
+from evals.metrics import (
+    bootstrap_ci,
+    diff_ci,
+    majority_answer,
+    mean_ci,
+    pass_at_k,
+    score_groups,
+    t_quantile,
+)
+from evals.report import write_report
+
+
+def test_pass_at_k_hand_values():
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    assert pass_at_k(4, 2, 2) == pytest.approx(5 / 6)  # 1 - C(2,2)/C(4,2)
+    assert pass_at_k(4, 0, 2) == 0.0 and pass_at_k(4, 4, 2) == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def test_score_groups_hand_example():
+    # problem 1: samples 1,0,0,1 answers 3,4,4,3 -> majority tie, first seen '3' is correct
+    # problem 2: samples 0,0,0,1 answers 1,2,2,5 -> majority '2' is wrong
+    m = score_groups([[1, 0, 0, 1], [0, 0, 0, 1]], [["3", "4", "4", "3"], ["1", "2", "2", "5"]])
+    assert m["avg@4"] == pytest.approx((0.5 + 0.25) / 2)
+    assert m["pass@1"] == pytest.approx(0.375)
+    assert m["pass@2"] == pytest.approx((5 / 6 + 0.5) / 2)
+    assert m["pass@4"] == pytest.approx(1.0)
+    assert m["maj@4"] == pytest.approx(0.5)
+    assert majority_answer([None, "a", "b", "b", "a"]) == "a"
+    assert majority_answer([None, None]) is None
+    with pytest.raises(ValueError, match="problem 1"):
+        score_groups([[1, 0], [1]], [["1", "2"], ["1"]])
+
+
+def test_t_quantiles_and_intervals():
+    for df, t in [(1, 12.706), (2, 4.303), (4, 2.776), (30, 2.042)]:
+        assert t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
+    m, s, lo, hi = mean_ci([1, 2, 3])
+    assert (m, s) == (2.0, 1.0)
+    assert hi - m == pytest.approx(4.303 / math.sqrt(3), abs=1e-3)
+    assert math.isnan(mean_ci([0.5])[2])
+    d, dlo, dhi = diff_ci([1, 2, 3], [0, 1, 2])
+    assert d == 1.0 and dlo < 1.0 < dhi
+    lo, hi = bootstrap_ci([0, 1, 1, 0, 1], seed=3)
+    assert (lo, hi) == bootstrap_ci([0, 1, 1, 0, 1], seed=3) and lo <= 0.6 <= hi
+
+
+def _fake_tree(root, acc):
+    for repro, seeds in acc.items():
+        for seed, a in seeds.items():
+            d = root / "runs" / repro / f"seed{seed}"
+            (d / "eval").mkdir(parents=True)
+            (d / "eval" / "arith_mix.json").write_text(
+                json.dumps(
+                    {
+                        "benchmark": "arith_mix",
+                        "reproduction": repro,
+                        "seed": seed,
+                        "n_prompts": 10,
+                        "k": 4,
+                        "metrics": {"avg@4": a, "pass@4": min(1, a + 0.2), "maj@4": a},
+                    }
+                )
+            )
+            if repro != "sft_start":
+                rows = [
+                    {
+                        "step": i,
+                        "reward_mean": a * i / 19,
+                        "accuracy": a * i / 19,
+                        "completion_len_mean": 3.0,
+                        "entropy": 0.5,
+                        "kl": 0.01 * i,
+                        "frac_zero_std_groups": 0.2,
+                    }
+                    for i in range(20)
+                ]
+                (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_aggregate_and_report(tmp_path):
+    _fake_tree(
+        tmp_path,
+        {"grpo": {0: 0.4, 1: 0.5, 2: 0.6}, "dapo": {0: 0.5, 1: 0.6, 2: 0.7}, "sft_start": {0: 0.3}},
+    )
+    df = aggregate(tmp_path)
+    s = pd.read_csv(tmp_path / "summary.csv")
+    row = s[(s.reproduction == "dapo") & (s.metric == "avg@4")].iloc[0]
+    assert row["mean"] == pytest.approx(0.6) and row["n_seeds"] == 3
+    assert row["delta_vs_grpo"] == pytest.approx(0.1)
+    assert row["ci_high"] - row["mean"] == pytest.approx(4.303 * 0.1 / math.sqrt(3), abs=1e-3)
+    start = s[(s.reproduction == "sft_start") & (s.metric == "avg@4")].iloc[0]
+    assert start["n_seeds"] == 1 and math.isnan(start["ci_low"])
+    tr = s[(s.benchmark == "train") & (s.reproduction == "grpo") & (s.metric == "accuracy")].iloc[0]
+    assert tr["mean"] == pytest.approx(0.5, abs=0.03)  # final window = last 2 steps of 20
+    assert list(df["reproduction"].unique()[:2]) == ["grpo", "sft_start"]
+    report = write_report(tmp_path).read_text()
+    assert "| reproduction | avg@4 | pass@4 | maj@4 |" in report
+    assert "| dapo | 60.0 [" in report and "+10.0 [" in report
+    assert "| sft_start | 30.0 (1 seed)" in report
+    for f in ("reward_mean", "accuracy", "completion_len_mean", "entropy", "kl"):
+        p = tmp_path / "plots" / f"{f}.png"
+        assert p.exists() and p.stat().st_size > 1000
+        assert f"(plots/{f}.png)" in report
