@@ -138,19 +138,25 @@ def numeric_match(answer: str | None, gold: str) -> float:
 
 # Difficulty levels of the tiny arithmetic mix: (reasoning-gym dataset, its config). The mix
 # keeps easy items (learnable quickly) beside hard ones so that variants stay below the ceiling.
+_ADD = dict(operators=("+",), allow_parentheses=False, allow_negation=False)
 ARITH_LEVELS: dict[str, tuple[str, dict]] = {
-    "add1": ("chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1)),
-    "add2": ("chain_sum", dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2)),
+    # additions (reasoning-gym basic_arithmetic restricted to +)
+    "add1": ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, **_ADD)),
+    "add2": ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2, **_ADD)),
+    "add3": ("basic_arithmetic", dict(min_terms=3, max_terms=3, min_digits=1, max_digits=2, **_ADD)),
+    # chain sums with + and - (harder: signs and borrows)
+    "sum1": ("chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1)),
+    "sum2": ("chain_sum", dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2)),
     "chain3": ("chain_sum", dict(min_terms=3, max_terms=3, min_digits=1, max_digits=2)),
 }
 
 
 @TASKS.register("arith_mix")
 class ArithMix(Task):
-    """A mix of reasoning-gym chain_sum difficulties (procedural, generated offline).
+    """A mix of reasoning-gym arithmetic difficulty levels (procedural, generated offline).
 
     ``difficulty`` maps level names (see ARITH_LEVELS) to mixture weights, e.g.
-    ``{add1: 1, add2: 2, chain3: 1}``. Graded by reasoning-gym's own ``score_answer``.
+    ``{add1: 1, add2: 2, add3: 1}``. Graded by reasoning-gym's own ``score_answer``.
     """
 
     name = "arith_mix"
@@ -158,7 +164,7 @@ class ArithMix(Task):
     def _split(self) -> None:
         import reasoning_gym as rg
 
-        weights = self.difficulty or {"add1": 1, "add2": 2, "chain3": 1}
+        weights = self.difficulty or {"add1": 1, "add2": 2, "add3": 1}
         unknown = set(weights) - set(ARITH_LEVELS)
         if unknown:
             raise UserError(
