@@ -167,7 +167,7 @@ meta:
   title: "{slug}"
   paper: ""          # citation / arXiv id
   tier: A
-  status: planned    # planned | smoke | reproduced | not-reproduced
+  status: planned    # planned | ran | partial | inconclusive | reproduced | not-reproduced
   signature: ""      # the effect a run must show against grpo
 
 # Only the keys that differ from grpo. Components are looked up by name in grpo_core
