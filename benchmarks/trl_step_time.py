@@ -68,11 +68,16 @@ def trl(model_dir: str, steps: int, threads: int, cfg) -> list[float]:
     task = make_task(cfg.task)
     rows = task.train()[:64]
     ds = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": render_prompt(cfg.task.template, p)}], "pid": i} for i, p in enumerate(rows)]
+        [
+            {"prompt": [{"role": "user", "content": render_prompt(cfg.task.template, p)}], "pid": i}
+            for i, p in enumerate(rows)
+        ]
     )
 
     def correctness(prompts, completions, pid, **kw):
-        return [task.grade(extract_answer(c[0]["content"]), rows[i]) for c, i in zip(completions, pid)]
+        return [
+            task.grade(extract_answer(c[0]["content"]), rows[i]) for c, i in zip(completions, pid)
+        ]
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -112,7 +117,12 @@ def trl(model_dir: str, steps: int, threads: int, cfg) -> list[float]:
         )
         timer = Timer()
         trainer = GRPOTrainer(
-            model=model, reward_funcs=[correctness], args=args, train_dataset=ds, processing_class=tok, callbacks=[timer]
+            model=model,
+            reward_funcs=[correctness],
+            args=args,
+            train_dataset=ds,
+            processing_class=tok,
+            callbacks=[timer],
         )
         trainer.train()
     return timer.times[1:]
@@ -136,10 +146,13 @@ def main() -> None:
     o, t = statistics.mean(ours_t), statistics.mean(trl_t)
     roll = statistics.mean(s["rollout_s"] for s in ours_stats)
     train = statistics.mean(s["train_s"] for s in ours_stats)
+    lp = statistics.mean(s["logprob_s"] for s in ours_stats)
     toks = statistics.mean(s["completion_len_mean"] for s in ours_stats) * 16
     print(f"\nthreads={a.threads}  steps timed={a.steps} (after 1 warm-up step each)")
     print(f"{'':8s}{'s/step':>10s}")
-    print(f"{'ours':8s}{o:10.2f}   (rollout {roll:.2f} s, train {train:.2f} s, ~{toks:.0f} completion tokens)")
+    print(
+        f"{'ours':8s}{o:10.2f}   (rollout {roll:.2f} s, reference log-probs {lp:.2f} s, loss+backward+step {train:.2f} s, ~{toks:.0f} completion tokens)"
+    )
     print(f"{'TRL':8s}{t:10.2f}   (TRL {__import__('trl').__version__})")
     print(f"RATIO ours/trl = {o / t:.2f} (target <= 0.67)")
 

@@ -141,9 +141,18 @@ def numeric_match(answer: str | None, gold: str) -> float:
 _ADD = dict(operators=("+",), allow_parentheses=False, allow_negation=False)
 ARITH_LEVELS: dict[str, tuple[str, dict]] = {
     # additions (reasoning-gym basic_arithmetic restricted to +)
-    "add1": ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, **_ADD)),
-    "add2": ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2, **_ADD)),
-    "add3": ("basic_arithmetic", dict(min_terms=3, max_terms=3, min_digits=1, max_digits=2, **_ADD)),
+    "add1": (
+        "basic_arithmetic",
+        dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, **_ADD),
+    ),
+    "add2": (
+        "basic_arithmetic",
+        dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2, **_ADD),
+    ),
+    "add3": (
+        "basic_arithmetic",
+        dict(min_terms=3, max_terms=3, min_digits=1, max_digits=2, **_ADD),
+    ),
     # chain sums with + and - (harder: signs and borrows)
     "sum1": ("chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1)),
     "sum2": ("chain_sum", dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2)),

@@ -272,10 +272,12 @@ class Trainer:
         # "old" log-probs come from the training model's forward pass (needed when the batch is
         # reused: mu > 1 or several minibatches); on-policy they equal logp.detach().
         off_policy = cfg.train.mu > 1 or cfg.train.minibatches > 1
+        t_lp = time.perf_counter()
         self.model.eval()  # no dropout in log-prob passes
         batch.old_logp = self._logprobs_nograd(self.model, ro) if off_policy else None
         batch.ref_logp = self._logprobs_nograd(self.ref, ro) if self.ref is not None else None
         self.model.train()
+        t_lp = time.perf_counter() - t_lp
 
         rewards = batch.rewards
         kl_cfg = cfg.loss.kl
@@ -302,8 +304,9 @@ class Trainer:
             adv_abs_mean=float(batch.advantages.abs().mean()),
             frac_truncated=sum(f == "length" for f in ro.finish_reasons) / len(ro),
             rollout_s=t_roll,
+            logprob_s=t_lp,  # old / reference log-prob passes
             train_s=t_train,
-            tokens_per_s=n_tok / max(t_roll + t_train, 1e-9),
+            tokens_per_s=n_tok / max(time.perf_counter() - t0, 1e-9),
         )
         return stats
 
