@@ -159,12 +159,29 @@ class WorkflowCfg(Strict):
     train_threads: int = 1
 
 
+class Claim(Strict):
+    """A paper's claimed effect, checked against the measured delta vs grpo (summary.csv row
+    ``benchmark``/``metric``; benchmark "train" = final-window training metrics).
+
+    Verdict rules (evals.claims): higher/lower -> supported when the delta's 95% CI lies on the
+    claimed side of 0, not supported when it lies on the other side, else inconclusive; equal ->
+    supported when the CI lies inside [-margin, +margin], not supported when it lies outside.
+    """
+
+    text: str
+    benchmark: str = "arith_mix"
+    metric: str = "avg@4"
+    direction: Literal["higher", "lower", "equal"] = "higher"
+    margin: float = 0.0
+
+
 class Meta(Strict):
     title: str = ""
     paper: str = ""
     tier: str = "A"
     status: str = "planned"
     signature: str = ""
+    claims: list[Claim] = Field(default_factory=list)
 
 
 class Config(Strict):
