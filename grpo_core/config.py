@@ -181,6 +181,7 @@ class Meta(Strict):
     tier: str = "A"
     status: str = "planned"
     signature: str = ""
+    wave: int = 0  # 0 = baseline; 1 = seed variants wave 1 (`--config reproductions=wave1`)
     claims: list[Claim] = Field(default_factory=list)
 
 
