@@ -224,10 +224,15 @@ class ArithMix(Task):
         self._test = sorted(test, key=lambda p: p.id)
 
     def grade(self, answer: str | None, problem: Problem) -> float:
-        """reasoning-gym's own score_answer (1.0 exact; it gives partial credit, e.g. 2/3 for
-        the right digits with the wrong sign). Accuracy counts only 1.0."""
+        """1.0 when reasoning-gym's own score_answer says the answer is exact, else 0.0.
+
+        score_answer also gives partial credit len(gold)/len(answer) to any answer that merely
+        contains the gold as a substring ("145" for 45 scores 0.67, "15" for 5 scores 0.5). As a
+        training reward that partial credit is a hack that GRPO learns (appending digits), so it
+        is not passed on: reward and accuracy are the same exact-match grade."""
         ds = _rg_scorer(problem.meta.get("source", "chain_sum"))
-        return float(ds.score_answer(answer, {"answer": problem.answer, "metadata": problem.meta}))
+        score = ds.score_answer(answer, {"answer": problem.answer, "metadata": problem.meta})
+        return float(score >= 1.0)
 
 
 @TASKS.register("jsonl")

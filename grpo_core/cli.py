@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one reproduction with one seed")
     p.add_argument("reproduction")
     _common(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="run seed (same as run.seed=N)")
     p.add_argument(
         "--out", default=None, help="run directory (default results/<profile>/runs/<repro>/seed<N>)"
     )
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("reproduction")
     _common(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="run seed (same as run.seed=N)")
     p.add_argument("--model", default=None, help="model directory (default: the run's checkpoint)")
     p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
     p.add_argument("overrides", nargs="*")
@@ -118,10 +118,10 @@ def cmd_eval(a) -> int:
     model = a.model or (base_dir(cfg) / "model" if start else run_dir(cfg) / "checkpoint")
     if not Path(model).exists():
         raise UserError(
-            f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {a.seed})"
+            f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {cfg.run.seed})"
         )
     out = a.out or run_dir(cfg) / "eval"
-    res = evaluate(cfg, model, out, reproduction=cfg.reproduction, seed=a.seed, threads=a.threads)
+    res = evaluate(cfg, model, out, reproduction=cfg.reproduction, seed=cfg.run.seed, threads=a.threads)
     m = res["metrics"]
     print(f"{res['benchmark']}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
     return 0

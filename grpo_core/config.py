@@ -123,8 +123,10 @@ class SamplerCfg(Strict):
 class TrainCfg(Strict):
     steps: int = 50
     lr: float = 1e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.0  # sgd only
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] = (0.9, 0.99)  # adamw only
     warmup_steps: int = 0
     max_grad_norm: float | None = 1.0
     mu: int = 1  # optimisation epochs over each rollout batch
@@ -137,7 +139,9 @@ class TrainCfg(Strict):
 class SFTCfg(Strict):
     steps: int = 300
     lr: float = 3e-3
+    min_lr_ratio: float = 0.0  # linear decay from lr to lr * min_lr_ratio
     batch_size: int = 64
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (leaves the policy less peaked)
     max_seconds: float | None = None
 
 

@@ -58,8 +58,9 @@ def prepare(cfg: Config, threads: int | None = None, log=print) -> Path:
 
 
 def sft(model, tok, cfg: Config, log=print) -> None:
-    """Supervised warm start: cross-entropy on the gold answer (the task's sft_target) + EOS,
-    prompt tokens masked out."""
+    """Supervised warm start: cross-entropy (optionally label-smoothed) on the gold answer (the
+    task's sft_target) + EOS, prompt tokens masked out; AdamW with a linear decay to
+    lr * min_lr_ratio."""
     task = make_task(cfg.task)
     train = task.train()
     eos = tok.eos_token_id
@@ -73,7 +74,10 @@ def sft(model, tok, cfg: Config, log=print) -> None:
     model.train()
     t0 = time.perf_counter()
     steps = cfg.sft.steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(steps, 1))
+    floor = cfg.sft.min_lr_ratio
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: floor + (1.0 - floor) * (1.0 - s / max(steps, 1))
+    )
     for step in range(steps):
         batch = rng.sample(rows, min(cfg.sft.batch_size, len(rows)))
         width = max(len(a) + len(b) for a, b in batch)
@@ -87,15 +91,21 @@ def sft(model, tok, cfg: Config, log=print) -> None:
             attn[i, off:] = 1
             labels[i, off + len(a) :] = torch.tensor(b)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, labels=labels)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            labels[:, 1:].reshape(-1),
+            ignore_index=-100,
+            label_smoothing=cfg.sft.label_smoothing,
+        )
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps - 1:
             log(
-                f"sft step {step}/{steps} loss {out.loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
+                f"sft step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
             )
         if cfg.sft.max_seconds and time.perf_counter() - t0 > cfg.sft.max_seconds:
             log(f"sft stopped at step {step} (sft.max_seconds)")

@@ -98,6 +98,13 @@ def sequence_logprobs(
     return logp, ent
 
 
+def make_optimizer(params, t) -> torch.optim.Optimizer:
+    """AdamW (the default, as in TRL and verl) or plain SGD with optional momentum."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+
+
 @dataclass
 class Batch:
     """The step's training batch: rollouts plus what the loss needs, all [N] or [N, C]."""
@@ -130,9 +137,7 @@ class Trainer:
             self.ref, _ = load_model_and_tokenizer(ref_path, cfg.run.dtype, cfg.run.device)
             self.ref.eval().requires_grad_(False)
         t = cfg.train
-        self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
-        )
+        self.opt = make_optimizer(self.model.parameters(), t)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         )

@@ -136,3 +136,13 @@ def test_cli_list_and_new(project):
     assert r.returncode == 0, r.stderr
     assert (project / "reproductions" / "my_variant" / "README.md").exists()
     load_config("my_variant", "smoke")  # the scaffold validates
+
+
+def test_cli_seed_flag_and_run_seed_override_agree():
+    from grpo_core.cli import build_parser
+    from grpo_core.config import load_config
+
+    a = build_parser().parse_args(["train", "grpo", "--profile", "smoke"])
+    assert a.seed is None  # so that run.seed=N on the command line is not overridden by a default
+    assert load_config("grpo", "smoke", ["run.seed=3"], seed=a.seed).run.seed == 3
+    assert load_config("grpo", "smoke", ["run.seed=3"], seed=5).run.seed == 5

@@ -163,3 +163,26 @@ def test_smoke_run_of_each_reproduction(smoke_cfg, tmp_path, repro):
         assert not missing, missing
     assert (tmp_path / "config.yaml").exists()
     assert list((tmp_path / "checkpoint").glob("*.safetensors"))
+
+
+def test_sgd_optimizer_option_moves_weights_by_lr_times_gradient(smoke_cfg, tmp_path):
+    cfg = smoke_cfg("grpo", ["train.steps=1", "train.optimizer=sgd", "train.lr=0.5"])
+    tr = Trainer(cfg, tmp_path / "sgd")
+    assert isinstance(tr.opt, torch.optim.SGD)
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+    grads = {}
+    def step_and_record():
+        # the gradients after clipping are the ones SGD applies: p <- p - lr * g
+        params = [p for p in tr.model.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        for n, p in tr.model.named_parameters():
+            if p.grad is not None:
+                grads[n] = p.grad.detach().clone()
+        tr.opt.step()
+        return 0.0
+
+    tr._clip_and_step = step_and_record
+    tr.train_step(0)
+    assert grads, "no gradient reached the optimizer"
+    for n, g in grads.items():
+        torch.testing.assert_close(dict(tr.model.named_parameters())[n].detach(), before[n] - 0.5 * g)
