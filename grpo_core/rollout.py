@@ -226,6 +226,13 @@ class VLLMEngine(RolloutEngine):
             raise UserError("the vllm engine needs the config and the model's directory")
         self.tokenizer = tokenizer
         self.on_gpu = str(cfg.run.device).startswith("cuda")
+        mc = model.config
+        head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+        if not self.on_gpu and (head_dim % 32 or head_dim > 512):
+            raise UserError(
+                f"vLLM's CPU attention does not support head_dim={head_dim} (hidden_size / "
+                f"num_heads); use 32, 64, 80, 96, 112, 128, ... (e.g. model.tiny.num_heads=1)"
+            )
         self.sleep = cfg.rollout.sleep and self.on_gpu
         kw = {}
         if self.on_gpu:
@@ -251,7 +258,9 @@ class VLLMEngine(RolloutEngine):
         weights = [(k, v.detach()) for k, v in merged_state_dict(model).items()]
 
         def load(worker):  # runs inside vLLM's worker, in this process
-            worker.model_runner.model.load_weights(weights=iter(weights))
+            # in-place reload: the weights go through the model's own load_weights and the
+            # layers' post-load processing (e.g. the CPU backend's repacked linear weights)
+            worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
             return True
 
         self.llm.collective_rpc(load)
