@@ -30,8 +30,10 @@ from grpo_core.errors import UserError
 from grpo_core.losses import POLICY_LOSSES, aggregate, entropy_from_logits, kl_estimate
 from grpo_core.models import (
     apply_lora,
+    is_peft,
     load_model_and_tokenizer,
     memory_estimate,
+    merged_state_dict,
     reference_logprobs_context,
 )
 from grpo_core.rewards import RewardContext, compute_rewards
@@ -169,7 +171,9 @@ class Trainer:
         )
         dist.broadcast_params(self.model)
         if cfg.train.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}  # works with frozen inputs
+            )
             self.model.config.use_cache = False
         if cfg.model.lora is not None:
             self.model = apply_lora(self.model, cfg.model.lora)
@@ -568,7 +572,13 @@ class Trainer:
         tmp = path.with_name(path.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        self.model.save_pretrained(tmp, safe_serialization=True)
+        if is_peft(self.model):  # a plain HF model with LoRA merged (for eval) + the adapter
+            self.model.get_base_model().save_pretrained(
+                tmp, state_dict=merged_state_dict(self.model), safe_serialization=True
+            )
+            self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        else:
+            self.model.save_pretrained(tmp, safe_serialization=True)
         self.tok.save_pretrained(tmp)
         torch.save(
             {
@@ -593,13 +603,20 @@ class Trainer:
         path = Path(path)
         try:
             state = torch.load(path / STATE_FILE, weights_only=False)
-            files = sorted(path.glob("*.safetensors"))
-            if not files:
-                raise FileNotFoundError("no *.safetensors in the checkpoint")
-            sd = {}
-            for f in files:
-                sd.update(load_file(f))
-            missing, unexpected = self.model.load_state_dict(sd, strict=False)
+            if is_peft(self.model):  # resume the adapter; the base weights are frozen
+                from peft import set_peft_model_state_dict
+
+                ad = load_file(path / "adapter" / "adapter_model.safetensors")
+                res = set_peft_model_state_dict(self.model, ad)
+                missing, unexpected = [], list(res.unexpected_keys)
+            else:
+                files = sorted(path.glob("*.safetensors"))
+                if not files:
+                    raise FileNotFoundError("no *.safetensors in the checkpoint")
+                sd = {}
+                for f in files:
+                    sd.update(load_file(f))
+                missing, unexpected = self.model.load_state_dict(sd, strict=False)
             missing = [
                 m
                 for m in missing
