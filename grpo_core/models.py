@@ -217,7 +217,7 @@ def memory_estimate(model, cfg) -> str:
     h = getattr(mc, "hidden_size", 0)
     layers = getattr(mc, "num_hidden_layers", 0)
     vocab = getattr(mc, "vocab_size", 0)
-    seq = cfg.rollout.max_new_tokens + 256  # completion budget + a prompt allowance
+    seq = cfg.rollout.max_new_tokens + 256  # completion budget + a prompt allowance (rough)
     b = cfg.train.micro_batch_size
     act = 34 * h * seq * b * layers * pbytes / 2
     if cfg.train.gradient_checkpointing:
@@ -229,9 +229,10 @@ def memory_estimate(model, cfg) -> str:
         "adam": n_tr * 8,  # exp_avg and exp_avg_sq in float32
         "activations": act,
     }
-    gib = {k: v / 2**30 for k, v in parts.items()}
-    body = ", ".join(f"{k} {v:.2f}" for k, v in gib.items())
+    unit, div = ("GiB", 2**30) if sum(parts.values()) >= 2**30 else ("MiB", 2**20)
+    vals = {k: v / div for k, v in parts.items()}
+    body = ", ".join(f"{k} {v:.2f}" for k, v in vals.items())
     return (
-        f"memory estimate (GiB, per process): {body}; total ~{sum(gib.values()):.2f} "
+        f"memory estimate ({unit}, per process): {body}; total ~{sum(vals.values()):.2f} "
         f"({n_all / 1e6:.1f}M params, {n_tr / 1e6:.1f}M trainable, micro-batch {b} x {seq} tokens)"
     )

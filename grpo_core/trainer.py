@@ -91,8 +91,10 @@ def sequence_logprobs(
     distribution the completions were drawn from. Only the C+1 last positions go through the
     LM head. Position ids skip the left padding, as in generation.
     """
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attn = torch.cat([prompt_mask, completion_mask], dim=1)
+    dev = next(model.parameters()).device  # batches live on the CPU, the model may not
+    ids = torch.cat([prompt_ids, completion_ids], dim=1).to(dev)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1).to(dev)
+    completion_ids = completion_ids.to(dev)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     c = completion_ids.shape[1]
     out = model(
@@ -320,7 +322,7 @@ class Trainer:
                 self.cfg.rollout.temperature,
             )
             out.append(lp)
-        return torch.cat(out)
+        return torch.cat(out).cpu()
 
     # ---------------------------------------------------------------- one training step
 
@@ -457,13 +459,15 @@ class Trainer:
             self.cfg.rollout.temperature,
             with_entropy=True,
         )
-        old = batch.old_logp[ix] if batch.old_logp is not None else logp.detach()
-        loss_tok, clipped = self.pg_loss(logp, old, batch.advantages[ix], mask, lc)
+        dev = logp.device
+        mask = mask.to(dev)
+        old = batch.old_logp[ix].to(dev) if batch.old_logp is not None else logp.detach()
+        loss_tok, clipped = self.pg_loss(logp, old, batch.advantages[ix].to(dev), mask, lc)
         if batch.is_weight is not None:  # train-vs-sampler importance weights (no gradient)
-            loss_tok = loss_tok * batch.is_weight[ix]
+            loss_tok = loss_tok * batch.is_weight[ix].to(dev)
         kl_tok = None
         if batch.ref_logp is not None:
-            kl_tok = kl_estimate(logp, batch.ref_logp[ix], lc.kl)
+            kl_tok = kl_estimate(logp, batch.ref_logp[ix].to(dev), lc.kl)
             if lc.kl.beta > 0 and lc.kl.placement == "loss":
                 loss_tok = loss_tok + lc.kl.beta * kl_tok
         if need_ent_grad:
