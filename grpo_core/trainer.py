@@ -241,7 +241,10 @@ class Trainer:
                 top_p=cfg.rollout.top_p,
                 max_new_tokens=cfg.rollout.max_new_tokens,
                 stop=list(cfg.rollout.stop),
-                seed=derive_seed(cfg.run.seed, step, rnd),
+                # each rank samples its own prompts with its own stream (one process: as before)
+                seed=derive_seed(
+                    cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else [])
+                ),
             )
             ro = self.engine.generate(prompts, params)
             lengths = ro.completion_mask.sum(-1).tolist()
