@@ -235,6 +235,10 @@ class VLLMEngine(RolloutEngine):
             )
         self.sleep = cfg.rollout.sleep and self.on_gpu
         kw = {}
+        from grpo_core import distributed as dist
+
+        if dist.active():  # torchrun: one engine per rank, inside the ranks' process group
+            kw["distributed_executor_backend"] = "external_launcher"
         if self.on_gpu:
             kw["gpu_memory_utilization"] = cfg.rollout.gpu_memory_utilization
             kw["enable_sleep_mode"] = self.sleep
@@ -242,7 +246,7 @@ class VLLMEngine(RolloutEngine):
             model=str(model_path),
             tokenizer=str(model_path),
             dtype=cfg.run.dtype,
-            seed=cfg.run.seed,
+            seed=cfg.run.seed + dist.rank(),
             enforce_eager=not self.on_gpu,
             logprobs_mode="processed_logprobs",
             **kw,
