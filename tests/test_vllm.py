@@ -117,3 +117,33 @@ def test_smoke_training_with_vllm_rollouts(tmp_path):
     for r in rows:
         assert r["mismatch_kl"] < 1e-6 and r["mismatch_ratio_max"] < 1.001
         assert r["is_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_is_weights_scale_the_policy_gradient_term(smoke_cfg):
+    """micro_loss multiplies the per-token policy-gradient loss by the IS weights: with every
+    weight 0.5 (and no KL / entropy terms) the loss and its gradient are exactly halved."""
+    import importlib.util
+
+    from grpo_core.trainer import Trainer
+
+    spec = importlib.util.spec_from_file_location("dp_step", ROOT / "tests/scripts/dp_step.py")
+    dp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dp)
+    t = Trainer(smoke_cfg("dr_grpo", ["train.log_kl=false"]), None)
+    batch = dp.hand_built_batch(t)
+    ix = torch.arange(len(batch.rollouts))
+    m = batch.rollouts.completion_mask
+    n_seqs, n_tok = len(ix), int(m.sum())
+
+    def loss_and_grad(w):
+        batch.is_weight = w
+        t.model.zero_grad()
+        loss, _ = t.micro_loss(batch, ix, n_seqs, n_tok, 6.0)
+        loss.backward()
+        return float(loss.detach()), t.model.lm_head.weight.grad.clone()
+
+    l1, g1 = loss_and_grad(None)
+    l2, g2 = loss_and_grad(0.5 * m.float())
+    assert l1 != 0.0
+    assert l2 == pytest.approx(0.5 * l1, rel=1e-6)
+    torch.testing.assert_close(g2, 0.5 * g1)
