@@ -3,6 +3,7 @@
 #   snakemake --cores 2                                   # default: the tiny profile
 #   snakemake --cores 2 --config profile=smoke            # CI-sized
 #   snakemake --cores all --config profile=tiny reproductions=[grpo,dapo] seeds=[0,1]
+#   snakemake --profile profiles/slurm --config profile=paper      # on a SLURM cluster
 #
 # What runs for a profile (reproductions, seeds) comes from config/profiles/<profile>.yaml
 # (its `workflow:` block); --config reproductions=... / seeds=... override it.
@@ -30,6 +31,20 @@ THREADS = int(config.get("train_threads", _wf.train_threads))
 BENCH = _base_cfg.task.name
 RES = f"{_base_cfg.run.results_dir}/{PROFILE}"
 GRPO = "python -m grpo_core.cli"
+# GPU jobs (workflow.gpus in the profile): resources for the SLURM executor (tasks=0: no
+# --ntasks-per-gpu, which would start the command once per GPU); with several GPUs training runs
+# data parallel under torchrun.
+GPUS = int(config.get("gpus", _wf.gpus))
+JOB_RES = dict(mem_mb=_wf.mem_mb, runtime=_wf.runtime_min) | (dict(gpu=GPUS, tasks=0) if GPUS else {})
+TRAIN = f"torchrun --standalone --nproc-per-node {GPUS} -m grpo_core.cli" if GPUS > 1 else GRPO
+
+
+def config_hash(wildcards):
+    """The resolved training config: a params rerun trigger (code changes do not retrain)."""
+    import hashlib, json
+
+    c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed)).model_dump(mode="json")
+    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 START = "sft_start"
 
 for _r in REPROS:  # fail at parse time, with the closest names, on a typo
@@ -64,12 +79,16 @@ rule train:
         touch(f"{RES}/runs/{{repro}}/seed{{seed}}/train.done"),
     log:
         f"{RES}/logs/train_{{repro}}_seed{{seed}}.log",
+    params:
+        config=config_hash,
     wildcard_constraints:
         repro="[a-z0-9_]+",
         seed=r"\d+",
     threads: THREADS
+    resources:
+        **JOB_RES,
     shell:
-        "{GRPO} train {wildcards.repro} --profile {PROFILE} --seed {wildcards.seed} "
+        "{TRAIN} train {wildcards.repro} --profile {PROFILE} --seed {wildcards.seed} "
         "--threads {threads} --no-progress > {log} 2>&1"
 
 
@@ -84,6 +103,8 @@ rule evaluate:
     wildcard_constraints:
         repro="[a-z0-9_]+",
     threads: THREADS
+    resources:
+        **JOB_RES,
     shell:
         "{GRPO} eval {wildcards.repro} --profile {PROFILE} --seed {wildcards.seed} "
         "--threads {threads} > {log} 2>&1"
@@ -97,6 +118,8 @@ rule evaluate_start:
     log:
         f"{RES}/logs/eval_{START}.log",
     threads: THREADS
+    resources:
+        **JOB_RES,
     shell:
         "{GRPO} eval {START} --profile {PROFILE} --seed 0 --threads {threads} > {log} 2>&1"
 

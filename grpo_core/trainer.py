@@ -23,11 +23,19 @@ from pathlib import Path
 import torch
 
 from evals.tasks import Problem, make_task, render_prompt
+from grpo_core import distributed as dist
 from grpo_core.advantages import assert_groups, compute_advantages
 from grpo_core.config import Config, resolve_model_path, save_config
 from grpo_core.errors import UserError
 from grpo_core.losses import POLICY_LOSSES, aggregate, entropy_from_logits, kl_estimate
-from grpo_core.models import load_model_and_tokenizer
+from grpo_core.models import (
+    apply_lora,
+    is_peft,
+    load_model_and_tokenizer,
+    memory_estimate,
+    merged_state_dict,
+    reference_logprobs_context,
+)
 from grpo_core.rewards import RewardContext, compute_rewards
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.samplers import make_sampler
@@ -83,8 +91,10 @@ def sequence_logprobs(
     distribution the completions were drawn from. Only the C+1 last positions go through the
     LM head. Position ids skip the left padding, as in generation.
     """
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attn = torch.cat([prompt_mask, completion_mask], dim=1)
+    dev = next(model.parameters()).device  # batches live on the CPU, the model may not
+    ids = torch.cat([prompt_ids, completion_ids], dim=1).to(dev)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1).to(dev)
+    completion_ids = completion_ids.to(dev)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     c = completion_ids.shape[1]
     out = model(
@@ -105,6 +115,42 @@ def make_optimizer(params, t) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
 
 
+def sampler_mismatch(
+    train_logp: torch.Tensor,  # [N, C] training model, before the update
+    sampler_logp: torch.Tensor,  # [N, C] what the rollout engine reported
+    mask: torch.Tensor,  # [N, C]
+    mode: str = "none",
+    cap: float = 2.0,
+) -> tuple[torch.Tensor | None, dict]:
+    """Train-vs-sampler mismatch metrics and truncated importance weights (TIS).
+
+    Per token, rho_t = pi_train(o_t) / pi_sampler(o_t) = exp(train_logp - sampler_logp).
+    mismatch_kl = mean over tokens of the k3 estimate of KL(sampler || train), rho - 1 - log rho
+    (>= 0, samples come from the sampler); mismatch_ratio_max = max rho_t.
+    mode "token": w_t = min(rho_t, cap); "sequence": w_i = min(prod_t rho_t, cap) on every token
+    of sequence i; "none": no weights. The weights carry no gradient.
+    """
+    m = mask.to(train_logp.dtype)
+    log_rho = ((train_logp - sampler_logp) * m).detach()
+    rho = log_rho.exp()
+    n = m.sum().clamp(min=1)
+    stats = {
+        "mismatch_kl": float(((rho - 1 - log_rho) * m).sum() / n),
+        "mismatch_ratio_max": float(rho[m.bool()].max()) if m.any() else 1.0,
+    }
+    if mode == "none":
+        return None, stats
+    if mode == "token":
+        w = rho.clamp(max=cap)
+    elif mode == "sequence":
+        w = log_rho.sum(-1, keepdim=True).exp().clamp(max=cap).expand_as(rho)
+    else:
+        raise ValueError(f"unknown is_correction {mode!r}")
+    w = w * m
+    stats["is_weight_mean"] = float(w.sum() / n)
+    return w, stats
+
+
 @dataclass
 class Batch:
     """The step's training batch: rollouts plus what the loss needs, all [N] or [N, C]."""
@@ -115,6 +161,7 @@ class Batch:
     advantages: torch.Tensor  # [N]
     old_logp: torch.Tensor | None  # [N, C]
     ref_logp: torch.Tensor | None  # [N, C]
+    is_weight: torch.Tensor | None = None  # [N, C] truncated train/sampler ratios (TIS)
 
 
 class Trainer:
@@ -124,25 +171,40 @@ class Trainer:
         self.cfg = cfg
         self.out_dir = Path(out_dir) if out_dir else None
         setup_torch(cfg)
+        dist.init(cfg.run.device)
         self.task = make_task(cfg.task)
         self.train_set = self.task.train()
         self.model_path = resolve_model_path(cfg)
         self.model, self.tok = load_model_and_tokenizer(
             self.model_path, cfg.run.dtype, cfg.run.device
         )
+        dist.broadcast_params(self.model)
+        if cfg.train.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}  # works with frozen inputs
+            )
+            self.model.config.use_cache = False
+        if cfg.model.lora is not None:
+            self.model = apply_lora(self.model, cfg.model.lora)
         self.model.train()
         self.ref = None
         if cfg.loss.kl.beta > 0 or cfg.train.log_kl:
-            ref_path = cfg.model.ref_name_or_path or self.model_path
-            self.ref, _ = load_model_and_tokenizer(ref_path, cfg.run.dtype, cfg.run.device)
-            self.ref.eval().requires_grad_(False)
+            if cfg.model.lora is not None and cfg.model.ref_name_or_path is None:
+                self.ref = self.model  # the reference is the policy with its adapter disabled
+            else:
+                ref_path = cfg.model.ref_name_or_path or self.model_path
+                self.ref, _ = load_model_and_tokenizer(ref_path, cfg.run.dtype, cfg.run.device)
+                self.ref.eval().requires_grad_(False)
         t = cfg.train
-        self.opt = make_optimizer(self.model.parameters(), t)
+        # only trainable parameters (all of them, or the LoRA adapter's)
+        self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], t)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         )
         self.sampler = make_sampler(cfg.sampler, len(self.train_set), cfg.run.seed)
-        self.engine = make_engine(cfg.rollout.engine, self.model, self.tok)
+        self.engine = make_engine(
+            cfg.rollout.engine, self.model, self.tok, cfg=cfg, model_path=self.model_path
+        )
         self.pg_loss = POLICY_LOSSES.get(cfg.loss.name, "loss.name")
         self._prompt_cache: dict[int, list[int]] = {}
         self.step = 0
@@ -167,20 +229,25 @@ class Trainer:
         kept_pb: list[Problem] = []
         kept_r: list[torch.Tensor] = []
         all_r, all_acc, all_len, term_logs, n_zero, n_groups = [], [], [], [], 0, 0
+        n_kept, kept_all, kept_all_r = 0, [], []  # over all ranks (for the sampler's update)
         for rnd in range(self.sampler.max_rounds):
-            need = want - len(kept_pb) // G
+            need = want - n_kept // G
             if need <= 0:
                 break
-            idx = self.sampler.next_prompts(need)
-            prompts = [self.prompt_ids(i) for i in idx for _ in range(G)]
-            problems = [self.train_set[i] for i in idx for _ in range(G)]
+            idx = self.sampler.next_prompts(need)  # the same on every rank
+            lo, hi = dist.shard_range(len(idx))  # data parallel: this rank's groups
+            prompts = [self.prompt_ids(i) for i in idx[lo:hi] for _ in range(G)]
+            problems = [self.train_set[i] for i in idx[lo:hi] for _ in range(G)]
             assert_groups([p.id for p in problems], G)
             params = SamplingParams(
                 temperature=cfg.rollout.temperature,
                 top_p=cfg.rollout.top_p,
                 max_new_tokens=cfg.rollout.max_new_tokens,
                 stop=list(cfg.rollout.stop),
-                seed=derive_seed(cfg.run.seed, step, rnd),
+                # each rank samples its own prompts with its own stream (one process: as before)
+                seed=derive_seed(
+                    cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else [])
+                ),
             )
             ro = self.engine.generate(prompts, params)
             lengths = ro.completion_mask.sum(-1).tolist()
@@ -197,22 +264,31 @@ class Trainer:
             acc = torch.tensor(
                 [float(self.task.grade(a, p) >= 1.0) for a, p in zip(ctx.answers(), problems)]
             )
+            # stats and keep decisions over all ranks' groups (identical on every rank)
+            local_rewards, rewards = rewards, dist.gather_cat(rewards)
+            acc = dist.gather_cat(acc)
+            lengths = dist.gather_cat(torch.tensor(lengths, dtype=torch.float32))
+            logs = {k: dist.all_sum(v) / dist.world() for k, v in logs.items()}
             r = rewards.view(-1, G)
             zero = (r.max(1).values - r.min(1).values) <= 1e-8
             n_zero += int(zero.sum())
             n_groups += r.shape[0]
             all_r.append(rewards)
             all_acc.append(acc)
-            all_len.append(torch.tensor(lengths, dtype=torch.float32))
+            all_len.append(lengths)
             term_logs.append(logs)
             keep = self.sampler.keep(r)
             sel = [g * G + j for g in range(r.shape[0]) if keep[g] for j in range(G)]
-            room = (want - len(kept_pb) // G) * G
+            room = (want - n_kept // G) * G
             sel = sel[:room]
-            if sel:
-                kept_ro.append(ro.select(sel))
-                kept_pb += [problems[i] for i in sel]
-                kept_r.append(rewards[sel])
+            n_kept += len(sel)
+            kept_all += [self.train_set[idx[i // G]] for i in sel]
+            kept_all_r += [float(rewards[i]) for i in sel]
+            mine = [i - lo * G for i in sel if lo * G <= i < hi * G]
+            if mine:
+                kept_ro.append(ro.select(mine))
+                kept_pb += [problems[i] for i in mine]
+                kept_r.append(local_rewards[mine])
         rewards_all = torch.cat(all_r)
         stats = {
             "reward_mean": float(rewards_all.mean()),
@@ -223,18 +299,19 @@ class Trainer:
             "gen_rounds": len(all_r),
             "n_sampled": int(len(rewards_all)),
         }
+        self._kept_global = (kept_all, torch.tensor(kept_all_r))
         for k in term_logs[0]:
             stats[k] = sum(t[k] for t in term_logs) / len(term_logs)
-        if not kept_pb:
+        if not kept_pb:  # (distributed: needs every rank to keep some groups, as uniform does)
             stats["frac_zero_std_groups"] = 1.0
             return None, stats
         ro = kept_ro[0] if len(kept_ro) == 1 else Rollouts.concat(kept_ro, self.tok.pad_token_id)
         rewards = torch.cat(kept_r)
-        rk = rewards.view(-1, G)
+        rk = self._kept_global[1].view(-1, G)
         stats["frac_zero_std_groups"] = float(
             ((rk.max(1).values - rk.min(1).values) <= 1e-8).float().mean()
         )
-        stats["n_train_seqs"] = len(kept_pb)
+        stats["n_train_seqs"] = n_kept
         return Batch(ro, kept_pb, rewards, torch.empty(0), None, None), stats
 
     @torch.no_grad()
@@ -251,7 +328,7 @@ class Trainer:
                 self.cfg.rollout.temperature,
             )
             out.append(lp)
-        return torch.cat(out)
+        return torch.cat(out).cpu()
 
     # ---------------------------------------------------------------- one training step
 
@@ -278,13 +355,22 @@ class Trainer:
         mask = ro.completion_mask
         # "old" log-probs come from the training model's forward pass (needed when the batch is
         # reused: mu > 1 or several minibatches); on-policy they equal logp.detach().
-        off_policy = cfg.train.mu > 1 or cfg.train.minibatches > 1
+        # A separate rollout engine (vLLM) samples from its own copy of the weights: the
+        # training model's log-probs of the batch are then needed to measure the mismatch.
+        off_policy = cfg.train.mu > 1 or cfg.train.minibatches > 1 or ro.sampler_logp is not None
         t_lp = time.perf_counter()
         self.model.eval()  # no dropout in log-prob passes
         batch.old_logp = self._logprobs_nograd(self.model, ro) if off_policy else None
-        batch.ref_logp = self._logprobs_nograd(self.ref, ro) if self.ref is not None else None
+        if self.ref is not None:
+            with reference_logprobs_context(self.ref):
+                batch.ref_logp = self._logprobs_nograd(self.ref, ro)
         self.model.train()
         t_lp = time.perf_counter() - t_lp
+        if ro.sampler_logp is not None:
+            batch.is_weight, mismatch = sampler_mismatch(
+                batch.old_logp, ro.sampler_logp, mask, cfg.rollout.is_correction, cfg.rollout.is_cap
+            )
+            stats.update(mismatch)
 
         rewards = batch.rewards
         kl_cfg = cfg.loss.kl
@@ -302,9 +388,11 @@ class Trainer:
         t1 = time.perf_counter()
         logs = self.optimize(batch)
         t_train = time.perf_counter() - t1
+        self.engine.sync_weights(self.model)  # the next rollouts sample from the new weights
         self.sched.step()
-        self.sampler.update({"problems": batch.problems, "rewards": batch.rewards})
-        n_tok = int(mask.sum()) + int(ro.prompt_mask.sum())
+        kept_problems, kept_rewards = self._kept_global
+        self.sampler.update({"problems": kept_problems, "rewards": kept_rewards})
+        n_tok = dist.all_sum(int(mask.sum()) + int(ro.prompt_mask.sum()))
         stats.update(logs)
         stats.update(
             lr=self.opt.param_groups[0]["lr"],
@@ -323,7 +411,7 @@ class Trainer:
         cfg, lc = self.cfg, self.cfg.loss
         ro = batch.rollouts
         n = len(ro)
-        n_mb = max(1, min(cfg.train.minibatches, n))
+        n_mb = max(1, min(cfg.train.minibatches, dist.all_min(n)))  # same step count on all ranks
         mb_size = math.ceil(n / n_mb)
         micro = cfg.train.micro_batch_size
         norm_c = lc.norm_constant or cfg.rollout.max_new_tokens
@@ -334,7 +422,9 @@ class Trainer:
             order = torch.randperm(n, generator=gen) if epoch > 0 else torch.arange(n)
             for s in range(0, n, mb_size):
                 mb = order[s : s + mb_size]
-                n_seqs, n_tokens = len(mb), int(ro.completion_mask[mb].sum())
+                # minibatch-global denominators: the sums over all ranks' shares
+                n_seqs = int(dist.all_sum(len(mb)))
+                n_tokens = int(dist.all_sum(int(ro.completion_mask[mb].sum())))
                 self.opt.zero_grad(set_to_none=True)
                 mb_loss = 0.0
                 for u in range(0, len(mb), micro):
@@ -347,9 +437,12 @@ class Trainer:
                             sums[k] += st[k]
                         tok_total += st["tokens"]
                 gn = self._clip_and_step()
-                sums["loss"] += mb_loss
+                sums["loss"] += dist.all_sum(mb_loss)
                 sums["grad_norm"] += gn
                 n_opt += 1
+        for k in ("entropy", "kl", "clip_frac"):
+            sums[k] = dist.all_sum(sums[k])
+        tok_total = dist.all_sum(tok_total)
         return {
             "loss": sums["loss"] / n_opt,
             "grad_norm": sums["grad_norm"] / n_opt,
@@ -372,11 +465,15 @@ class Trainer:
             self.cfg.rollout.temperature,
             with_entropy=True,
         )
-        old = batch.old_logp[ix] if batch.old_logp is not None else logp.detach()
-        loss_tok, clipped = self.pg_loss(logp, old, batch.advantages[ix], mask, lc)
+        dev = logp.device
+        mask = mask.to(dev)
+        old = batch.old_logp[ix].to(dev) if batch.old_logp is not None else logp.detach()
+        loss_tok, clipped = self.pg_loss(logp, old, batch.advantages[ix].to(dev), mask, lc)
+        if batch.is_weight is not None:  # train-vs-sampler importance weights (no gradient)
+            loss_tok = loss_tok * batch.is_weight[ix].to(dev)
         kl_tok = None
         if batch.ref_logp is not None:
-            kl_tok = kl_estimate(logp, batch.ref_logp[ix], lc.kl)
+            kl_tok = kl_estimate(logp, batch.ref_logp[ix].to(dev), lc.kl)
             if lc.kl.beta > 0 and lc.kl.placement == "loss":
                 loss_tok = loss_tok + lc.kl.beta * kl_tok
         if need_ent_grad:
@@ -392,6 +489,7 @@ class Trainer:
         return loss, st
 
     def _clip_and_step(self) -> float:
+        dist.sum_grads(self.model)
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.cfg.train.max_grad_norm:
             gn = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)
@@ -412,7 +510,9 @@ class Trainer:
         """Run steps [self.step, train.steps); write metrics.jsonl and checkpoints. Ctrl-C or
         SIGTERM finishes the current step, saves a checkpoint and returns."""
         cfg = self.cfg
-        out = self.out_dir
+        out = self.out_dir if dist.is_main() else None  # rank 0 writes metrics and checkpoints
+        if dist.is_main():
+            print(memory_estimate(self.model, cfg), flush=True)
         if out:
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / "config.yaml")
@@ -448,6 +548,7 @@ class Trainer:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+            self.engine.close()
         if out:
             self.save_checkpoint(out / "checkpoint")
         return out
@@ -481,7 +582,13 @@ class Trainer:
         tmp = path.with_name(path.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        self.model.save_pretrained(tmp, safe_serialization=True)
+        if is_peft(self.model):  # a plain HF model with LoRA merged (for eval) + the adapter
+            self.model.get_base_model().save_pretrained(
+                tmp, state_dict=merged_state_dict(self.model), safe_serialization=True
+            )
+            self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        else:
+            self.model.save_pretrained(tmp, safe_serialization=True)
         self.tok.save_pretrained(tmp)
         torch.save(
             {
@@ -506,13 +613,20 @@ class Trainer:
         path = Path(path)
         try:
             state = torch.load(path / STATE_FILE, weights_only=False)
-            files = sorted(path.glob("*.safetensors"))
-            if not files:
-                raise FileNotFoundError("no *.safetensors in the checkpoint")
-            sd = {}
-            for f in files:
-                sd.update(load_file(f))
-            missing, unexpected = self.model.load_state_dict(sd, strict=False)
+            if is_peft(self.model):  # resume the adapter; the base weights are frozen
+                from peft import set_peft_model_state_dict
+
+                ad = load_file(path / "adapter" / "adapter_model.safetensors")
+                res = set_peft_model_state_dict(self.model, ad)
+                missing, unexpected = [], list(res.unexpected_keys)
+            else:
+                files = sorted(path.glob("*.safetensors"))
+                if not files:
+                    raise FileNotFoundError("no *.safetensors in the checkpoint")
+                sd = {}
+                for f in files:
+                    sd.update(load_file(f))
+                missing, unexpected = self.model.load_state_dict(sd, strict=False)
             missing = [
                 m
                 for m in missing

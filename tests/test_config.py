@@ -146,3 +146,38 @@ def test_cli_seed_flag_and_run_seed_override_agree():
     assert a.seed is None  # so that run.seed=N on the command line is not overridden by a default
     assert load_config("grpo", "smoke", ["run.seed=3"], seed=a.seed).run.seed == 3
     assert load_config("grpo", "smoke", ["run.seed=3"], seed=5).run.seed == 5
+
+
+# The papers' budgets (reproductions/<name>/reproduction.yaml, profile_overrides.paper; sources
+# in the comments there and in each README), resolved without touching the network.
+PAPER_BUDGETS = {
+    # repro: (group size, prompts per step, max new tokens, lr, minibatches, kl beta)
+    "grpo": (64, 16, 1024, 1e-6, 1, 0.04),
+    "dr_grpo": (8, 128, 3000, 1e-6, 8, 0.0),
+    "dapo": (16, 512, 3000, 1e-6, 16, 0.0),
+    "gspo": (8, 256, 3000, 1e-6, 4, 0.0),
+}
+
+
+@pytest.mark.parametrize("repro", sorted(PAPER_BUDGETS))
+def test_paper_profile_resolves_offline_with_the_papers_budgets(repro, monkeypatch):
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("the paper profile touched the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    cfg = load_config(repro, "paper")
+    g, p, c, lr, mb, beta = PAPER_BUDGETS[repro]
+    assert cfg.model.name_or_path.startswith("Qwen/Qwen2.5-Math-")
+    assert (cfg.run.device, cfg.run.dtype) == ("cuda", "bfloat16")
+    assert cfg.task.name == "jsonl" and cfg.task.template == "boxed"
+    assert (cfg.rollout.group_size, cfg.rollout.prompts_per_step) == (g, p)
+    assert cfg.rollout.max_new_tokens == c and cfg.train.lr == lr
+    assert cfg.train.minibatches == mb and cfg.loss.kl.beta == beta
+    # every sequence of a step is used: N = G * prompts divides into the minibatches
+    assert (g * p) % mb == 0
+    # Qwen2.5-Math's context is 4096 tokens: the generation budget leaves room for the prompt
+    assert c <= 3072
+    assert cfg.workflow.gpus >= 1

@@ -1,0 +1,28 @@
+"""Run under the vLLM venv (spawned by tests/test_vllm.py): prepare the smoke profile's base
+model and train grpo for a few steps with rollout.engine=vllm (token-level IS correction)."""
+
+import sys
+
+from grpo_core.cli import main
+
+if __name__ == "__main__":
+    results, steps = sys.argv[1], sys.argv[2]
+    common = ["--profile", "smoke", "--threads", "1"]
+    tiny = ["model.tiny.num_heads=1", "model.tiny.num_kv_heads=1", f"run.results_dir={results}"]
+    rc = main(["prepare", *common, *tiny])
+    if rc:
+        sys.exit(rc)
+    sys.exit(
+        main(
+            [
+                "train",
+                "grpo",
+                *common,
+                "--no-progress",
+                *tiny,
+                "rollout.engine=vllm",
+                "rollout.is_correction=token",
+                f"train.steps={steps}",
+            ]
+        )
+    )
