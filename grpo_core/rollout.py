@@ -108,6 +108,11 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
+def eos_token_ids(tokenizer) -> set[int]:
+    eos = tokenizer.eos_token_id
+    return {eos} if isinstance(eos, int) else set(eos)
+
+
 def finish_completions(
     raw: torch.Tensor, tokenizer, eos_ids: set[int], stop: list[str], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
@@ -159,8 +164,7 @@ class HFEngine(RolloutEngine):
 
         tok = self.tokenizer
         pad = tok.pad_token_id
-        eos = tok.eos_token_id
-        eos_ids = {eos} if isinstance(eos, int) else set(eos)
+        eos_ids = eos_token_ids(tok)
         greedy = params.temperature == 0
         gcfg = GenerationConfig(
             do_sample=not greedy,
@@ -277,8 +281,7 @@ class VLLMEngine(RolloutEngine):
 
         tok = self.tokenizer
         pad = tok.pad_token_id
-        eos = tok.eos_token_id
-        eos_ids = {eos} if isinstance(eos, int) else set(eos)
+        eos_ids = eos_token_ids(tok)
         greedy = params.temperature == 0
         sps = [
             VSamplingParams(

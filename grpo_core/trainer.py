@@ -162,6 +162,9 @@ class Batch:
     old_logp: torch.Tensor | None  # [N, C]
     ref_logp: torch.Tensor | None  # [N, C]
     is_weight: torch.Tensor | None = None  # [N, C] truncated train/sampler ratios (TIS)
+    # the kept groups of all ranks (one process: the same as problems / rewards), for the sampler
+    all_problems: list[Problem] | None = None
+    all_rewards: torch.Tensor | None = None
 
 
 class Trainer:
@@ -299,7 +302,6 @@ class Trainer:
             "gen_rounds": len(all_r),
             "n_sampled": int(len(rewards_all)),
         }
-        self._kept_global = (kept_all, torch.tensor(kept_all_r))
         for k in term_logs[0]:
             stats[k] = sum(t[k] for t in term_logs) / len(term_logs)
         if not kept_pb:  # (distributed: needs every rank to keep some groups, as uniform does)
@@ -307,12 +309,15 @@ class Trainer:
             return None, stats
         ro = kept_ro[0] if len(kept_ro) == 1 else Rollouts.concat(kept_ro, self.tok.pad_token_id)
         rewards = torch.cat(kept_r)
-        rk = self._kept_global[1].view(-1, G)
+        all_rewards = torch.tensor(kept_all_r)
+        rk = all_rewards.view(-1, G)
         stats["frac_zero_std_groups"] = float(
             ((rk.max(1).values - rk.min(1).values) <= 1e-8).float().mean()
         )
         stats["n_train_seqs"] = n_kept
-        return Batch(ro, kept_pb, rewards, torch.empty(0), None, None), stats
+        batch = Batch(ro, kept_pb, rewards, torch.empty(0), None, None)
+        batch.all_problems, batch.all_rewards = kept_all, all_rewards
+        return batch, stats
 
     @torch.no_grad()
     def _logprobs_nograd(self, model, ro: Rollouts) -> torch.Tensor:
@@ -390,8 +395,7 @@ class Trainer:
         t_train = time.perf_counter() - t1
         self.engine.sync_weights(self.model)  # the next rollouts sample from the new weights
         self.sched.step()
-        kept_problems, kept_rewards = self._kept_global
-        self.sampler.update({"problems": kept_problems, "rewards": kept_rewards})
+        self.sampler.update({"problems": batch.all_problems, "rewards": batch.all_rewards})
         n_tok = dist.all_sum(int(mask.sum()) + int(ro.prompt_mask.sum()))
         stats.update(logs)
         stats.update(
