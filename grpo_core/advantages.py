@@ -1,32 +1,50 @@
 """Advantage estimators: group rewards -> per-sequence advantages.
 
-Every estimator is a pure function ``fn(rewards [n_groups, G], cfg) -> advantages [n_groups, G]``
-registered by name. Rows are groups: the G completions of one prompt (the trainer asserts this
-layout with :func:`assert_groups` before calling). Per-token advantages are the sequence value
-broadcast over the completion's tokens.
+Every estimator is a function registered by name::
+
+    fn(rewards [n_groups, G], cfg, ctx: GroupContext | None = None) -> advantages [n_groups, G]
+                                                               (or (advantages, {name: value}))
+
+Rows are groups: the G completions of one prompt (the trainer asserts this layout with
+:func:`assert_groups` before calling). ``ctx`` (grpo_core.rewards.GroupContext) gives estimators
+that need more than rewards the completions' texts, answers and log-probs; parameters come from
+``cfg.params``. When a sampler allocates different group sizes, the estimator is called once per
+group. Per-token advantages are the sequence value broadcast over the completion's tokens.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from grpo_core.config import AdvantageCfg
+from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 
 
-def assert_groups(prompt_ids: list, group_size: int) -> None:
-    """Assert that completions come in contiguous blocks of ``group_size`` sharing one prompt."""
+def assert_groups(prompt_ids: list, group_size: int | list[int]) -> None:
+    """Assert that completions come in contiguous blocks (of ``group_size`` each, or of the
+    listed sizes) sharing one prompt."""
     n = len(prompt_ids)
-    if n % group_size != 0:
-        raise AssertionError(f"{n} completions do not split into groups of {group_size}")
-    for g in range(n // group_size):
-        block = prompt_ids[g * group_size : (g + 1) * group_size]
+    if isinstance(group_size, int):
+        if n % group_size != 0:
+            raise AssertionError(f"{n} completions do not split into groups of {group_size}")
+        sizes = [group_size] * (n // group_size)
+    else:
+        sizes = list(group_size)
+        if sum(sizes) != n:
+            raise AssertionError(f"group sizes {sizes} do not add up to {n} completions")
+    s = 0
+    for g, size in enumerate(sizes):
+        block = prompt_ids[s : s + size]
+        s += size
         if any(p != block[0] for p in block):
             raise AssertionError(
                 f"group {g} mixes prompts {sorted(set(map(str, block)))}: every group must hold "
-                f"the {group_size} completions of one prompt"
+                f"the {size} completions of one prompt"
             )
 
 
@@ -88,7 +106,44 @@ def reinforce_pp_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) ->
     return (a - a.mean()) / (_std(a, None, cfg.std == "unbiased") + cfg.eps)
 
 
-def compute_advantages(rewards: torch.Tensor, group_size: int, cfg: AdvantageCfg) -> torch.Tensor:
-    """[N] rewards in contiguous groups -> [N] advantages via the configured estimator."""
+def _call(fn, rewards: torch.Tensor, cfg: AdvantageCfg, ctx) -> tuple[torch.Tensor, dict]:
+    if "ctx" in inspect.signature(fn).parameters:
+        out = fn(rewards, cfg, ctx=ctx)
+    else:
+        out = fn(rewards, cfg)
+    return out if isinstance(out, tuple) else (out, {})
+
+
+def compute_advantages_logged(
+    rewards: torch.Tensor, group_sizes: int | list[int], cfg: AdvantageCfg, ctx=None
+) -> tuple[torch.Tensor, dict]:
+    """[N] rewards in contiguous groups -> ([N] advantages, {"adv/<key>": value}).
+
+    ``group_sizes``: the uniform G, or one size per group (then the estimator runs per group,
+    with ``ctx.select`` of that group, and its logs are averaged over groups)."""
     fn = ADVANTAGES.get(cfg.name, "advantage.name")
-    return fn(rewards.view(-1, group_size), cfg).reshape(-1)
+    if isinstance(group_sizes, int) or len(set(group_sizes)) == 1:
+        g = group_sizes if isinstance(group_sizes, int) else group_sizes[0]
+        adv, logs = _call(fn, rewards.view(-1, g), cfg, ctx)
+        return adv.reshape(-1), {f"adv/{k}": float(v) for k, v in logs.items()}
+    if cfg.scale == "batch" or cfg.name == "reinforce_pp_baseline":
+        raise UserError(
+            f"advantage {cfg.name!r} (scale {cfg.scale!r}) whitens over the batch and cannot run "
+            "per group; with per-prompt rollout allocation use scale: group or none"
+        )
+    out, acc, s = [], {}, 0
+    for g in group_sizes:
+        sub = ctx.select(list(range(s, s + g))) if ctx is not None else None
+        a, logs = _call(fn, rewards[s : s + g].view(1, g), cfg, sub)
+        out.append(a.reshape(-1))
+        for k, v in logs.items():
+            acc.setdefault(k, []).append(float(v))
+        s += g
+    return torch.cat(out), {f"adv/{k}": sum(v) / len(v) for k, v in acc.items()}
+
+
+def compute_advantages(
+    rewards: torch.Tensor, group_size: int | list[int], cfg: AdvantageCfg, ctx=None
+) -> torch.Tensor:
+    """[N] rewards in contiguous groups -> [N] advantages via the configured estimator."""
+    return compute_advantages_logged(rewards, group_size, cfg, ctx)[0]

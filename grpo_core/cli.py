@@ -121,7 +121,9 @@ def cmd_eval(a) -> int:
             f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {cfg.run.seed})"
         )
     out = a.out or run_dir(cfg) / "eval"
-    res = evaluate(cfg, model, out, reproduction=cfg.reproduction, seed=cfg.run.seed, threads=a.threads)
+    res = evaluate(
+        cfg, model, out, reproduction=cfg.reproduction, seed=cfg.run.seed, threads=a.threads
+    )
     m = res["metrics"]
     print(f"{res['benchmark']}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
     return 0

@@ -113,8 +113,24 @@ class AdvantageCfg(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ScheduleCfg(Strict):
+    """A coefficient's schedule over training (grpo_core.losses.schedule_value)."""
+
+    kind: Literal["constant", "linear", "cosine", "exp", "step"] = "constant"
+    end: float = 0.0  # value at the last step (linear, cosine, exp)
+    every: int = 1  # step: multiply by factor every `every` steps
+    factor: float = 1.0
+
+
+class ComponentRef(Strict):
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class KLCfg(Strict):
     beta: float = 0.0
+    schedule: ScheduleCfg | None = None  # beta over training, from `beta` to schedule.end
     estimator: Literal["k1", "k2", "k3"] = "k3"
     placement: Literal["loss", "reward"] = "loss"
     clamp: float = 10.0
@@ -131,6 +147,8 @@ class LossCfg(Strict):
     norm_constant: float | None = None  # seq_mean_token_sum_norm divisor; None = max_new_tokens
     entropy_coef: float = 0.0
     kl: KLCfg = Field(default_factory=KLCfg)
+    regularisers: list[ComponentRef] = Field(default_factory=list)  # losses.REGULARISERS
+    token_weights: ComponentRef | None = None  # losses.TOKEN_WEIGHTS
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -2,9 +2,13 @@
 
 A policy loss is a pure function registered by name::
 
-    fn(logp [b,T], old_logp [b,T], adv [b], mask [b,T], cfg) -> (loss_tok [b,T], clipped [b,T])
+    fn(logp [b,T], old_logp [b,T], adv [b], mask [b,T], cfg, ctx: LossContext | None = None)
+        -> (loss_tok [b,T], clipped [b,T])
 
 returning the per-token loss (to be minimised) and a bool mask of tokens whose clip was active.
+Two more registries add to it: REGULARISERS (per-token terms added to the loss, config
+``loss.regularisers``) and TOKEN_WEIGHTS (per-token weights on the policy-loss term computed once
+per step over the whole batch, config ``loss.token_weights``).
 The trainer adds the KL and entropy terms per token and reduces with :func:`aggregate`, whose
 denominators are fixed for the whole minibatch, so splitting it into micro-batches and summing
 their contributions gives exactly the same loss and gradients.
@@ -12,12 +16,55 @@ their contributions gives exactly the same loss and gradients.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
-from grpo_core.config import KLCfg, LossCfg
+from grpo_core.config import KLCfg, LossCfg, ScheduleCfg
 from grpo_core.registry import Registry
 
 POLICY_LOSSES: Registry = Registry("policy loss")
+# fn(logp, old_logp, adv, mask, ctx: LossContext, **params) -> (term_tok [b,T], logs)
+REGULARISERS: Registry = Registry("regulariser")
+# fn(ctx: GroupContext, advantages [N], old_logp [N,T], mask [N,T], **params) -> (w [N,T], logs)
+TOKEN_WEIGHTS: Registry = Registry("token weighting")
+
+
+@dataclass
+class LossContext:
+    """What a policy loss or regulariser sees beyond (logp, old_logp, adv, mask) for one
+    micro-batch of b sequences."""
+
+    entropy: torch.Tensor | None = None  # [b, T] per-token entropy (with grad)
+    ref_logp: torch.Tensor | None = None  # [b, T] reference / teacher log-probs
+    rewards: torch.Tensor | None = None  # [b] total rewards
+    seq_index: torch.Tensor | None = None  # [b] rows of the step's batch
+    token_weight: torch.Tensor | None = None  # [b, T] from loss.token_weights
+    completion_ids: torch.Tensor | None = None  # [b, T]
+    step: int = 0
+    total_steps: int = 1
+
+
+def schedule_value(start: float, sched: ScheduleCfg | None, step: int, total: int) -> float:
+    """A coefficient at ``step`` of ``total`` moving from ``start`` to ``sched.end``:
+    constant; linear; cosine (half cosine); exp (geometric); step (multiply by
+    ``sched.factor`` every ``sched.every`` steps, no ``end``)."""
+    if sched is None or sched.kind == "constant":
+        return start
+    if sched.kind == "step":
+        return start * sched.factor ** (step // max(sched.every, 1))
+    frac = min(max(step / max(total - 1, 1), 0.0), 1.0)
+    end = sched.end
+    if sched.kind == "linear":
+        return start + (end - start) * frac
+    if sched.kind == "cosine":
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * frac))
+    if sched.kind == "exp":
+        if start <= 0 or end <= 0:
+            raise ValueError("an exp schedule needs start > 0 and end > 0")
+        return start * (end / start) ** frac
+    raise ValueError(f"unknown schedule kind {sched.kind!r}")
 
 
 def _clipped_surrogate(
@@ -41,14 +88,14 @@ def _clipped_surrogate(
 
 
 @POLICY_LOSSES.register("ppo_clip")
-def ppo_clip_loss(logp, old_logp, adv, mask, cfg: LossCfg):
+def ppo_clip_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None = None):
     """Token-level PPO clip (GRPO / DAPO): rho_t = exp(logp_t - old_logp_t)."""
     ratio = torch.exp(logp - old_logp)
     return _clipped_surrogate(ratio, adv, cfg)
 
 
 @POLICY_LOSSES.register("gspo")
-def gspo_loss(logp, old_logp, adv, mask, cfg: LossCfg):
+def gspo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None = None):
     """GSPO (Zheng et al. 2025): sequence ratio s_i = exp(mean_t (logp - old_logp)), applied per
     token as log s_it = sg(log s_i) + logp_t - sg(logp_t), so its value is s_i for every token
     (one clip decision per sequence) and its gradient is s_i * grad logp_t."""

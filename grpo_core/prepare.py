@@ -104,9 +104,7 @@ def sft(model, tok, cfg: Config, log=print) -> None:
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps - 1:
-            log(
-                f"sft step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
-            )
+            log(f"sft step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
         if cfg.sft.max_seconds and time.perf_counter() - t0 > cfg.sft.max_seconds:
             log(f"sft stopped at step {step} (sft.max_seconds)")
             break

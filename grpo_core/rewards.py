@@ -8,7 +8,8 @@ The total reward is the weighted sum of the configured terms; each term's mean i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,19 +22,111 @@ REWARDS: Registry = Registry("reward function")
 
 
 @dataclass
-class RewardContext:
+class GroupContext:
+    """What group-aware components see about the step's completions: rewards and advantage
+    estimators get the same object. Completions come in contiguous groups, one per prompt;
+    ``group_sizes`` lists their sizes (all ``rollout.group_size`` unless a sampler allocates
+    rollouts per prompt)."""
+
     texts: list[str]  # [N] decoded completions
     problems: list[Problem]  # [N] the prompt of each completion
     finish_reasons: list[str]  # [N] "stop" | "length"
     lengths: list[int]  # [N] completion lengths in tokens
-    group_size: int
+    group_sizes: list[int]
     max_new_tokens: int
     task: Task
+    step: int = 0  # 0-based training step
+    total_steps: int = 1
+    indices: list[int] | None = None  # [N] train-set index of each completion's prompt
+    completion_ids: torch.Tensor | None = None  # [N, C]
+    completion_mask: torch.Tensor | None = None  # [N, C]
+    # which ("policy" | "ref") -> [N, C] per-token log-probs of the completions, no grad
+    logprob_fn: Callable[[str], torch.Tensor] | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.group_sizes, int):  # a uniform group size
+            n, g = len(self.texts), self.group_sizes
+            if g <= 0 or n % g:
+                raise ValueError(f"{n} completions do not split into groups of {g}")
+            self.group_sizes = [g] * (n // g)
+        if sum(self.group_sizes) != len(self.texts):
+            raise ValueError(f"group sizes {self.group_sizes} do not add up to {len(self.texts)}")
+
+    @property
+    def group_size(self) -> int:
+        """The uniform group size G (an error when an allocator made sizes differ)."""
+        if len(set(self.group_sizes)) > 1:
+            raise UserError(
+                "this component needs equal group sizes, but the sampler allocated "
+                f"{sorted(set(self.group_sizes))} rollouts per prompt; use a uniform sampler"
+            )
+        return self.group_sizes[0]
+
+    def groups(self) -> list[slice]:
+        out, s = [], 0
+        for g in self.group_sizes:
+            out.append(slice(s, s + g))
+            s += g
+        return out
 
     def answers(self) -> list[str | None]:
-        if not hasattr(self, "_answers"):
-            self._answers = [extract_answer(t) for t in self.texts]
-        return self._answers
+        if "answers" not in self._cache:
+            self._cache["answers"] = [extract_answer(t) for t in self.texts]
+        return self._cache["answers"]
+
+    def logprobs(self, which: str = "policy") -> torch.Tensor:
+        """[N, C] per-token log-probs under the sampling policy ("policy") or the reference /
+        teacher model ("ref"), computed once by the trainer on first use."""
+        key = f"logp/{which}"
+        if key not in self._cache:
+            if self.logprob_fn is None:
+                raise RuntimeError(f"this context has no log-probs ({which!r}) attached")
+            self._cache[key] = self.logprob_fn(which)
+        return self._cache[key]
+
+    def seq_logp_mean(self, which: str = "policy") -> torch.Tensor:
+        """[N] mean per-token log-prob over each completion's tokens."""
+        lp = self.logprobs(which)
+        m = self.completion_mask.to(lp.dtype)
+        return (lp * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+    def select(self, idx: list[int]) -> GroupContext:
+        """The sub-context of completions ``idx`` (whole groups keep their structure; other
+        selections become one group)."""
+        idx = list(idx)
+        sizes, pos = [], 0
+        for sl in self.groups():
+            members = [i for i in idx[pos:] if sl.start <= i < sl.stop]
+            if members:
+                sizes.append(len(members))
+                pos += len(members)
+        if sum(sizes) != len(idx):
+            sizes = [len(idx)]
+        ix = torch.tensor(idx, dtype=torch.long)
+        sub = GroupContext(
+            texts=[self.texts[i] for i in idx],
+            problems=[self.problems[i] for i in idx],
+            finish_reasons=[self.finish_reasons[i] for i in idx],
+            lengths=[self.lengths[i] for i in idx],
+            group_sizes=sizes,
+            max_new_tokens=self.max_new_tokens,
+            task=self.task,
+            step=self.step,
+            total_steps=self.total_steps,
+            indices=None if self.indices is None else [self.indices[i] for i in idx],
+            completion_ids=None if self.completion_ids is None else self.completion_ids[ix],
+            completion_mask=None if self.completion_mask is None else self.completion_mask[ix],
+        )
+        for k, v in self._cache.items():
+            sub._cache[k] = [v[i] for i in idx] if isinstance(v, list) else v[ix]
+        if self.logprob_fn is not None:
+            parent = self
+            sub.logprob_fn = lambda which: parent.logprobs(which)[ix]
+        return sub
+
+
+RewardContext = GroupContext  # the name reward functions were written against
 
 
 @REWARDS.register("correctness")

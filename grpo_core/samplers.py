@@ -1,8 +1,11 @@
 """Samplers: which prompts a step trains on, and how many generation rounds fill the batch.
 
-A sampler has ``next_prompts(n) -> list[int]`` (indices into the train split), ``keep(rewards
-[n_groups, G]) -> bool mask`` deciding which sampled groups enter the batch, ``update(stats)``
-after each step, and ``state_dict`` / ``load_state_dict`` for exact resume.
+A sampler has ``next_prompts(n) -> list[int]`` (indices into the train split),
+``group_sizes(indices, G) -> list[int]`` (rollouts per prompt; G each unless the sampler allocates
+a budget), ``keep(groups: list of 1-D reward tensors) -> bool mask`` deciding which sampled groups
+enter the batch, ``update(stats) -> dict | None`` after each step (stats: "indices", "problems",
+"rewards" [N], "group_sizes", "step" of all kept groups; a returned dict is logged as
+"sampler/<key>"), and ``state_dict`` / ``load_state_dict`` for exact resume.
 """
 
 from __future__ import annotations
@@ -43,11 +46,14 @@ class UniformSampler:
     def max_rounds(self) -> int:
         return 1
 
-    def keep(self, rewards: torch.Tensor) -> torch.Tensor:
-        return torch.ones(rewards.shape[0], dtype=torch.bool)
+    def group_sizes(self, indices: list[int], group_size: int) -> list[int]:
+        return [group_size] * len(indices)
 
-    def update(self, stats: dict) -> None:
-        pass
+    def keep(self, groups: list[torch.Tensor]) -> torch.Tensor:
+        return torch.ones(len(groups), dtype=torch.bool)
+
+    def update(self, stats: dict) -> dict | None:
+        return None
 
     def state_dict(self) -> dict:
         return {
@@ -73,8 +79,8 @@ class DynamicSampler(UniformSampler):
     def max_rounds(self) -> int:
         return self.cfg.max_rounds
 
-    def keep(self, rewards: torch.Tensor) -> torch.Tensor:
-        return (rewards.max(dim=1).values - rewards.min(dim=1).values) > 1e-8
+    def keep(self, groups: list[torch.Tensor]) -> torch.Tensor:
+        return torch.tensor([bool(r.max() - r.min() > 1e-8) for r in groups], dtype=torch.bool)
 
 
 def make_sampler(cfg: SamplerCfg, n_items: int, seed: int):

@@ -24,10 +24,19 @@ import torch
 
 from evals.tasks import Problem, make_task, render_prompt
 from grpo_core import distributed as dist
-from grpo_core.advantages import assert_groups, compute_advantages
+from grpo_core.advantages import assert_groups, compute_advantages_logged
 from grpo_core.config import Config, resolve_model_path, save_config
 from grpo_core.errors import UserError
-from grpo_core.losses import POLICY_LOSSES, aggregate, entropy_from_logits, kl_estimate
+from grpo_core.losses import (
+    POLICY_LOSSES,
+    REGULARISERS,
+    TOKEN_WEIGHTS,
+    LossContext,
+    aggregate,
+    entropy_from_logits,
+    kl_estimate,
+    schedule_value,
+)
 from grpo_core.models import (
     apply_lora,
     is_peft,
@@ -36,7 +45,7 @@ from grpo_core.models import (
     merged_state_dict,
     reference_logprobs_context,
 )
-from grpo_core.rewards import RewardContext, compute_rewards
+from grpo_core.rewards import GroupContext, compute_rewards
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.samplers import make_sampler
 
@@ -162,9 +171,14 @@ class Batch:
     old_logp: torch.Tensor | None  # [N, C]
     ref_logp: torch.Tensor | None  # [N, C]
     is_weight: torch.Tensor | None = None  # [N, C] truncated train/sampler ratios (TIS)
+    group_sizes: list[int] | None = None  # contiguous groups of this rank's rows
+    indices: list[int] | None = None  # [N] train-set index of each row's prompt
+    token_weight: torch.Tensor | None = None  # [N, C] from loss.token_weights
     # the kept groups of all ranks (one process: the same as problems / rewards), for the sampler
     all_problems: list[Problem] | None = None
     all_rewards: torch.Tensor | None = None
+    all_group_sizes: list[int] | None = None
+    all_indices: list[int] | None = None
 
 
 class Trainer:
@@ -209,6 +223,12 @@ class Trainer:
             cfg.rollout.engine, self.model, self.tok, cfg=cfg, model_path=self.model_path
         )
         self.pg_loss = POLICY_LOSSES.get(cfg.loss.name, "loss.name")
+        self.regs = [
+            (r, REGULARISERS.get(r.name, f"loss.regularisers[{i}].name"))
+            for i, r in enumerate(cfg.loss.regularisers)
+        ]
+        tw = cfg.loss.token_weights
+        self.token_weight_fn = TOKEN_WEIGHTS.get(tw.name, "loss.token_weights.name") if tw else None
         self._prompt_cache: dict[int, list[int]] = {}
         self.step = 0
         self._stop = False
@@ -231,17 +251,24 @@ class Trainer:
         kept_ro: list[Rollouts] = []
         kept_pb: list[Problem] = []
         kept_r: list[torch.Tensor] = []
+        kept_sizes: list[int] = []
+        kept_idx: list[int] = []
         all_r, all_acc, all_len, term_logs, n_zero, n_groups = [], [], [], [], 0, 0
-        n_kept, kept_all, kept_all_r = 0, [], []  # over all ranks (for the sampler's update)
+        # over all ranks (for the sampler's update)
+        n_kept_groups, kept_all, kept_all_r, kept_all_sizes, kept_all_idx = 0, [], [], [], []
         for rnd in range(self.sampler.max_rounds):
-            need = want - n_kept // G
+            need = want - n_kept_groups
             if need <= 0:
                 break
             idx = self.sampler.next_prompts(need)  # the same on every rank
+            sizes = self._group_sizes(idx)
             lo, hi = dist.shard_range(len(idx))  # data parallel: this rank's groups
-            prompts = [self.prompt_ids(i) for i in idx[lo:hi] for _ in range(G)]
-            problems = [self.train_set[i] for i in idx[lo:hi] for _ in range(G)]
-            assert_groups([p.id for p in problems], G)
+            prompts = [
+                self.prompt_ids(i) for i, g in zip(idx[lo:hi], sizes[lo:hi]) for _ in range(g)
+            ]
+            row_idx = [i for i, g in zip(idx[lo:hi], sizes[lo:hi]) for _ in range(g)]
+            problems = [self.train_set[i] for i in row_idx]
+            assert_groups([p.id for p in problems], sizes[lo:hi])
             params = SamplingParams(
                 temperature=cfg.rollout.temperature,
                 top_p=cfg.rollout.top_p,
@@ -254,15 +281,7 @@ class Trainer:
             )
             ro = self.engine.generate(prompts, params)
             lengths = ro.completion_mask.sum(-1).tolist()
-            ctx = RewardContext(
-                ro.texts,
-                problems,
-                ro.finish_reasons,
-                lengths,
-                G,
-                cfg.rollout.max_new_tokens,
-                self.task,
-            )
+            ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step)
             rewards, logs = compute_rewards(cfg.rewards, ctx)
             acc = torch.tensor(
                 [float(self.task.grade(a, p) >= 1.0) for a, p in zip(ctx.answers(), problems)]
@@ -272,22 +291,31 @@ class Trainer:
             acc = dist.gather_cat(acc)
             lengths = dist.gather_cat(torch.tensor(lengths, dtype=torch.float32))
             logs = {k: dist.all_sum(v) / dist.world() for k, v in logs.items()}
-            r = rewards.view(-1, G)
-            zero = (r.max(1).values - r.min(1).values) <= 1e-8
-            n_zero += int(zero.sum())
-            n_groups += r.shape[0]
+            starts = [0]
+            for g in sizes:
+                starts.append(starts[-1] + g)
+            groups = [rewards[starts[k] : starts[k + 1]] for k in range(len(sizes))]
+            zero = [bool(r.max() - r.min() <= 1e-8) for r in groups]
+            n_zero += sum(zero)
+            n_groups += len(groups)
             all_r.append(rewards)
             all_acc.append(acc)
             all_len.append(lengths)
             term_logs.append(logs)
-            keep = self.sampler.keep(r)
-            sel = [g * G + j for g in range(r.shape[0]) if keep[g] for j in range(G)]
-            room = (want - n_kept // G) * G
-            sel = sel[:room]
-            n_kept += len(sel)
-            kept_all += [self.train_set[idx[i // G]] for i in sel]
-            kept_all_r += [float(rewards[i]) for i in sel]
-            mine = [i - lo * G for i in sel if lo * G <= i < hi * G]
+            keep = self.sampler.keep(groups)
+            kept_groups = [k for k in range(len(groups)) if keep[k]][: want - n_kept_groups]
+            n_kept_groups += len(kept_groups)
+            mine = []
+            for k in kept_groups:
+                rows = list(range(starts[k], starts[k + 1]))
+                kept_all += [self.train_set[idx[k]]] * sizes[k]
+                kept_all_r += [float(rewards[i]) for i in rows]
+                kept_all_sizes.append(sizes[k])
+                kept_all_idx += [idx[k]] * sizes[k]
+                if lo <= k < hi:
+                    mine += [i - starts[lo] for i in rows]
+                    kept_sizes.append(sizes[k])
+                    kept_idx += [idx[k]] * sizes[k]
             if mine:
                 kept_ro.append(ro.select(mine))
                 kept_pb += [problems[i] for i in mine]
@@ -310,14 +338,83 @@ class Trainer:
         ro = kept_ro[0] if len(kept_ro) == 1 else Rollouts.concat(kept_ro, self.tok.pad_token_id)
         rewards = torch.cat(kept_r)
         all_rewards = torch.tensor(kept_all_r)
-        rk = all_rewards.view(-1, G)
-        stats["frac_zero_std_groups"] = float(
-            ((rk.max(1).values - rk.min(1).values) <= 1e-8).float().mean()
-        )
-        stats["n_train_seqs"] = n_kept
+        s, zero = 0, 0
+        for g in kept_all_sizes:
+            zero += int(all_rewards[s : s + g].max() - all_rewards[s : s + g].min() <= 1e-8)
+            s += g
+        stats["frac_zero_std_groups"] = zero / len(kept_all_sizes)
+        stats["n_train_seqs"] = len(kept_all_r)
         batch = Batch(ro, kept_pb, rewards, torch.empty(0), None, None)
+        batch.group_sizes, batch.indices = kept_sizes, kept_idx
         batch.all_problems, batch.all_rewards = kept_all, all_rewards
+        batch.all_group_sizes, batch.all_indices = kept_all_sizes, kept_all_idx
         return batch, stats
+
+    def _group_sizes(self, idx: list[int]) -> list[int]:
+        """Rollouts per prompt: the sampler's allocation if it makes one, else G each."""
+        G = self.cfg.rollout.group_size
+        fn = getattr(self.sampler, "group_sizes", None)
+        sizes = list(fn(idx, G)) if fn is not None else [G] * len(idx)
+        if len(sizes) != len(idx) or any(int(g) < 1 for g in sizes):
+            raise UserError(
+                f"sampler {self.cfg.sampler.name!r} allocated {sizes} rollouts for {len(idx)} "
+                "prompts; want one size >= 1 per prompt"
+            )
+        return [int(g) for g in sizes]
+
+    def _group_context(
+        self,
+        ro: Rollouts,
+        problems: list[Problem],
+        sizes: list[int],
+        indices: list[int],
+        step: int,
+        policy_logp: torch.Tensor | None = None,
+    ) -> GroupContext:
+        """The context rewards and advantage estimators see; log-probs are computed on demand
+        (under the sampling policy, or the reference model)."""
+
+        def logprob_fn(which: str) -> torch.Tensor:
+            if which == "policy":
+                if policy_logp is not None:
+                    return policy_logp
+                was_training = self.model.training
+                self.model.eval()
+                try:
+                    return self._logprobs_nograd(self.model, ro)
+                finally:
+                    self.model.train(was_training)
+            if which == "ref":
+                if self.ref is None:
+                    raise UserError(
+                        "a component needs reference log-probs but there is no reference model; "
+                        "set train.log_kl: true or loss.kl.beta > 0"
+                    )
+                with reference_logprobs_context(self.ref):
+                    return self._logprobs_nograd(self.ref, ro)
+            raise ValueError(f"unknown log-prob source {which!r}; want 'policy' or 'ref'")
+
+        return GroupContext(
+            texts=ro.texts,
+            problems=problems,
+            finish_reasons=ro.finish_reasons,
+            lengths=ro.completion_mask.sum(-1).tolist(),
+            group_sizes=list(sizes),
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            task=self.task,
+            step=step,
+            total_steps=self.cfg.train.steps,
+            indices=list(indices),
+            completion_ids=ro.completion_ids,
+            completion_mask=ro.completion_mask,
+            logprob_fn=logprob_fn,
+        )
+
+    def kl_beta(self, step: int | None = None) -> float:
+        kl = self.cfg.loss.kl
+        return schedule_value(
+            kl.beta, kl.schedule, self.step if step is None else step, self.cfg.train.steps
+        )
 
     @torch.no_grad()
     def _logprobs_nograd(self, model, ro: Rollouts) -> torch.Tensor:
@@ -379,7 +476,8 @@ class Trainer:
 
         rewards = batch.rewards
         kl_cfg = cfg.loss.kl
-        if batch.ref_logp is not None and kl_cfg.beta > 0 and kl_cfg.placement == "reward":
+        beta = self.kl_beta(step)
+        if batch.ref_logp is not None and beta > 0 and kl_cfg.placement == "reward":
             # KL in the reward: r_i <- r_i - beta * sum_t kl_t under the sampling policy
             pol = (
                 batch.old_logp
@@ -387,19 +485,45 @@ class Trainer:
                 else self._logprobs_nograd(self.model, ro)
             )
             kl_seq = (kl_estimate(pol, batch.ref_logp, kl_cfg) * mask).sum(-1)
-            rewards = rewards - kl_cfg.beta * kl_seq
-        batch.advantages = compute_advantages(rewards, G, cfg.advantage)
+            rewards = rewards - beta * kl_seq
+        gctx = self._group_context(
+            ro, batch.problems, batch.group_sizes, batch.indices, step, batch.old_logp
+        )
+        if batch.ref_logp is not None:
+            gctx._cache["logp/ref"] = batch.ref_logp
+        batch.advantages, adv_logs = compute_advantages_logged(
+            rewards, batch.group_sizes, cfg.advantage, gctx
+        )
+        stats.update(adv_logs)
+        if self.token_weight_fn is not None:
+            tw = cfg.loss.token_weights
+            old = gctx.logprobs("policy")
+            batch.token_weight, tw_logs = self.token_weight_fn(
+                gctx, batch.advantages, old, mask, **tw.params
+            )
+            stats.update({f"tw/{k}": float(v) for k, v in tw_logs.items()})
 
         t1 = time.perf_counter()
         logs = self.optimize(batch)
         t_train = time.perf_counter() - t1
         self.engine.sync_weights(self.model)  # the next rollouts sample from the new weights
         self.sched.step()
-        self.sampler.update({"problems": batch.all_problems, "rewards": batch.all_rewards})
+        samp_logs = self.sampler.update(
+            {
+                "indices": batch.all_indices,
+                "problems": batch.all_problems,
+                "rewards": batch.all_rewards,
+                "group_sizes": batch.all_group_sizes,
+                "step": step,
+            }
+        )
+        if samp_logs:
+            stats.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
         n_tok = dist.all_sum(int(mask.sum()) + int(ro.prompt_mask.sum()))
         stats.update(logs)
         stats.update(
             lr=self.opt.param_groups[0]["lr"],
+            kl_beta=beta,
             adv_abs_mean=float(batch.advantages.abs().mean()),
             frac_truncated=sum(f == "length" for f in ro.finish_reasons) / len(ro),
             rollout_s=t_roll,
@@ -437,23 +561,21 @@ class Trainer:
                     loss.backward()
                     mb_loss += float(loss.detach())
                     if epoch == 0:  # metrics of the policy that generated the batch
-                        for k in ("entropy", "kl", "clip_frac"):
-                            sums[k] += st[k]
+                        for k in st:
+                            if k != "tokens":
+                                sums[k] = sums.get(k, 0.0) + st[k]
                         tok_total += st["tokens"]
                 gn = self._clip_and_step()
                 sums["loss"] += dist.all_sum(mb_loss)
                 sums["grad_norm"] += gn
                 n_opt += 1
-        for k in ("entropy", "kl", "clip_frac"):
+        tok_keys = [k for k in sums if k not in ("loss", "grad_norm")]
+        for k in tok_keys:  # (every rank has the same keys: the same components)
             sums[k] = dist.all_sum(sums[k])
         tok_total = dist.all_sum(tok_total)
-        return {
-            "loss": sums["loss"] / n_opt,
-            "grad_norm": sums["grad_norm"] / n_opt,
-            "entropy": sums["entropy"] / max(tok_total, 1),
-            "kl": sums["kl"] / max(tok_total, 1),
-            "clip_frac": sums["clip_frac"] / max(tok_total, 1),
-        }
+        out = {"loss": sums["loss"] / n_opt, "grad_norm": sums["grad_norm"] / n_opt}
+        out.update({k: sums[k] / max(tok_total, 1) for k in tok_keys})  # token-weighted means
+        return out
 
     def micro_loss(self, batch: Batch, ix: torch.Tensor, n_seqs: int, n_tokens: int, norm_c: float):
         """Loss share of micro-batch ``ix`` and token-summed stats (entropy, kl, clipped)."""
@@ -472,24 +594,47 @@ class Trainer:
         dev = logp.device
         mask = mask.to(dev)
         old = batch.old_logp[ix].to(dev) if batch.old_logp is not None else logp.detach()
-        loss_tok, clipped = self.pg_loss(logp, old, batch.advantages[ix].to(dev), mask, lc)
+        adv = batch.advantages[ix].to(dev)
+        ref = batch.ref_logp[ix].to(dev) if batch.ref_logp is not None else None
+        tw = batch.token_weight[ix].to(dev) if batch.token_weight is not None else None
+        lctx = LossContext(
+            entropy=ent,
+            ref_logp=ref,
+            rewards=batch.rewards[ix].to(dev),
+            seq_index=ix,
+            token_weight=tw,
+            completion_ids=ro.completion_ids[ix].to(dev),
+            step=self.step,
+            total_steps=self.cfg.train.steps,
+        )
+        loss_tok, clipped = self.pg_loss(logp, old, adv, mask, lc, ctx=lctx)
+        if tw is not None:  # per-token weights on the policy-gradient term
+            loss_tok = loss_tok * tw
         if batch.is_weight is not None:  # train-vs-sampler importance weights (no gradient)
             loss_tok = loss_tok * batch.is_weight[ix].to(dev)
+        m = mask.to(logp.dtype)
+        st = {}
         kl_tok = None
-        if batch.ref_logp is not None:
-            kl_tok = kl_estimate(logp, batch.ref_logp[ix].to(dev), lc.kl)
-            if lc.kl.beta > 0 and lc.kl.placement == "loss":
-                loss_tok = loss_tok + lc.kl.beta * kl_tok
+        if ref is not None:
+            kl_tok = kl_estimate(logp, ref, lc.kl)
+            beta = self.kl_beta()
+            if beta > 0 and lc.kl.placement == "loss":
+                loss_tok = loss_tok + beta * kl_tok
+        for r, fn in self.regs:
+            term, logs = fn(logp, old, adv, mask, lctx, **r.params)
+            loss_tok = loss_tok + r.weight * term
+            st[f"reg/{r.name}"] = float((term.detach() * m).sum())
+            for k, v in logs.items():  # per-token means of the micro-batch, re-weighted
+                st[f"reg/{r.name}/{k}"] = float(v) * float(m.sum())
         if need_ent_grad:
             loss_tok = loss_tok - lc.entropy_coef * ent
         loss = aggregate(loss_tok, mask, lc.agg, n_seqs, n_tokens, norm_c)
-        m = mask.to(logp.dtype)
-        st = {
-            "entropy": float((ent.detach() * m).sum()),
-            "kl": float((kl_tok.detach() * m).sum()) if kl_tok is not None else 0.0,
-            "clip_frac": float((clipped.to(m.dtype) * m).sum()),
-            "tokens": float(m.sum()),
-        }
+        st.update(
+            entropy=float((ent.detach() * m).sum()),
+            kl=float((kl_tok.detach() * m).sum()) if kl_tok is not None else 0.0,
+            clip_frac=float((clipped.to(m.dtype) * m).sum()),
+            tokens=float(m.sum()),
+        )
         return loss, st
 
     def _clip_and_step(self) -> float:
