@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
-from grpo_core.config import load_config
+from grpo_core.config import expand_reproductions, load_config
 
 PROFILE = str(config.get("profile", "tiny"))
 _base_cfg = load_config(None, PROFILE)
@@ -25,7 +25,8 @@ def _as_list(v):
     return [x for x in str(v).strip("[]").replace(" ", "").split(",") if x]
 
 
-REPROS = _as_list(config.get("reproductions", _wf.reproductions))
+# group names expand: wave1 = grpo + every reproduction with meta.wave 1; all = every one
+REPROS = expand_reproductions(_as_list(config.get("reproductions", _wf.reproductions)))
 SEEDS = [int(s) for s in _as_list(config.get("seeds", _wf.seeds))]
 THREADS = int(config.get("train_threads", _wf.train_threads))
 BENCH = _base_cfg.task.name
@@ -40,10 +41,15 @@ TRAIN = f"torchrun --standalone --nproc-per-node {GPUS} -m grpo_core.cli" if GPU
 
 
 def config_hash(wildcards):
-    """The resolved training config: a params rerun trigger (code changes do not retrain)."""
+    """The resolved training config: a params rerun trigger (code changes do not retrain).
+    Only values that differ from the defaults count, so adding a new option with a default
+    (a new component hook) leaves existing runs valid; meta (status, claims), eval and workflow
+    settings do not change training and do not count."""
     import hashlib, json
 
-    c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed)).model_dump(mode="json")
+    c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed)).model_dump(
+        mode="json", exclude_defaults=True, exclude={"meta", "eval", "workflow"}
+    )
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 START = "sft_start"
 

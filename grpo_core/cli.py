@@ -144,23 +144,26 @@ def cmd_report(a) -> int:
 
 
 def cmd_list(a) -> int:
-    from grpo_core.config import _read_yaml, list_reproductions, reproductions_dir
+    from grpo_core.config import list_reproductions, reproduction_meta
 
     rows = []
     for slug in list_reproductions():
-        meta = _read_yaml(reproductions_dir() / slug / "reproduction.yaml").get("meta", {}) or {}
+        meta = reproduction_meta(slug)
+        wave = meta.get("wave", 0)
         rows.append(
             (
                 slug,
                 str(meta.get("tier", "?")),
                 str(meta.get("status", "?")),
+                "baseline" if not wave else f"wave{wave}",
                 str(meta.get("title", "")),
             )
         )
-    w = [max(len(r[i]) for r in rows + [("reproduction", "tier", "status", "")]) for i in range(3)]
-    print(f"{'reproduction':<{w[0]}}  {'tier':<{w[1]}}  {'status':<{w[2]}}  title")
+    head = ("reproduction", "tier", "status", "group", "")
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    print("  ".join(f"{h:<{w[i]}}" for i, h in enumerate(head[:4])) + "  title")
     for r in rows:
-        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+        print("  ".join(f"{r[i]:<{w[i]}}" for i in range(4)) + f"  {r[4]}")
     return 0
 
 

@@ -307,6 +307,30 @@ def list_reproductions() -> list[str]:
     return sorted(p.parent.name for p in reproductions_dir().glob("*/reproduction.yaml"))
 
 
+def reproduction_meta(slug: str) -> dict[str, Any]:
+    """The raw ``meta`` block of a reproduction (no profile layering)."""
+    return _read_yaml(reproductions_dir() / slug / "reproduction.yaml").get("meta", {}) or {}
+
+
+def expand_reproductions(names: list[str]) -> list[str]:
+    """Reproduction names with group names expanded: ``waveN`` = every reproduction whose
+    ``meta.wave`` is N, with the grpo baseline first (deltas are measured against it);
+    ``all`` = every reproduction. Order is kept, duplicates dropped."""
+    out: list[str] = []
+    for n in names:
+        if n == "all":
+            group = list_reproductions()
+        elif n.startswith("wave") and n[4:].isdigit():
+            wave = int(n[4:])
+            group = ["grpo"] + [s for s in list_reproductions() if reproduction_meta(s).get("wave") == wave]
+            if len(group) == 1:
+                raise UserError(f"no reproduction has meta.wave: {wave} (group {n!r})")
+        else:
+            group = [n]
+        out += [g for g in group if g not in out]
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # layering
 

@@ -246,7 +246,7 @@ class Trainer:
     def collect(self, step: int) -> tuple[Batch | None, dict]:
         """Sample groups until the batch holds prompts_per_step kept groups (the sampler decides
         which groups are kept; uniform keeps all) or the sampler's round cap is reached."""
-        cfg, G = self.cfg, self.cfg.rollout.group_size
+        cfg = self.cfg
         want = cfg.rollout.prompts_per_step
         kept_ro: list[Rollouts] = []
         kept_pb: list[Problem] = []
@@ -435,7 +435,7 @@ class Trainer:
     # ---------------------------------------------------------------- one training step
 
     def train_step(self, step: int) -> dict:
-        cfg, G = self.cfg, self.cfg.rollout.group_size
+        cfg = self.cfg
         t0 = time.perf_counter()
         batch, stats = self.collect(step)
         t_roll = time.perf_counter() - t0

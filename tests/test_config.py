@@ -181,3 +181,16 @@ def test_paper_profile_resolves_offline_with_the_papers_budgets(repro, monkeypat
     # Qwen2.5-Math's context is 4096 tokens: the generation budget leaves room for the prompt
     assert c <= 3072
     assert cfg.workflow.gpus >= 1
+
+
+def test_reproduction_groups_expand():
+    from grpo_core.config import expand_reproductions, list_reproductions, reproduction_meta
+
+    assert expand_reproductions(["all"]) == list_reproductions()
+    assert expand_reproductions(["dapo", "grpo", "dapo"]) == ["dapo", "grpo"]
+    with pytest.raises(UserError, match="meta.wave: 9"):
+        expand_reproductions(["wave9"])
+    waves = {reproduction_meta(s).get("wave", 0) for s in list_reproductions()}
+    for w in waves - {0}:
+        got = expand_reproductions([f"wave{w}"])
+        assert got[0] == "grpo" and all(reproduction_meta(s)["wave"] == w for s in got[1:])

@@ -17,7 +17,7 @@ from grpo_core.samplers import SAMPLERS, UniformSampler
 def _ctx(sizes, texts=None):
     n = sum(sizes)
     texts = texts or [f"{i}" for i in range(n)]
-    probs, k = [], 0
+    probs = []
     for g, size in enumerate(sizes):
         probs += [Problem(id=f"p{g}", question="q", answer="0")] * size
     return GroupContext(texts, probs, ["stop"] * n, [1] * n, sizes, 4, task=None)
