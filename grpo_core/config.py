@@ -173,6 +173,7 @@ class TrainCfg(Strict):
     checkpoint_every: int = 0  # 0: only at the end (and on interrupt)
     log_kl: bool = True  # keep a reference model to log KL even when loss.kl.beta == 0
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory)
+    fsdp: bool = False  # under torchrun: FSDP2-shard parameters, gradients, optimizer state
 
 
 class SFTCfg(Strict):
@@ -322,7 +323,9 @@ def expand_reproductions(names: list[str]) -> list[str]:
             group = list_reproductions()
         elif n.startswith("wave") and n[4:].isdigit():
             wave = int(n[4:])
-            group = ["grpo"] + [s for s in list_reproductions() if reproduction_meta(s).get("wave") == wave]
+            group = ["grpo"] + [
+                s for s in list_reproductions() if reproduction_meta(s).get("wave") == wave
+            ]
             if len(group) == 1:
                 raise UserError(f"no reproduction has meta.wave: {wave} (group {n!r})")
         else:

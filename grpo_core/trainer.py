@@ -203,6 +203,17 @@ class Trainer:
             self.model.config.use_cache = False
         if cfg.model.lora is not None:
             self.model = apply_lora(self.model, cfg.model.lora)
+        self.rollout_model = self.model  # what the hf engine samples from
+        self.fsdp = cfg.train.fsdp and dist.active()
+        if self.fsdp:
+            if cfg.model.lora is not None:
+                raise UserError("train.fsdp with model.lora is not supported; use one or the other")
+            # generation runs on a plain full copy (no collectives, ranks may stop at different
+            # lengths); it is refreshed from the shards after every optimizer step
+            import copy
+
+            self.rollout_model = copy.deepcopy(self.model).requires_grad_(False)
+            dist.shard_model(self.model)
         self.model.train()
         self.ref = None
         if cfg.loss.kl.beta > 0 or cfg.train.log_kl:
@@ -220,7 +231,7 @@ class Trainer:
         )
         self.sampler = make_sampler(cfg.sampler, len(self.train_set), cfg.run.seed)
         self.engine = make_engine(
-            cfg.rollout.engine, self.model, self.tok, cfg=cfg, model_path=self.model_path
+            cfg.rollout.engine, self.rollout_model, self.tok, cfg=cfg, model_path=self.model_path
         )
         self.pg_loss = POLICY_LOSSES.get(cfg.loss.name, "loss.name")
         self.regs = [
@@ -420,6 +431,10 @@ class Trainer:
     def _logprobs_nograd(self, model, ro: Rollouts) -> torch.Tensor:
         mb = self.cfg.train.micro_batch_size
         out = []
+        n_iter = math.ceil(len(ro) / mb)
+        if self.fsdp and model is self.model:  # every rank runs the same number of passes
+            for _ in range(dist.all_max(n_iter) - n_iter):
+                self._empty_pass(ro, backward=False)
         for s in range(0, len(ro), mb):
             lp, _ = sequence_logprobs(
                 model,
@@ -506,7 +521,11 @@ class Trainer:
         t1 = time.perf_counter()
         logs = self.optimize(batch)
         t_train = time.perf_counter() - t1
-        self.engine.sync_weights(self.model)  # the next rollouts sample from the new weights
+        if self.fsdp:  # gather the new shards into the rollout copy
+            dist.copy_full_weights(self.model, self.rollout_model)
+            self.engine.sync_weights(self.rollout_model)
+        else:
+            self.engine.sync_weights(self.model)  # the next rollouts sample from the new weights
         self.sched.step()
         samp_logs = self.sampler.update(
             {
@@ -555,6 +574,10 @@ class Trainer:
                 n_tokens = int(dist.all_sum(int(ro.completion_mask[mb].sum())))
                 self.opt.zero_grad(set_to_none=True)
                 mb_loss = 0.0
+                if self.fsdp:  # pad to the same number of backward passes on every rank
+                    n_iter = math.ceil(len(mb) / micro)
+                    for _ in range(dist.all_max(n_iter) - n_iter):
+                        self._empty_pass(ro, backward=True)
                 for u in range(0, len(mb), micro):
                     ix = mb[u : u + micro]
                     loss, st = self.micro_loss(batch, ix, n_seqs, n_tokens, norm_c)
@@ -637,6 +660,22 @@ class Trainer:
         )
         return loss, st
 
+    def _empty_pass(self, ro: Rollouts, backward: bool) -> None:
+        """A forward (and backward) pass that contributes nothing: it keeps the FSDP collectives
+        of a rank with fewer micro-batches in step with the others."""
+        ctx = torch.enable_grad() if backward else torch.no_grad()
+        with ctx:
+            logp, _ = sequence_logprobs(
+                self.model,
+                ro.prompt_ids[:1],
+                ro.prompt_mask[:1],
+                ro.completion_ids[:1],
+                ro.completion_mask[:1],
+                self.cfg.rollout.temperature,
+            )
+            if backward:
+                (logp.sum() * 0.0).backward()
+
     def _clip_and_step(self) -> float:
         dist.sum_grads(self.model)
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -648,6 +687,8 @@ class Trainer:
                 if params
                 else torch.tensor(0.0)
             )
+        if hasattr(gn, "full_tensor"):  # FSDP: a DTensor
+            gn = gn.full_tensor()
         if not torch.isfinite(gn):
             raise RuntimeError(f"non-finite gradient norm at step {self.step}")
         self.opt.step()
@@ -686,9 +727,9 @@ class Trainer:
                 if out:
                     with open(out / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
-                    every = cfg.train.checkpoint_every
-                    if every and self.step % every == 0 and self.step < cfg.train.steps:
-                        self.save_checkpoint(out / "checkpoint")
+                every = cfg.train.checkpoint_every
+                if every and self.step % every == 0 and self.step < cfg.train.steps:
+                    self._checkpoint(out)
                 bar.set_postfix(
                     reward=f"{stats['reward_mean']:.3f}", acc=f"{stats['accuracy']:.3f}"
                 )
@@ -698,9 +739,15 @@ class Trainer:
             for s, h in old_handlers.items():
                 signal.signal(s, h)
             self.engine.close()
-        if out:
-            self.save_checkpoint(out / "checkpoint")
+        self._checkpoint(out)
         return out
+
+    def _checkpoint(self, out: Path | None) -> None:
+        """Rank 0 writes the checkpoint; under FSDP every rank adds its optimizer shard."""
+        if self.fsdp and self.out_dir:
+            self.save_checkpoint(self.out_dir / "checkpoint")
+        elif out:
+            self.save_checkpoint(out / "checkpoint")
 
     def _on_signal(self, signum, frame) -> None:
         if self._stop:  # second Ctrl-C: stop now
@@ -729,9 +776,19 @@ class Trainer:
         Written to a temporary directory and renamed, so a crash never leaves half a checkpoint."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        if tmp.exists():
+        main = dist.is_main()
+        if main and tmp.exists():
             shutil.rmtree(tmp)
-        if is_peft(self.model):  # a plain HF model with LoRA merged (for eval) + the adapter
+        if self.fsdp:  # each rank's optimizer shard; the full weights are in the rollout copy
+            dist.barrier()
+            tmp.mkdir(parents=True, exist_ok=True)
+            torch.save(self.opt.state_dict(), tmp / f"optimizer_rank{dist.rank()}.pt")
+            dist.barrier()
+            if not main:
+                dist.barrier()  # wait for rank 0 to finish the checkpoint
+                return
+            self.rollout_model.save_pretrained(tmp, safe_serialization=True)
+        elif is_peft(self.model):  # a plain HF model with LoRA merged (for eval) + the adapter
             self.model.get_base_model().save_pretrained(
                 tmp, state_dict=merged_state_dict(self.model), safe_serialization=True
             )
@@ -742,7 +799,7 @@ class Trainer:
         torch.save(
             {
                 "step": self.step,
-                "optimizer": self.opt.state_dict(),
+                "optimizer": None if self.fsdp else self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(),
                 "sampler": self.sampler.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
@@ -755,6 +812,8 @@ class Trainer:
         os.replace(tmp, path)
         if old.exists():
             shutil.rmtree(old)
+        if self.fsdp:
+            dist.barrier()
 
     def load_checkpoint(self, path: Path) -> None:
         from safetensors.torch import load_file
@@ -775,7 +834,19 @@ class Trainer:
                 sd = {}
                 for f in files:
                     sd.update(load_file(f))
-                missing, unexpected = self.model.load_state_dict(sd, strict=False)
+                if self.fsdp:  # full weights -> this rank's shards, and the rollout copy
+                    from torch.distributed.checkpoint.state_dict import (
+                        StateDictOptions,
+                        set_model_state_dict,
+                    )
+
+                    self.rollout_model.load_state_dict(sd, strict=False)
+                    res = set_model_state_dict(
+                        self.model, sd, options=StateDictOptions(full_state_dict=True, strict=False)
+                    )
+                    missing, unexpected = res.missing_keys, res.unexpected_keys
+                else:
+                    missing, unexpected = self.model.load_state_dict(sd, strict=False)
             missing = [
                 m
                 for m in missing
@@ -785,7 +856,11 @@ class Trainer:
                 raise KeyError(
                     f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
                 )
-            self.opt.load_state_dict(state["optimizer"])
+            if self.fsdp:
+                opt_state = torch.load(path / f"optimizer_rank{dist.rank()}.pt", weights_only=False)
+            else:
+                opt_state = state["optimizer"]
+            self.opt.load_state_dict(opt_state)
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error

@@ -1,5 +1,6 @@
 """Data-parallel training over gloo: two CPU processes give the loss and gradients of one."""
 
+import json
 import os
 import subprocess
 import sys
@@ -39,8 +40,17 @@ def _run(cmd, tmp_path):
 
 # grpo: seq_mean_token_mean + k3 KL in the loss; dapo: token_mean (global token count);
 # dr_grpo: seq_mean_token_sum_norm
-@pytest.mark.parametrize("repro", ["grpo", "dapo", pytest.param("dr_grpo", marks=pytest.mark.slow)])
-def test_two_gloo_processes_match_one(smoke_results, tmp_path, repro):
+# fsdp: the same with parameters, gradients and optimizer state sharded by FSDP2
+@pytest.mark.parametrize(
+    "repro,mode",
+    [
+        ("grpo", "ddp"),
+        ("dapo", "ddp"),
+        ("grpo", "fsdp"),
+        pytest.param("dr_grpo", "ddp", marks=pytest.mark.slow),
+    ],
+)
+def test_two_gloo_processes_match_one(smoke_results, tmp_path, repro, mode):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     _run([sys.executable, str(SCRIPT), str(smoke_results), repro, str(one)], tmp_path)
     _run(
@@ -56,11 +66,13 @@ def test_two_gloo_processes_match_one(smoke_results, tmp_path, repro):
             str(smoke_results),
             repro,
             str(two),
+            mode,
         ],
         tmp_path,
     )
     a, b = torch.load(one), torch.load(two)
     assert (a["world"], b["world"]) == (1, 2)
+    assert b["sharded"] == (mode == "fsdp")
     assert b["n_local"] == 8  # rank 0 trained on half of the 16 sequences
     assert a["loss"] != 0.0
     assert abs(a["loss"] - b["loss"]) < 1e-6 * max(1.0, abs(a["loss"]))
@@ -68,3 +80,57 @@ def test_two_gloo_processes_match_one(smoke_results, tmp_path, repro):
     assert a["grads"].keys() == b["grads"].keys() and len(a["grads"]) > 0
     for k in a["grads"]:
         torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-5, atol=1e-7)
+
+
+def test_fsdp_training_resumes_exactly(smoke_results, tmp_path):
+    """Two FSDP ranks: 2 steps, then resumed to 4, equal an uninterrupted 4-step run (metrics
+    and saved weights); each rank's optimizer shard is in the checkpoint."""
+    from safetensors.torch import load_file
+
+    def train(out, steps, port):
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc-per-node",
+                "2",
+                "--master-port",
+                str(port),
+                "-m",
+                "grpo_core.cli",
+                "train",
+                "grpo",
+                "--profile",
+                "smoke",
+                f"run.results_dir={smoke_results}",
+                "train.fsdp=true",
+                "train.lr=1e-3",
+                "rewards=[{name: correctness}, {name: format, weight: 0.5}]",
+                f"train.steps={steps}",
+                "--out",
+                str(out),
+            ],
+            tmp_path,
+        )
+
+    port = 30500 + os.getpid() % 1000
+    train(tmp_path / "resumed", 2, port)
+    assert {"optimizer_rank0.pt", "optimizer_rank1.pt"} <= {
+        p.name for p in (tmp_path / "resumed" / "checkpoint").iterdir()
+    }
+    train(tmp_path / "resumed", 4, port + 1)
+    train(tmp_path / "full", 4, port + 2)
+    timing = {"rollout_s", "logprob_s", "train_s", "tokens_per_s"}
+
+    def rows(d):
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in lines]
+
+    a, b = rows(tmp_path / "resumed"), rows(tmp_path / "full")
+    assert len(a) == 4 and a == b
+    wa = load_file(tmp_path / "resumed" / "checkpoint" / "model.safetensors")
+    wb = load_file(tmp_path / "full" / "checkpoint" / "model.safetensors")
+    w0 = load_file(next((smoke_results / "smoke" / "base" / "model").glob("*.safetensors")))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert max(float((wa[k] - w0[k]).abs().max()) for k in wa) > 0  # it trained

@@ -171,6 +171,7 @@ def test_sgd_optimizer_option_moves_weights_by_lr_times_gradient(smoke_cfg, tmp_
     assert isinstance(tr.opt, torch.optim.SGD)
     before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
     grads = {}
+
     def step_and_record():
         # the gradients after clipping are the ones SGD applies: p <- p - lr * g
         params = [p for p in tr.model.parameters() if p.grad is not None]
@@ -185,4 +186,6 @@ def test_sgd_optimizer_option_moves_weights_by_lr_times_gradient(smoke_cfg, tmp_
     tr.train_step(0)
     assert grads, "no gradient reached the optimizer"
     for n, g in grads.items():
-        torch.testing.assert_close(dict(tr.model.named_parameters())[n].detach(), before[n] - 0.5 * g)
+        torch.testing.assert_close(
+            dict(tr.model.named_parameters())[n].detach(), before[n] - 0.5 * g
+        )

@@ -3,7 +3,10 @@ under torchrun (data parallel: each rank takes its contiguous share of the group
 the summed loss and the (all-reduced) gradients to <out>.
 
     python tests/scripts/dp_step.py RESULTS_DIR REPRO OUT
-    torchrun --nproc-per-node 2 tests/scripts/dp_step.py RESULTS_DIR REPRO OUT
+    torchrun --nproc-per-node 2 tests/scripts/dp_step.py RESULTS_DIR REPRO OUT [fsdp]
+
+With "fsdp" the model is FSDP2-sharded over the ranks (train.fsdp=true); the sharded gradients
+are gathered to full tensors before saving.
 """
 
 import sys
@@ -35,12 +38,17 @@ def hand_built_batch(trainer: Trainer) -> Batch:
     return Batch(ro, [None] * n, torch.zeros(n), advantages, None, ref)
 
 
-def main(results: str, repro: str, out: str) -> None:
+def main(results: str, repro: str, out: str, mode: str = "ddp") -> None:
     torch.set_num_threads(1)
     cfg = load_config(
         repro,
         "smoke",
-        [f"run.results_dir={results}", "train.micro_batch_size=3", "train.minibatches=1"],
+        [
+            f"run.results_dir={results}",
+            "train.micro_batch_size=3",
+            "train.minibatches=1",
+            f"train.fsdp={mode == 'fsdp'}",
+        ],
     )
     t = Trainer(cfg, None)
     batch = hand_built_batch(t)
@@ -56,14 +64,19 @@ def main(results: str, repro: str, out: str) -> None:
         ref,
     )
     logs = t.optimize(mine)
+    grads = {}
+    for k, p in t.model.named_parameters():
+        if p.grad is not None:  # (FSDP: every rank takes part in gathering the shards)
+            g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+            grads[k] = g.detach().clone()
     if dist.is_main():
-        grads = {k: p.grad.clone() for k, p in t.model.named_parameters() if p.grad is not None}
         torch.save(
             {
                 "loss": logs["loss"],
                 "grad_norm": logs["grad_norm"],
                 "grads": grads,
                 "world": dist.world(),
+                "sharded": t.fsdp,
                 "n_local": len(sel),
             },
             out,
@@ -72,4 +85,4 @@ def main(results: str, repro: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
