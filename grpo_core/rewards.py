@@ -77,13 +77,18 @@ class GroupContext:
 
     def logprobs(self, which: str = "policy") -> torch.Tensor:
         """[N, C] per-token log-probs under the sampling policy ("policy") or the reference /
-        teacher model ("ref"), computed once by the trainer on first use."""
+        teacher model ("ref") (or "entropy": per-token entropies of the sampling policy),
+        computed once by the trainer on first use."""
         key = f"logp/{which}"
         if key not in self._cache:
             if self.logprob_fn is None:
                 raise RuntimeError(f"this context has no log-probs ({which!r}) attached")
             self._cache[key] = self.logprob_fn(which)
         return self._cache[key]
+
+    def entropies(self) -> torch.Tensor:
+        """[N, C] per-token entropy of the sampling policy's distribution (no grad)."""
+        return self.logprobs("entropy")
 
     def seq_logp_mean(self, which: str = "policy") -> torch.Tensor:
         """[N] mean per-token log-prob over each completion's tokens."""

@@ -25,7 +25,7 @@ import torch
 from evals.tasks import Problem, make_task, render_prompt
 from grpo_core import distributed as dist
 from grpo_core.advantages import assert_groups, compute_advantages_logged
-from grpo_core.config import Config, resolve_model_path, save_config
+from grpo_core.config import Config, resolve_model_path, resolve_ref_path, save_config
 from grpo_core.errors import UserError
 from grpo_core.losses import (
     POLICY_LOSSES,
@@ -216,11 +216,13 @@ class Trainer:
             dist.shard_model(self.model)
         self.model.train()
         self.ref = None
-        if cfg.loss.kl.beta > 0 or cfg.train.log_kl:
+        if cfg.loss.kl.beta > 0 or cfg.train.log_kl or cfg.model.ref_ema is not None:
             if cfg.model.lora is not None and cfg.model.ref_name_or_path is None:
+                if cfg.model.ref_ema is not None:
+                    raise UserError("model.ref_ema needs full fine-tuning (not model.lora)")
                 self.ref = self.model  # the reference is the policy with its adapter disabled
             else:
-                ref_path = cfg.model.ref_name_or_path or self.model_path
+                ref_path = resolve_ref_path(cfg) or self.model_path
                 self.ref, _ = load_model_and_tokenizer(ref_path, cfg.run.dtype, cfg.run.device)
                 self.ref.eval().requires_grad_(False)
         t = cfg.train
@@ -386,13 +388,13 @@ class Trainer:
         (under the sampling policy, or the reference model)."""
 
         def logprob_fn(which: str) -> torch.Tensor:
-            if which == "policy":
-                if policy_logp is not None:
+            if which in ("policy", "entropy"):
+                if which == "policy" and policy_logp is not None:
                     return policy_logp
                 was_training = self.model.training
                 self.model.eval()
                 try:
-                    return self._logprobs_nograd(self.model, ro)
+                    return self._logprobs_nograd(self.model, ro, entropy=which == "entropy")
                 finally:
                     self.model.train(was_training)
             if which == "ref":
@@ -403,7 +405,7 @@ class Trainer:
                     )
                 with reference_logprobs_context(self.ref):
                     return self._logprobs_nograd(self.ref, ro)
-            raise ValueError(f"unknown log-prob source {which!r}; want 'policy' or 'ref'")
+            raise ValueError(f"unknown log-prob source {which!r}; want policy, ref or entropy")
 
         return GroupContext(
             texts=ro.texts,
@@ -428,7 +430,9 @@ class Trainer:
         )
 
     @torch.no_grad()
-    def _logprobs_nograd(self, model, ro: Rollouts) -> torch.Tensor:
+    def _logprobs_nograd(self, model, ro: Rollouts, entropy: bool = False) -> torch.Tensor:
+        """[N, C] per-token log-probs of the completions (or, with ``entropy``, the per-token
+        entropies of the model's distribution), in micro-batches, no gradient."""
         mb = self.cfg.train.micro_batch_size
         out = []
         n_iter = math.ceil(len(ro) / mb)
@@ -436,15 +440,16 @@ class Trainer:
             for _ in range(dist.all_max(n_iter) - n_iter):
                 self._empty_pass(ro, backward=False)
         for s in range(0, len(ro), mb):
-            lp, _ = sequence_logprobs(
+            lp, ent = sequence_logprobs(
                 model,
                 ro.prompt_ids[s : s + mb],
                 ro.prompt_mask[s : s + mb],
                 ro.completion_ids[s : s + mb],
                 ro.completion_mask[s : s + mb],
                 self.cfg.rollout.temperature,
+                with_entropy=entropy,
             )
-            out.append(lp)
+            out.append(ent if entropy else lp)
         return torch.cat(out).cpu()
 
     # ---------------------------------------------------------------- one training step
@@ -521,6 +526,10 @@ class Trainer:
         t1 = time.perf_counter()
         logs = self.optimize(batch)
         t_train = time.perf_counter() - t1
+        ema = cfg.model.ref_ema
+        if ema is not None and (step + 1) % ema.every == 0:
+            self._update_ema_reference(ema.decay)
+            stats["ref_ema_update"] = 1.0
         if self.fsdp:  # gather the new shards into the rollout copy
             dist.copy_full_weights(self.model, self.rollout_model)
             self.engine.sync_weights(self.rollout_model)
@@ -645,7 +654,8 @@ class Trainer:
                 loss_tok = loss_tok + beta * kl_tok
         for r, fn in self.regs:
             term, logs = fn(logp, old, adv, mask, lctx, **r.params)
-            loss_tok = loss_tok + r.weight * term
+            w = schedule_value(r.weight, r.schedule, self.step, self.cfg.train.steps)
+            loss_tok = loss_tok + w * term
             st[f"reg/{r.name}"] = float((term.detach() * m).sum())
             for k, v in logs.items():  # per-token means of the micro-batch, re-weighted
                 st[f"reg/{r.name}/{k}"] = float(v) * float(m.sum())
@@ -659,6 +669,14 @@ class Trainer:
             tokens=float(m.sum()),
         )
         return loss, st
+
+    @torch.no_grad()
+    def _update_ema_reference(self, decay: float) -> None:
+        """ref <- decay * ref + (1 - decay) * policy (a slowly moving reference, GRPO-CARE)."""
+        src = dist.full_state_dict(self.model) if self.fsdp else self.model.state_dict()
+        for k, v in self.ref.state_dict().items():
+            if k in src and v.is_floating_point():
+                v.mul_(decay).add_(src[k].to(v.device, v.dtype), alpha=1.0 - decay)
 
     def _empty_pass(self, ro: Rollouts, backward: bool) -> None:
         """A forward (and backward) pass that contributes nothing: it keeps the FSDP collectives
@@ -796,6 +814,13 @@ class Trainer:
         else:
             self.model.save_pretrained(tmp, safe_serialization=True)
         self.tok.save_pretrained(tmp)
+        if self.cfg.model.ref_ema is not None:  # the moving reference is training state too
+            from safetensors.torch import save_file
+
+            save_file(
+                {k: v.contiguous() for k, v in self.ref.state_dict().items()},
+                str(tmp / "ref_ema.safetensors"),
+            )
         torch.save(
             {
                 "step": self.step,
@@ -828,7 +853,9 @@ class Trainer:
                 res = set_peft_model_state_dict(self.model, ad)
                 missing, unexpected = [], list(res.unexpected_keys)
             else:
-                files = sorted(path.glob("*.safetensors"))
+                files = sorted(
+                    f for f in path.glob("*.safetensors") if f.name != "ref_ema.safetensors"
+                )
                 if not files:
                     raise FileNotFoundError("no *.safetensors in the checkpoint")
                 sd = {}
@@ -861,6 +888,8 @@ class Trainer:
             else:
                 opt_state = state["optimizer"]
             self.opt.load_state_dict(opt_state)
+            if self.cfg.model.ref_ema is not None:
+                self.ref.load_state_dict(load_file(path / "ref_ema.safetensors"))
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error

@@ -169,3 +169,87 @@ def test_training_step_with_allocation_regulariser_token_weights_schedule(smoke_
     assert stats0["sampler/n_groups"] == cfg.rollout.prompts_per_step
     seen = t.sampler.seen
     assert len(seen["indices"]) == len(seen["rewards"]) == sum(seen["group_sizes"])
+
+
+def test_regulariser_weight_schedule_and_ema_reference_resume(smoke_cfg, tmp_path):
+    """An EMA reference moves toward the policy every `every` steps and is part of the
+    checkpoint: 2 steps + resume to 4 equals 4 uninterrupted steps."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from grpo_core.trainer import Trainer
+
+    ov = [
+        "model.ref_ema={decay: 0.5, every: 1}",
+        "train.lr=1e-3",
+        "rewards=[{name: correctness}, {name: format, weight: 0.5}]",
+        "loss.regularisers=[{name: _test_reg, weight: 1.0, schedule: {kind: linear, end: 0.0}}]",
+    ]
+    cfg = smoke_cfg("grpo", [*ov, "train.steps=4"])
+    first = Trainer(cfg, tmp_path / "r")
+    step_fn = first.train_step
+
+    def interrupted(step):  # as if Ctrl-C arrived during step 1: finish it, save, stop
+        out = step_fn(step)
+        first._stop = step == 1
+        return out
+
+    first.train_step = interrupted
+    first.train(progress=False)
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+    Trainer(cfg, tmp_path / "r").train(progress=False)
+    t = Trainer(smoke_cfg("grpo", [*ov, "train.steps=4"]), tmp_path / "f")
+    ref0 = {k: v.clone() for k, v in t.ref.state_dict().items()}
+    t.train(progress=False)
+    timing = {"rollout_s", "logprob_s", "train_s", "tokens_per_s"}
+
+    def rows(d):
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in lines]
+
+    a, b = rows(tmp_path / "r"), rows(tmp_path / "f")
+    assert a == b and all(r["ref_ema_update"] == 1.0 for r in b)
+    ea = load_file(tmp_path / "r" / "checkpoint" / "ref_ema.safetensors")
+    eb = load_file(tmp_path / "f" / "checkpoint" / "ref_ema.safetensors")
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    moved = max(float((t.ref.state_dict()[k] - ref0[k]).abs().max()) for k in ref0)
+    assert moved > 0
+    # the EMA reference lies between the start and the policy: ref = 0.5^4 * start + (...) policy
+    pol = t.model.state_dict()
+    k = next(k for k in ref0 if ref0[k].is_floating_point() and ref0[k].dim() == 2)
+    assert float((t.ref.state_dict()[k] - pol[k]).abs().max()) <= float(
+        (ref0[k] - pol[k]).abs().max()
+    )
+
+
+def test_run_reference_resolves_to_a_checkpoint(smoke_cfg, tmp_path):
+    from grpo_core.config import resolve_ref_path
+    from grpo_core.errors import UserError
+
+    cfg = smoke_cfg("grpo", ["model.ref_name_or_path=run:grpo/seed7"])
+    with pytest.raises(UserError, match="train that run first"):
+        resolve_ref_path(cfg)
+    with pytest.raises(UserError, match="want run:<reproduction>/seed<N>"):
+        resolve_ref_path(smoke_cfg("grpo", ["model.ref_name_or_path=run:grpo"]))
+    ck = tmp_path / "smoke" / "runs" / "grpo" / "seed7" / "checkpoint"
+    ck.mkdir(parents=True)
+    (ck / "config.json").write_text("{}")
+    cfg = smoke_cfg(
+        "grpo", ["model.ref_name_or_path=run:grpo/seed7", f"run.results_dir={tmp_path}"]
+    )
+    assert resolve_ref_path(cfg) == str(ck)
+    assert resolve_ref_path(smoke_cfg("grpo")) is None
+
+
+def test_context_entropies(smoke_cfg):
+    from grpo_core.trainer import Trainer
+
+    t = Trainer(smoke_cfg("grpo", ["train.steps=1"]), None)
+    batch, _ = t.collect(0)
+    ctx = t._group_context(batch.rollouts, batch.problems, batch.group_sizes, batch.indices, 0)
+    ent = ctx.entropies()
+    m = batch.rollouts.completion_mask.bool()
+    assert ent.shape == m.shape and bool((ent[m] > 0).all())
+    # at most log V nats
+    assert float(ent[m].max()) <= math.log(t.model.config.vocab_size) + 1e-4
