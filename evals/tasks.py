@@ -99,9 +99,18 @@ class Task:
 
     name = "task"
 
-    def __init__(self, n_train: int, n_test: int, seed: int, difficulty: dict, path: str | None):
+    def __init__(
+        self,
+        n_train: int,
+        n_test: int,
+        seed: int,
+        difficulty: dict,
+        path: str | None,
+        params: dict | None = None,
+    ):
         self.n_train, self.n_test, self.seed = n_train, n_test, seed
         self.difficulty, self.path = difficulty, path
+        self.params = dict(params or {})
         self._train: list[Problem] | None = None
         self._test: list[Problem] | None = None
 
@@ -235,6 +244,45 @@ class ArithMix(Task):
         return float(score >= 1.0)
 
 
+@TASKS.register("arith_cot")
+class ArithCoT(ArithMix):
+    """Two-term additions whose SFT targets mix a direct answer ("83") with a digit-by-digit
+    scratchpad ("5+8=13,4+3+1=8,83") in proportion ``task.params.cot_frac`` (default 0.5), so
+    the start policy has a short and a long way to answer. Length-reducing variants (ConciseR,
+    S-GRPO, TLTS, ARM) have something to shorten; the grader reads the last number either way.
+    """
+
+    name = "arith_cot"
+
+    def _split(self) -> None:
+        super()._split()
+        bad = {p.meta["level"] for p in self._train + self._test} - {"add1", "add2"}
+        if bad:
+            raise UserError(f"task arith_cot: only add1 / add2 levels have a scratchpad, got {sorted(bad)}")
+        frac = float(self.params.get("cot_frac", 0.5))
+        if not 0.0 <= frac <= 1.0:
+            raise UserError(f"task.params.cot_frac must be in [0, 1], got {frac}")
+
+    @staticmethod
+    def scratchpad(expression: str) -> str:
+        """'45+38' -> '5+8=13,4+3+1=8,83': units, then tens with the carry, then the sum."""
+        a, b = expression.split("+")
+        a, b = a.zfill(2), b.zfill(2)
+        u = int(a[1]) + int(b[1])
+        carry = u // 10
+        t = int(a[0]) + int(b[0]) + carry
+        tens = f"{a[0]}+{b[0]}" + (f"+{carry}" if carry else "") + f"={t}"
+        return f"{a[1]}+{b[1]}={u},{tens},{int(a) + int(b)}"
+
+    def sft_target(self, problem: Problem) -> str:
+        import zlib
+
+        frac = float(self.params.get("cot_frac", 0.5))
+        if zlib.crc32(problem.id.encode()) % 1000 < frac * 1000:
+            return self.scratchpad(problem.meta["expression"])
+        return problem.answer
+
+
 @TASKS.register("jsonl")
 class JsonlTask(Task):
     """Problems from a local JSONL file (``task.path``): one object per line with a question
@@ -290,4 +338,6 @@ def _rg_scorer(name: str):
 def make_task(cfg) -> Task:
     """Build the task of a TaskCfg."""
     cls = TASKS.get(cfg.name, "task.name")
-    return cls(cfg.n_train, cfg.n_test, cfg.seed, dict(cfg.difficulty), cfg.path)
+    return cls(
+        cfg.n_train, cfg.n_test, cfg.seed, dict(cfg.difficulty), cfg.path, dict(cfg.params)
+    )

@@ -89,6 +89,7 @@ class TaskCfg(Strict):
     difficulty: dict[str, Any] = Field(default_factory=dict)
     template: str = "plain"  # evals.tasks prompt template
     path: str | None = None  # for file-backed tasks (task.name: jsonl): a local JSONL file
+    params: dict[str, Any] = Field(default_factory=dict)  # task-specific options
 
 
 class RolloutCfg(Strict):
