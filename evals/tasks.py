@@ -255,6 +255,7 @@ class ArithCoT(ArithMix):
     name = "arith_cot"
 
     def _split(self) -> None:
+        self.difficulty = self.difficulty or {"add1": 1, "add2": 2}
         super()._split()
         bad = {p.meta["level"] for p in self._train + self._test} - {"add1", "add2"}
         if bad:
