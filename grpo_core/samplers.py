@@ -214,7 +214,9 @@ class KnapsackSampler(UniformSampler):
         super().__init__(n_items, cfg, seed)
         self.p = sampler_params(cfg, {"min_n": 2, "max_n": None, "success": 1.0})
         if int(self.p["min_n"]) < 2:
-            raise UserError(f"sampler.params.min_n: {self.p['min_n']}; want >= 2 (a group of one has no advantage)")
+            raise UserError(
+                f"sampler.params.min_n: {self.p['min_n']}; want >= 2 (a group of one has no advantage)"
+            )
         self.rate: dict[int, float] = {}
         self._logs: dict = {}
 
@@ -323,7 +325,7 @@ class CuresSampler(UniformSampler):
 
 @SAMPLERS.register("vade")
 class VadeSampler(UniformSampler):
-    """VADE (Variance-Aware Dynamic Sampling via Online Sample-Level Difficulty Estimation, 2025):
+    """VADE (Hu et al. 2025, arXiv:2511.18902, a non-stationary bandit over prompts):
     a Beta(a_i, b_i) per prompt from its past successes and failures;
     each step draws theta_i ~ Beta(a_i, b_i) for every prompt (Thompson sampling) and trains on the
     n prompts with the largest information gain theta_i (1 - theta_i) (the reward variance a
@@ -523,7 +525,9 @@ class XrpoSampler(UniformSampler):
         s = self.std.get(i, float(self.p["prior_std"]))
         a = float(self.p["alpha"])
         drop = ci_halfwidth(s, n, a) - ci_halfwidth(s, n + 1, a)
-        bonus = float(self.p["c"]) * math.sqrt(math.log(1 + self.total) / (1 + self.count.get(i, 0) + n))
+        bonus = float(self.p["c"]) * math.sqrt(
+            math.log(1 + self.total) / (1 + self.count.get(i, 0) + n)
+        )
         return drop + bonus
 
     def group_sizes(self, indices: list[int], group_size: int) -> list[int]:

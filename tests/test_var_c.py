@@ -271,7 +271,11 @@ def test_sampler_state_resumes_exactly(name, params):
         sizes = s.group_sizes(idx, 4)
         gen = torch.Generator().manual_seed(t)
         groups = [
-            (i, (torch.rand(g, generator=gen) > 0.5).float().tolist(), [f"{i}{k}" for k in range(g)])
+            (
+                i,
+                (torch.rand(g, generator=gen) > 0.5).float().tolist(),
+                [f"{i}{k}" for k in range(g)],
+            )
             for i, g in zip(idx, sizes)
         ]
         return idx, sizes, s.update(_stats(groups, step=t))
@@ -349,7 +353,7 @@ def test_update_stats_carry_texts_and_vas_diversity(smoke_cfg):
 
     ov = [
         "train.steps=1",
-        'sampler={name: vas, params: {w_div: 1.0, update_every: 1, pool: 4}}',
+        "sampler={name: vas, params: {w_div: 1.0, update_every: 1, pool: 4}}",
     ]
     t = Trainer(smoke_cfg("grpo", ov), None)
     seen = {}
@@ -401,4 +405,6 @@ def test_trainer_resume_with_a_history_sampler(smoke_cfg, tmp_path, monkeypatch)
         return [{k: v for k, v in json.loads(x).items() if k not in TIMING_FIELDS} for x in lines]
 
     assert rows(tmp_path / "crash") == rows(tmp_path / "full")
-    assert copy.deepcopy(t2.sampler.a).tolist() == Trainer(cfg, tmp_path / "full").sampler.a.tolist()
+    assert (
+        copy.deepcopy(t2.sampler.a).tolist() == Trainer(cfg, tmp_path / "full").sampler.a.tolist()
+    )
