@@ -408,3 +408,29 @@ def test_trainer_resume_with_a_history_sampler(smoke_cfg, tmp_path, monkeypatch)
     assert (
         copy.deepcopy(t2.sampler.a).tolist() == Trainer(cfg, tmp_path / "full").sampler.a.tolist()
     )
+
+
+def _gather_worker(rank, path, out):
+    import torch.distributed as tdist
+
+    from grpo_core import distributed as dist
+
+    tdist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
+    try:
+        got = dist.gather_list([f"r{rank}a", f"r{rank}b"][: rank + 1])
+        torch.save(got, f"{out}.{rank}")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_gather_list_concatenates_ranks_in_order(tmp_path):
+    """Texts for the sampler: rank 0 holds 1 text, rank 1 holds 2; both get all 3 in rank order
+    (two gloo processes)."""
+    import torch.multiprocessing as mp
+
+    from grpo_core import distributed as dist
+
+    assert dist.gather_list(("a", "b")) == ["a", "b"]  # one process: a copy as a list
+    mp.spawn(_gather_worker, args=(str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2)
+    for r in range(2):
+        assert torch.load(tmp_path / f"out.{r}") == ["r0a", "r1a", "r1b"]
