@@ -32,6 +32,7 @@ TRAIN_FIELDS = [
     "entropy",
     "kl",
     "frac_zero_std_groups",
+    "frac_nonzero_adv",
 ]
 START_ROW = "sft_start"
 

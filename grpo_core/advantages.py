@@ -106,6 +106,36 @@ def reinforce_pp_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) ->
     return (a - a.mean()) / (_std(a, None, cfg.std == "unbiased") + cfg.eps)
 
 
+@ADVANTAGES.register("xrpo_novelty")
+def xrpo_novelty_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
+    """XRPO novelty-aware advantage sharpening (Bamba et al. 2025, arXiv:2510.06672).
+
+    A_i is GRPO's group advantage (``cfg.std`` / ``cfg.eps`` as for grpo); a response with A_i > 0
+    (better than its group) that the sampling policy found unlikely gets a bonus
+        A_i + min(max(lam * (1 - exp(s_i - mean_g s)), 0), kappa * A_i),
+    s_i = mean token log-prob of the response under the sampling policy (ctx.seq_logp_mean()).
+    Responses at or above the group's mean likelihood, and those with A_i <= 0, are unchanged.
+    Params: lam (1.0), kappa (0.5).
+    """
+    p = {"lam": 1.0, "kappa": 0.5}
+    for k in cfg.params:
+        if k not in p:
+            raise UserError(f"advantage.params.{k}: unknown for xrpo_novelty; valid: lam, kappa")
+    p.update(cfg.params)
+    if ctx is None:
+        raise UserError("advantage xrpo_novelty needs the group context (sequence log-probs)")
+    adv = grpo_advantage(rewards, cfg)
+    s = ctx.seq_logp_mean().to(rewards.dtype).view_as(rewards)
+    novelty = (float(p["lam"]) * (1 - torch.exp(s - s.mean(dim=1, keepdim=True)))).clamp(min=0)
+    bonus = torch.where(adv > 0, torch.minimum(novelty, float(p["kappa"]) * adv), 0.0)
+    pos = adv > 0
+    logs = {
+        "novelty_bonus": float(bonus[pos].mean()) if pos.any() else 0.0,
+        "frac_boosted": float((bonus > 0).float().mean()),
+    }
+    return adv + bonus, logs
+
+
 def _call(fn, rewards: torch.Tensor, cfg: AdvantageCfg, ctx) -> tuple[torch.Tensor, dict]:
     if "ctx" in inspect.signature(fn).parameters:
         out = fn(rewards, cfg, ctx=ctx)

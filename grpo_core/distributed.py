@@ -141,6 +141,15 @@ def gather_cat(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def gather_list(x: list) -> list:
+    """Concatenate a Python list of each rank (e.g. completion texts), in rank order."""
+    if not active():
+        return list(x)
+    parts: list = [None] * world()
+    dist.all_gather_object(parts, list(x))
+    return [v for p in parts for v in p]
+
+
 def sum_grads(model) -> None:
     """All-reduce (sum) every parameter's gradient, flattened into one buffer per dtype."""
     if not active() or is_sharded(model):  # FSDP reduce-scatters in backward

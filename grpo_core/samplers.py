@@ -4,17 +4,24 @@ A sampler has ``next_prompts(n) -> list[int]`` (indices into the train split),
 ``group_sizes(indices, G) -> list[int]`` (rollouts per prompt; G each unless the sampler allocates
 a budget), ``keep(groups: list of 1-D reward tensors) -> bool mask`` deciding which sampled groups
 enter the batch, ``update(stats) -> dict | None`` after each step (stats: "indices", "problems",
-"rewards" [N], "group_sizes", "step" of all kept groups; a returned dict is logged as
+"rewards" [N], "group_sizes", "texts" [N], "step" of all kept groups; a returned dict is logged as
 "sampler/<key>"), and ``state_dict`` / ``load_state_dict`` for exact resume.
+
+Every sampler accepts ``sampler.params.pool: K`` (train only on the first K prompts of the train
+split; the test split is unchanged), so a per-prompt statistic can be revisited within a short run.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from statistics import NormalDist
 
+import numpy as np
 import torch
 
 from grpo_core.config import SamplerCfg
+from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
 SAMPLERS: Registry = Registry("sampler")
@@ -26,6 +33,11 @@ class UniformSampler:
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         self.n, self.cfg = n_items, cfg
+        pool = cfg.params.get("pool")
+        if pool is not None:
+            if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+                raise UserError(f"sampler.params.pool: {pool!r}; want a positive int (prompts)")
+            self.n = min(n_items, pool)
         self.rng = random.Random(seed)
         self.order: list[int] = []
         self.pos = 0
@@ -85,3 +97,477 @@ class DynamicSampler(UniformSampler):
 
 def make_sampler(cfg: SamplerCfg, n_items: int, seed: int):
     return SAMPLERS.get(cfg.name, "sampler.name")(n_items, cfg, seed)
+
+
+# ------------------------------------------------------------------ per-prompt statistics
+# Samplers below keep statistics of each prompt's past groups (from ``update``) and use them to
+# choose prompts (``next_prompts``) or to split the step's rollout budget len(indices) * G across
+# them (``group_sizes``). All of their state is in ``state_dict`` (exact resume).
+
+
+def sampler_params(cfg: SamplerCfg, defaults: dict) -> dict:
+    """``cfg.params`` over ``defaults``; an unknown key is a UserError naming the valid ones."""
+    valid = [*defaults, "pool"]
+    for k in cfg.params:
+        if k not in valid:
+            raise UserError(
+                f"sampler.params.{k}: unknown for sampler {cfg.name!r}; {closest(k, valid)}"
+            )
+    out = {**defaults, **cfg.params}
+    out.pop("pool", None)
+    return out
+
+
+def split_groups(stats: dict) -> list[tuple[int, torch.Tensor, list[str]]]:
+    """The update stats as (train index, rewards [g], texts [g]) per kept group."""
+    rewards = torch.as_tensor(stats["rewards"], dtype=torch.float64)
+    texts = stats.get("texts") or [""] * len(rewards)
+    out, s = [], 0
+    for g in stats["group_sizes"]:
+        out.append((int(stats["indices"][s]), rewards[s : s + g], list(texts[s : s + g])))
+        s += g
+    return out
+
+
+def weighted_without_replacement(
+    rng: random.Random, weights, k: int, exclude: set[int] = frozenset()
+) -> list[int]:
+    """k distinct indices drawn with probability proportional to ``weights`` (Efraimidis and
+    Spirakis 2006: the k largest keys log(u) / w). Zero weights are drawn last, uniformly."""
+    keys = []
+    for i, w in enumerate(weights):
+        u = rng.random()
+        if i in exclude:
+            continue
+        w = float(w)
+        key = (1, math.log(max(u, 1e-300)) / w) if w > 0 else (0, u)
+        keys.append((key, i))
+    keys.sort(key=lambda t: (t[0][0], t[0][1], -t[1]), reverse=True)
+    return [i for _, i in keys[:k]]
+
+
+def _success(rewards: torch.Tensor, threshold: float) -> torch.Tensor:
+    return (rewards >= threshold).double()
+
+
+def knapsack_value(n: int, p: float) -> float:
+    """Knapsack RL's value of giving a prompt with success rate p a group of n rollouts:
+    P(the group has both outcomes) * p (1-p)^2 = (1 - p^n - (1-p)^n) * p * (1-p)^2."""
+    return (1.0 - p**n - (1.0 - p) ** n) * p * (1.0 - p) ** 2
+
+
+def knapsack_allocate(
+    rates: list[float | None], group_size: int, min_n: int = 2, max_n: int | None = None
+) -> list[int]:
+    """Split the budget len(rates) * G into rollouts per prompt (Li et al. 2025, Knapsack RL).
+
+    Prompts never seen get G; prompts whose last success rate was 0 or 1 get ``min_n``; the
+    others get ``min_n`` plus k_i extra, with sum k_i = the remaining budget and
+    k_i in [0, max_n - min_n] chosen by a dynamic programme to maximise
+    sum_i knapsack_value(min_n + k_i, p_i). Budget no prompt can take (every effective prompt at
+    max_n) goes round-robin to the prompts with success rate 0 (they may still be solved),
+    else to the unseen ones, else to all.
+    """
+    G = group_size
+    max_n = max_n or 4 * G
+    budget = len(rates) * G
+    sizes = [G if p is None else min_n for p in rates]
+    eff = [i for i, p in enumerate(rates) if p is not None and 0.0 < p < 1.0]
+    rest = budget - sum(sizes)
+    if eff and rest > 0:
+        K = max_n - min_n
+        dp = np.zeros(rest + 1)  # best value with at most w extra rollouts
+        choice = np.zeros((len(eff), rest + 1), dtype=np.int64)
+        for j, i in enumerate(eff):
+            gains = [knapsack_value(min_n + k, rates[i]) for k in range(min(K, rest) + 1)]
+            new = np.full(rest + 1, -np.inf)
+            for k, v in enumerate(gains):
+                cand = np.full(rest + 1, -np.inf)
+                cand[k:] = dp[: rest + 1 - k] + v
+                better = cand > new + 1e-15  # ties keep the smaller k: deterministic
+                new = np.where(better, cand, new)
+                choice[j] = np.where(better, k, choice[j])
+            dp = new
+        w = rest
+        for j in reversed(range(len(eff))):
+            k = int(choice[j, w])
+            sizes[eff[j]] += k
+            w -= k
+        rest = budget - sum(sizes)
+    if rest > 0:
+        zero = [i for i, p in enumerate(rates) if p == 0.0]
+        unseen = [i for i, p in enumerate(rates) if p is None]
+        takers = zero or unseen or list(range(len(rates)))
+        for t in range(rest):
+            sizes[takers[t % len(takers)]] += 1
+    return sizes
+
+
+@SAMPLERS.register("knapsack")
+class KnapsackSampler(UniformSampler):
+    """Knapsack RL (Li et al. 2025, arXiv:2509.25849): prompts in epochs as ``uniform``; the step's
+    rollout budget (prompts x G) is split across them by :func:`knapsack_allocate` from each
+    prompt's success rate at its previous visit. Params: min_n (2), max_n (4 G), success (reward
+    counted as a success, 1.0), pool."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.p = sampler_params(cfg, {"min_n": 2, "max_n": None, "success": 1.0})
+        if int(self.p["min_n"]) < 2:
+            raise UserError(
+                f"sampler.params.min_n: {self.p['min_n']}; want >= 2 (a group of one has no advantage)"
+            )
+        self.rate: dict[int, float] = {}
+        self._logs: dict = {}
+
+    def group_sizes(self, indices: list[int], group_size: int) -> list[int]:
+        min_n, max_n = int(self.p["min_n"]), self.p["max_n"]
+        if min_n > group_size or (max_n is not None and int(max_n) < group_size):
+            raise UserError(
+                f"sampler.params: min_n {min_n} / max_n {max_n} must bracket rollout.group_size {group_size}"
+            )
+        rates = [self.rate.get(i) for i in indices]
+        sizes = knapsack_allocate(rates, group_size, min_n, None if max_n is None else int(max_n))
+        self._logs = {
+            "n_max": max(sizes),
+            "n_min": min(sizes),
+            "frac_seen": sum(r is not None for r in rates) / len(rates),
+            "frac_effective": sum(r is not None and 0 < r < 1 for r in rates) / len(rates),
+        }
+        return sizes
+
+    def update(self, stats: dict) -> dict | None:
+        for i, r, _ in split_groups(stats):
+            self.rate[i] = float(_success(r, self.p["success"]).mean())
+        return dict(self._logs)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "rate": dict(self.rate)}
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.rate = {int(k): float(v) for k, v in s["rate"].items()}
+
+
+def neyman_allocate(sigma: list[float], budget: int, min_n: int, max_n: int) -> list[int]:
+    """Integer rollouts n_i proportional to sigma_i (minimises sum_i sigma_i^2 / n_i under
+    sum_i n_i = budget), clipped to [min_n, max_n], summing exactly to ``budget``: floor, then
+    largest remainders (or smallest, when the clipping overshoots)."""
+    tot = sum(sigma)
+    x = [budget * s / tot for s in sigma] if tot > 0 else [budget / len(sigma)] * len(sigma)
+    n = [min(max(int(math.floor(v + 1e-9)), min_n), max_n) for v in x]
+    while sum(n) < budget:
+        i = max((i for i in range(len(n)) if n[i] < max_n), key=lambda i: (x[i] - n[i], -i))
+        n[i] += 1
+    while sum(n) > budget:
+        i = min((i for i in range(len(n)) if n[i] > min_n), key=lambda i: (x[i] - n[i], i))
+        n[i] -= 1
+    return n
+
+
+@SAMPLERS.register("cures")
+class CuresSampler(UniformSampler):
+    """CurES (CurES: From Gradient Analysis to Efficient Curriculum Learning for Reasoning LLMs,
+    2025): a Beta posterior of each prompt's accuracy from all its past
+    rollouts, p_i = (s_i + 1) / (n_i + 2) (Beta(1, 1) prior); prompts are drawn without
+    replacement with probability proportional to p_i (1 - p_i) (the expected reward variance,
+    which bounds the prompt's gradient), and the step's budget (prompts x G) is split in
+    proportion to the posterior std sqrt(p_i (1 - p_i)) (Neyman allocation: least variance of
+    the summed gradient), clipped to [min_n, max_n]. Params: min_n (2), max_n (2 G), success
+    (1.0), pool."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.p = sampler_params(cfg, {"min_n": 2, "max_n": None, "success": 1.0})
+        self.succ = [0] * self.n
+        self.tries = [0] * self.n
+        self._logs: dict = {}
+
+    def posterior(self, i: int) -> float:
+        return (self.succ[i] + 1) / (self.tries[i] + 2)
+
+    def weights(self) -> list[float]:
+        return [self.posterior(i) * (1 - self.posterior(i)) for i in range(self.n)]
+
+    def next_prompts(self, n: int) -> list[int]:
+        return weighted_without_replacement(self.rng, self.weights(), min(n, self.n))
+
+    def group_sizes(self, indices: list[int], group_size: int) -> list[int]:
+        min_n = int(self.p["min_n"])
+        max_n = int(self.p["max_n"] or 2 * group_size)
+        if not min_n <= group_size <= max_n:
+            raise UserError(
+                f"sampler.params: min_n {min_n} / max_n {max_n} must bracket rollout.group_size {group_size}"
+            )
+        sig = [math.sqrt(self.posterior(i) * (1 - self.posterior(i))) for i in indices]
+        sizes = neyman_allocate(sig, len(indices) * group_size, min_n, max_n)
+        self._logs = {
+            "n_max": max(sizes),
+            "n_min": min(sizes),
+            "posterior_mean": sum(self.posterior(i) for i in indices) / len(indices),
+            "frac_seen": sum(self.tries[i] > 0 for i in indices) / len(indices),
+        }
+        return sizes
+
+    def update(self, stats: dict) -> dict | None:
+        for i, r, _ in split_groups(stats):
+            self.succ[i] += int(_success(r, self.p["success"]).sum())
+            self.tries[i] += len(r)
+        return dict(self._logs)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "succ": list(self.succ), "tries": list(self.tries)}
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.succ, self.tries = list(s["succ"]), list(s["tries"])
+
+
+@SAMPLERS.register("vade")
+class VadeSampler(UniformSampler):
+    """VADE (Hu et al. 2025, arXiv:2511.18902, a non-stationary bandit over prompts):
+    a Beta(a_i, b_i) per prompt from its past successes and failures;
+    each step draws theta_i ~ Beta(a_i, b_i) for every prompt (Thompson sampling) and trains on the
+    n prompts with the largest information gain theta_i (1 - theta_i) (the reward variance a
+    group would show). Two-scale prior decay: every step all (a, b) move toward the prior
+    (a0, b0) by factor ``decay_slow``, and a prompt's old evidence is multiplied by
+    ``decay_fast`` before a new visit's counts are added, so estimates follow the changing
+    policy. Params: prior_a (1), prior_b (1), decay_slow (0.99), decay_fast (0.5), success
+    (1.0), pool."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.p = sampler_params(
+            cfg,
+            {"prior_a": 1.0, "prior_b": 1.0, "decay_slow": 0.99, "decay_fast": 0.5, "success": 1.0},
+        )
+        for k in ("decay_slow", "decay_fast"):
+            if not 0.0 <= float(self.p[k]) <= 1.0:
+                raise UserError(f"sampler.params.{k}: {self.p[k]}; want a factor in [0, 1]")
+        self.a = np.full(self.n, float(self.p["prior_a"]))
+        self.b = np.full(self.n, float(self.p["prior_b"]))
+        self.nrng = np.random.default_rng(seed)
+        self.seen = np.zeros(self.n, dtype=bool)
+        self._logs: dict = {}
+
+    def next_prompts(self, n: int) -> list[int]:
+        theta = self.nrng.beta(self.a, self.b)
+        gain = theta * (1.0 - theta)
+        pick = np.argsort(-gain, kind="stable")[: min(n, self.n)]
+        self._logs = {
+            "gain_mean": float(gain[pick].mean()),
+            "frac_seen": float(self.seen[pick].mean()),
+        }
+        return [int(i) for i in pick]
+
+    def decay(self, visited: dict[int, tuple[float, float]]) -> None:
+        """One step of the two-scale decay, then the visited prompts' new (successes, failures)."""
+        a0, b0 = float(self.p["prior_a"]), float(self.p["prior_b"])
+        ds, df = float(self.p["decay_slow"]), float(self.p["decay_fast"])
+        self.a = a0 + ds * (self.a - a0)
+        self.b = b0 + ds * (self.b - b0)
+        for i, (s, f) in visited.items():
+            self.a[i] = a0 + df * (self.a[i] - a0) + s
+            self.b[i] = b0 + df * (self.b[i] - b0) + f
+            self.seen[i] = True
+
+    def update(self, stats: dict) -> dict | None:
+        visited: dict[int, tuple[float, float]] = {}
+        for i, r, _ in split_groups(stats):
+            s = float(_success(r, self.p["success"]).sum())
+            ps, pf = visited.get(i, (0.0, 0.0))
+            visited[i] = (ps + s, pf + len(r) - s)
+        self.decay(visited)
+        return dict(self._logs)
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "a": self.a.copy(),
+            "b": self.b.copy(),
+            "seen": self.seen.copy(),
+            "nrng": self.nrng.bit_generator.state,
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.a, self.b, self.seen = np.array(s["a"]), np.array(s["b"]), np.array(s["seen"])
+        self.nrng.bit_generator.state = s["nrng"]
+
+
+def distinct_n(texts: list[str], n: int = 2) -> float:
+    """Trajectory diversity of a group: distinct character n-grams / all n-grams (0 if none)."""
+    grams = [t[k : k + n] for t in texts for k in range(len(t) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@SAMPLERS.register("vas")
+class VasSampler(UniformSampler):
+    """MMR1 Variance-Aware Sampling (Leng et al. 2025, arXiv:2509.21268): Variance Promotion Score
+    VPS_i = w_var * p_i (1 - p_i) + w_div * TDS_i (p_i the prompt's last pass rate, TDS_i the
+    distinct-2 diversity of its last group's completions), min-max normalised over the pool and
+    refreshed every ``update_every`` steps; each step takes round(mix * n) prompts drawn by VPS
+    (without replacement) and the rest from the uniform epoch order. Unvisited prompts get the
+    mean VPS of the visited ones (MMR1 scores every prompt with probe rollouts first; here the
+    training rollouts are the probes). Params: w_var (1.0), w_div (0.0, as the authors' released
+    config), mix (0.5), update_every (4), ngram (2), success (1.0), pool."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.p = sampler_params(
+            cfg,
+            {"w_var": 1.0, "w_div": 0.0, "mix": 0.5, "update_every": 4, "ngram": 2, "success": 1.0},
+        )
+        if not 0.0 <= float(self.p["mix"]) <= 1.0 or int(self.p["update_every"]) < 1:
+            raise UserError(
+                f"sampler.params: mix {self.p['mix']} (want [0, 1]), update_every "
+                f"{self.p['update_every']} (want >= 1)"
+            )
+        self.rate: dict[int, float] = {}
+        self.div: dict[int, float] = {}
+        self.weights: list[float] | None = None  # None: no refresh yet (weighted part uniform)
+        self._logs: dict = {}
+
+    def vps(self) -> list[float]:
+        """Min-max normalised VPS over the pool (all ones while nothing is known)."""
+        score = {
+            i: float(self.p["w_var"]) * p * (1 - p) + float(self.p["w_div"]) * self.div.get(i, 0.0)
+            for i, p in self.rate.items()
+            if i < self.n
+        }
+        if not score:
+            return [1.0] * self.n
+        fill = sum(score.values()) / len(score)
+        v = [score.get(i, fill) for i in range(self.n)]
+        lo, hi = min(v), max(v)
+        if hi - lo <= 1e-12:
+            return [1.0] * self.n
+        return [(x - lo) / (hi - lo) for x in v]
+
+    def next_prompts(self, n: int) -> list[int]:
+        k_w = int(round(n * float(self.p["mix"])))
+        rand = super().next_prompts(n - k_w)
+        w = self.weights if self.weights is not None else [1.0] * self.n
+        picked = weighted_without_replacement(self.rng, w, k_w, exclude=set(rand))
+        if self.weights is not None:
+            self._logs = {"vps_picked": sum(w[i] for i in picked) / max(len(picked), 1)}
+        return rand + picked
+
+    def update(self, stats: dict) -> dict | None:
+        for i, r, texts in split_groups(stats):
+            self.rate[i] = float(_success(r, self.p["success"]).mean())
+            self.div[i] = distinct_n(texts, int(self.p["ngram"]))
+        if (int(stats["step"]) + 1) % int(self.p["update_every"]) == 0:
+            self.weights = self.vps()
+        return {**self._logs, "frac_scored": len(self.rate) / self.n}
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "rate": dict(self.rate),
+            "div": dict(self.div),
+            "weights": None if self.weights is None else list(self.weights),
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.rate = {int(k): float(v) for k, v in s["rate"].items()}
+        self.div = {int(k): float(v) for k, v in s["div"].items()}
+        self.weights = None if s["weights"] is None else list(s["weights"])
+
+
+def t_quantile(q: float, df: int) -> float:
+    """Student-t quantile t_{q, df}: exact for df 1 and 2, Cornish-Fisher expansion in 1/df
+    (Abramowitz and Stegun 26.7.5) above: at q = 0.975 off by 0.004 at df 3, < 1e-3 from df 4."""
+    if df < 1:
+        return math.inf
+    if df == 1:
+        return math.tan(math.pi * (q - 0.5))
+    if df == 2:
+        return (2 * q - 1) / math.sqrt(2 * q * (1 - q))
+    z = NormalDist().inv_cdf(q)
+    v = float(df)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / v + g2 / v**2 + g3 / v**3 + g4 / v**4
+
+
+def ci_halfwidth(std: float, n: int, alpha: float = 0.05) -> float:
+    """Half-width of the Student-t confidence interval of a mean from n samples with sample std
+    ``std``: h(n) = t_{1 - alpha/2, n - 1} * std / sqrt(n)."""
+    return t_quantile(1 - alpha / 2, n - 1) * std / math.sqrt(n)
+
+
+@SAMPLERS.register("xrpo")
+class XrpoSampler(UniformSampler):
+    """XRPO's rollout allocator (Bamba et al. 2025, arXiv:2510.06672): prompts in epochs as
+    ``uniform``; each gets ``base`` rollouts, and the rest of the step's budget (prompts x G) goes
+    one rollout at a time to the prompt with the largest priority
+        Delta_i(n) = h_i(n) - h_i(n + 1) + c * sqrt(ln(1 + T) / (1 + N_i + n)),
+    h_i(n) = t_{1-alpha/2, n-1} s_i / sqrt(n) the confidence half-width of its mean reward (s_i the
+    reward std at its last visit; ``prior_std`` when unvisited), N_i its past rollouts, T all past
+    rollouts (the exploration bonus), capped at ``max_n``. Params: base (G // 2, >= 2), max_n
+    (2 G), alpha (0.05), c (0.1), prior_std (0.5), pool."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.p = sampler_params(
+            cfg, {"base": None, "max_n": None, "alpha": 0.05, "c": 0.1, "prior_std": 0.5}
+        )
+        self.std: dict[int, float] = {}
+        self.count: dict[int, int] = {}
+        self.total = 0
+        self._logs: dict = {}
+
+    def priority(self, i: int, n: int) -> float:
+        s = self.std.get(i, float(self.p["prior_std"]))
+        a = float(self.p["alpha"])
+        drop = ci_halfwidth(s, n, a) - ci_halfwidth(s, n + 1, a)
+        bonus = float(self.p["c"]) * math.sqrt(
+            math.log(1 + self.total) / (1 + self.count.get(i, 0) + n)
+        )
+        return drop + bonus
+
+    def group_sizes(self, indices: list[int], group_size: int) -> list[int]:
+        import heapq
+
+        base = int(self.p["base"] or max(2, group_size // 2))
+        max_n = int(self.p["max_n"] or 2 * group_size)
+        if not 2 <= base <= group_size <= max_n:
+            raise UserError(
+                f"sampler.params: want 2 <= base ({base}) <= rollout.group_size ({group_size}) "
+                f"<= max_n ({max_n})"
+            )
+        sizes = [base] * len(indices)
+        heap = [(-self.priority(i, base), k) for k, i in enumerate(indices)]
+        heapq.heapify(heap)
+        for _ in range(len(indices) * (group_size - base)):
+            _, k = heapq.heappop(heap)  # the largest priority (the lowest position on ties)
+            sizes[k] += 1
+            if sizes[k] < max_n:
+                heapq.heappush(heap, (-self.priority(indices[k], sizes[k]), k))
+        self._logs = {"n_max": max(sizes), "n_min": min(sizes)}
+        return sizes
+
+    def update(self, stats: dict) -> dict | None:
+        for i, r, _ in split_groups(stats):
+            self.std[i] = float(r.std()) if len(r) > 1 else 0.0
+            self.count[i] = self.count.get(i, 0) + len(r)
+            self.total += len(r)
+        return dict(self._logs)
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "std": dict(self.std),
+            "count": dict(self.count),
+            "total": self.total,
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.std = {int(k): float(v) for k, v in s["std"].items()}
+        self.count = {int(k): int(v) for k, v in s["count"].items()}
+        self.total = int(s["total"])

@@ -179,6 +179,7 @@ class Batch:
     all_rewards: torch.Tensor | None = None
     all_group_sizes: list[int] | None = None
     all_indices: list[int] | None = None
+    all_texts: list[str] | None = None
 
 
 class Trainer:
@@ -269,6 +270,7 @@ class Trainer:
         all_r, all_acc, all_len, term_logs, n_zero, n_groups = [], [], [], [], 0, 0
         # over all ranks (for the sampler's update)
         n_kept_groups, kept_all, kept_all_r, kept_all_sizes, kept_all_idx = 0, [], [], [], []
+        kept_all_texts: list[str] = []
         for rnd in range(self.sampler.max_rounds):
             need = want - n_kept_groups
             if need <= 0:
@@ -301,6 +303,7 @@ class Trainer:
             )
             # stats and keep decisions over all ranks' groups (identical on every rank)
             local_rewards, rewards = rewards, dist.gather_cat(rewards)
+            texts = dist.gather_list(ro.texts)
             acc = dist.gather_cat(acc)
             lengths = dist.gather_cat(torch.tensor(lengths, dtype=torch.float32))
             logs = {k: dist.all_sum(v) / dist.world() for k, v in logs.items()}
@@ -325,6 +328,7 @@ class Trainer:
                 kept_all_r += [float(rewards[i]) for i in rows]
                 kept_all_sizes.append(sizes[k])
                 kept_all_idx += [idx[k]] * sizes[k]
+                kept_all_texts += [texts[i] for i in rows]
                 if lo <= k < hi:
                     mine += [i - starts[lo] for i in rows]
                     kept_sizes.append(sizes[k])
@@ -361,6 +365,7 @@ class Trainer:
         batch.group_sizes, batch.indices = kept_sizes, kept_idx
         batch.all_problems, batch.all_rewards = kept_all, all_rewards
         batch.all_group_sizes, batch.all_indices = kept_all_sizes, kept_all_idx
+        batch.all_texts = kept_all_texts
         return batch, stats
 
     def _group_sizes(self, idx: list[int]) -> list[int]:
@@ -515,6 +520,10 @@ class Trainer:
             rewards, batch.group_sizes, cfg.advantage, gctx
         )
         stats.update(adv_logs)
+        # share of the batch's sequences with a non-zero advantage (they carry a gradient)
+        stats["frac_nonzero_adv"] = dist.all_sum(
+            float((batch.advantages.abs() > 1e-8).sum())
+        ) / max(dist.all_sum(len(batch.advantages)), 1)
         if self.token_weight_fn is not None:
             tw = cfg.loss.token_weights
             old = gctx.logprobs("policy")
@@ -542,6 +551,7 @@ class Trainer:
                 "problems": batch.all_problems,
                 "rewards": batch.all_rewards,
                 "group_sizes": batch.all_group_sizes,
+                "texts": batch.all_texts,
                 "step": step,
             }
         )
