@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from grpo_core.config import Claim
 from grpo_core.errors import UserError
@@ -96,10 +97,13 @@ def load_claims(profile_dir: Path) -> dict[str, list[Claim]]:
         for i, c in enumerate(raw):
             try:
                 claims.append(Claim.model_validate(c))
-            except Exception as e:  # pydantic.ValidationError, with the field that is wrong
+            except ValidationError as e:
+                what = "; ".join(
+                    f"{'.'.join(map(str, x['loc'])) or 'claim'}: {x['msg']}" for x in e.errors()
+                )
                 raise UserError(
-                    f"{cfg_file}: meta.claims[{i}] is not a valid claim: {e}; expected text, "
-                    "benchmark, metric, direction (higher|lower|equal), margin"
+                    f"{cfg_file}: meta.claims[{i}] is not a valid claim ({what}); a claim has "
+                    "text, benchmark, metric, direction (higher|lower|equal) and margin"
                 ) from None
         if claims:
             out[repro] = claims

@@ -284,7 +284,7 @@ def _plot_claims(verdicts, path: Path):
     ax.set_xlabel("Δ vs grpo (percentage points for rates)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
 
