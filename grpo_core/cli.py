@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
     p.add_argument("overrides", nargs="*")
 
-    p = sub.add_parser("report", help="aggregate results/<profile> into summary.csv and report.md")
+    p = sub.add_parser("report", help="aggregate results/<profile> into summary.csv, report.md and report.html")
     _common(p)
 
     p = sub.add_parser("list", help="list reproductions with tier and status")
@@ -139,7 +139,8 @@ def cmd_report(a) -> int:
     if not (d / "runs").exists():
         raise UserError(f"no runs under {d}/runs: train and evaluate first")
     aggregate(d)
-    print(f"wrote {write_report(d)}")
+    md = write_report(d)
+    print(f"wrote {md} and {md.with_suffix('.html')}")
     return 0
 
 
