@@ -131,7 +131,9 @@ def judge(
                 v, note = INCONCLUSIVE, f"not measured: no summary row {c.benchmark}/{c.metric}"
             else:
                 r = row.iloc[0]
-                d, lo, hi = (float(r[k]) for k in ("delta_vs_grpo", "delta_ci_low", "delta_ci_high"))
+                d, lo, hi = (
+                    float(r[k]) for k in ("delta_vs_grpo", "delta_ci_low", "delta_ci_high")
+                )
                 n = int(r["n_seeds"])
                 v, note = verdict(c, d, lo, hi)
             out.append(

@@ -127,7 +127,9 @@ def _local_copy(task: str, bt: BridgeTask, src: Path, work: Path) -> Path:
     if not rows:
         raise UserError(f"lm-eval bridge: {src} holds no rows")
     out = work / f"{task}.{bt.split}.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     return out
 
 
@@ -205,7 +207,9 @@ def run_lm_eval(
     ``lm`` (an lm_eval.api.model.LM) replaces the checkpoint; the tests use it to feed fixed
     completions."""
     if not isinstance(max_gen_toks, int) or max_gen_toks < 1:
-        raise UserError(f"lm-eval bridge: max_gen_toks must be a positive int, got {max_gen_toks!r}")
+        raise UserError(
+            f"lm-eval bridge: max_gen_toks must be a positive int, got {max_gen_toks!r}"
+        )
     if not tasks:
         raise UserError("lm-eval bridge: no tasks given; known: " + ", ".join(TASKS))
     for t in tasks:

@@ -74,10 +74,10 @@ def plot_curves(profile_dir: Path) -> list[Path]:
     plots = Path(profile_dir) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     paths = []
-    for field, label in CURVES.items():
+    for fld, label in CURVES.items():
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for repro in _order(list(curves)):
-            runs = [df.set_index("step")[field] for df in curves[repro] if field in df]
+            runs = [df.set_index("step")[fld] for df in curves[repro] if fld in df]
             if not runs:
                 continue
             m = pd.concat(runs, axis=1)
@@ -90,7 +90,7 @@ def plot_curves(profile_dir: Path) -> list[Path]:
         ax.set_title(f"{label} (mean over seeds, band min-max)")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        p = plots / f"{field}.png"
+        p = plots / f"{fld}.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         paths.append(p)
@@ -155,9 +155,7 @@ def _bench_columns(metrics: list[str]) -> list[str]:
     k = max(ks) if ks else None
     passes = sorted((int(m.split("@")[1]) for m in metrics if m.startswith("pass@")), reverse=True)
     cols = [
-        c
-        for c in (f"avg@{k}", f"pass@{passes[0]}" if passes else None, f"maj@{k}")
-        if c in metrics
+        c for c in (f"avg@{k}", f"pass@{passes[0]}" if passes else None, f"maj@{k}") if c in metrics
     ]
     return cols or sorted(metrics)[:3]
 
@@ -173,7 +171,9 @@ def _bench_section(sub: pd.DataFrame, bench: str, repros: list[str], plots: Path
         d = _delta(rr.loc[cols[0]]) if repro != "grpo" and cols[0] in rr.index else ""
         rows.append([repro, *cells, d, str(int(rr["n_seeds"].max()))])
     t = Table(
-        id=f"bench-{bench}", header=["reproduction", *cols, f"Δ {cols[0]} vs grpo", "seeds"], rows=rows
+        id=f"bench-{bench}",
+        header=["reproduction", *cols, f"Δ {cols[0]} vs grpo", "seeds"],
+        rows=rows,
     )
     sec = Section(id=f"bench-{bench}", heading=bench, tables=[t])
     p = _plot_bench(sub, cols[0], repros, plots / f"bench_{bench}.png", bench)
@@ -232,7 +232,9 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
         return sec
     write_claims_csv(verdicts, profile_dir / "claims.csv")
     counts = {v: sum(x.verdict == v for x in verdicts) for v in VERDICT_COLOURS}
-    sec.text.append(", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(verdicts)} claims.")
+    sec.text.append(
+        ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(verdicts)} claims."
+    )
     rows = [
         [
             v.reproduction,
@@ -246,7 +248,13 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
         ]
         for v in verdicts
     ]
-    header = ["reproduction", "claim", "benchmark / metric", "claimed", "measured Δ vs grpo [95% CI]"]
+    header = [
+        "reproduction",
+        "claim",
+        "benchmark / metric",
+        "claimed",
+        "measured Δ vs grpo [95% CI]",
+    ]
     sec.tables.append(
         Table(
             id="claims",
@@ -320,7 +328,9 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(v, dict):
             out.update(_flat(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list | bool) or v is None else str(v)
+            out[f"{prefix}{k}"] = (
+                json.dumps(v) if isinstance(v, list | bool) or v is None else str(v)
+            )
     return out
 
 
@@ -382,7 +392,9 @@ def _protocol_section(profile_dir: Path, df: pd.DataFrame, repros: list[str]) ->
         info = {"n_prompts": d.get("n_prompts"), "k": d.get("k")}
         info.update(_flat(d.get("protocol") or {}))
         rows = [[k, str(v)] for k, v in info.items() if v is not None]
-        sec.tables.append(Table(id=f"protocol-{bench}", header=[f"{bench}: setting", "value"], rows=rows))
+        sec.tables.append(
+            Table(id=f"protocol-{bench}", header=[f"{bench}: setting", "value"], rows=rows)
+        )
     return sec
 
 
@@ -439,7 +451,7 @@ def render_markdown(rep: Report, base: Path) -> str:
             lines.append("|---" * len(t.header) + "|")
             lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in t.rows]
             lines.append("")
-        for cap, p in sec.plots:
+        for _cap, p in sec.plots:
             rel = p.relative_to(base) if p.is_relative_to(base) else p
             lines.append(f"![{p.stem}]({rel.as_posix()})")
         if sec.plots:
@@ -478,7 +490,9 @@ def render_html(rep: Report) -> str:
         f"<title>{e(rep.title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{e(rep.title)}</h1>",
-        "<nav>" + "".join(f'<a href="#{e(s.id)}">{e(s.heading)}</a>' for s in rep.sections) + "</nav>",
+        "<nav>"
+        + "".join(f'<a href="#{e(s.id)}">{e(s.heading)}</a>' for s in rep.sections)
+        + "</nav>",
         f"<p>{_inline(rep.intro)}</p>",
     ]
     for sec in rep.sections:

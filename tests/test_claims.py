@@ -119,7 +119,9 @@ def test_claims_from_run_configs(tmp_path):
     verdicts = judge_profile(prof)
     got = {(v.reproduction, v.text): v.verdict for v in verdicts}
     assert got == EXPECTED
-    better = next(v for v in verdicts if v.text == "better accuracy than GRPO" and v.reproduction == "better")
+    better = next(
+        v for v in verdicts if v.text == "better accuracy than GRPO" and v.reproduction == "better"
+    )
     # Welch CI by hand: both groups have sample variance ((-.02)^2 + 0 + .02^2) / 2 = 4e-4,
     # se = sqrt(2 * 4e-4 / 3) = 0.016330; df = (2v)^2 / (2 v^2 / 2) = 4 with v = 4e-4/3;
     # t_{.975, 4} = 2.7764 -> half width 0.045340 around the delta 0.62 - 0.42 = 0.20.
@@ -131,8 +133,6 @@ def test_claims_from_run_configs(tmp_path):
 def test_bad_claim_in_config_is_a_user_error(tmp_path):
     d = tmp_path / "p" / "runs" / "x" / "seed0"
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(
-        "meta:\n  claims:\n    - {text: t, direction: sideways}\n"
-    )
+    (d / "config.yaml").write_text("meta:\n  claims:\n    - {text: t, direction: sideways}\n")
     with pytest.raises(UserError, match=r"meta.claims\[0\].*higher\|lower\|equal"):
         load_claims(tmp_path / "p")

@@ -121,13 +121,15 @@ def test_gsm8k_parity_with_lm_eval_flexible_extract(tmp_path):
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         lm = FixedCompletions({ROWS[c[1]]["question"]: c[2] for c in cases})
         res = run_lm_eval(
-            ["gsm8k"], max_gen_toks=321, data_files={"gsm8k": data}, lm=lm, work_dir=tmp_path / f"w{i}"
+            ["gsm8k"],
+            max_gen_toks=321,
+            data_files={"gsm8k": data},
+            lm=lm,
+            work_dir=tmp_path / f"w{i}",
         )
         # max_gen_toks reaches the model explicitly (lm-eval's own default would be 256)
         assert lm.gen_kwargs and all(k["max_gen_toks"] == 321 for k in lm.gen_kwargs)
-        samples = [
-            s for s in res["samples"]["grpo_gsm8k"] if s["filter"] == "flexible-extract"
-        ]
+        samples = [s for s in res["samples"]["grpo_gsm8k"] if s["filter"] == "flexible-extract"]
         assert len(samples) == len(cases)
         for s in samples:
             case = cases[s["doc_id"]]
@@ -147,13 +149,21 @@ def test_gsm8k_parity_with_lm_eval_flexible_extract(tmp_path):
     assert sum(got_lm[n] for n in agree) == sum(got_ours[n] for n in agree) == 8
 
 
-def _tiny_checkpoint(path: Path) -> Path:
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A tiny random Llama with the char tokenizer (one token per character), saved as a HF
+    checkpoint directory."""
     from grpo_core.config import TinyModelCfg
     from grpo_core.models import build_char_tokenizer, build_tiny_model
 
+    path = tmp_path_factory.mktemp("ckpt")
     tok = build_char_tokenizer()
     cfg = TinyModelCfg(
-        hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=2,
         max_position_embeddings=1024,
     )
     build_tiny_model(cfg, tok).save_pretrained(path)
@@ -161,15 +171,14 @@ def _tiny_checkpoint(path: Path) -> Path:
     return path
 
 
-def test_bridge_runs_offline_on_local_gsm8k_with_hf_backend(tmp_path, monkeypatch):
+def test_bridge_runs_offline_on_local_gsm8k_with_hf_backend(tmp_path, monkeypatch, tiny_ckpt):
     """A real (tiny, random) checkpoint through lm-eval's hf backend on the local file; the
     results become eval/lmeval_gsm8k.json that evals.aggregate reads."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    ckpt = _tiny_checkpoint(tmp_path / "ckpt")
     res = run_lm_eval(
         ["gsm8k"],
-        ckpt,
+        tiny_ckpt,
         max_gen_toks=6,
         data_files={"gsm8k": GSM8K},
         backend="hf",
@@ -201,15 +210,20 @@ def test_aime24_and_math500_from_local_files(tmp_path):
     through lm-eval's own aime24 and hendrycks_math500 configs."""
     aime = tmp_path / "aime24.jsonl"
     aime.write_text(
-        json.dumps({"id": 1, "problem": "Find 200 + 4.", "answer": "204"}) + "\n"
-        + json.dumps({"id": 2, "problem": "Find 10 * 7.", "answer": "70"}) + "\n"
+        json.dumps({"id": 1, "problem": "Find 200 + 4.", "answer": "204"})
+        + "\n"
+        + json.dumps({"id": 2, "problem": "Find 10 * 7.", "answer": "70"})
+        + "\n"
     )
     math = tmp_path / "math.jsonl"
     math.write_text(
         json.dumps({"problem": "What is 1/2 + 1/2?", "solution": "It is $\\boxed{1}$."}) + "\n"
     )
-    answers = {"Find 200 + 4.": "So the answer is $\\boxed{204}$.", "Find 10 * 7.": "$71$",
-               "What is 1/2 + 1/2?": "The sum is $1$."}
+    answers = {
+        "Find 200 + 4.": "So the answer is $\\boxed{204}$.",
+        "Find 10 * 7.": "$71$",
+        "What is 1/2 + 1/2?": "The sum is $1$.",
+    }
     lm = FixedCompletions(answers)
     res = run_lm_eval(
         ["aime24", "math500"],
@@ -222,6 +236,24 @@ def test_aime24_and_math500_from_local_files(tmp_path):
     assert recs["lmeval_aime24"]["metrics"]["exact_match"] == pytest.approx(0.5)
     assert recs["lmeval_math500"]["metrics"]["exact_match"] == pytest.approx(1.0)
     assert all(k["max_gen_toks"] == 2048 for k in lm.gen_kwargs)
+
+
+def test_cli_lmeval(tmp_path, tiny_ckpt, capsys):
+    from grpo_core.cli import main
+
+    common = ["lmeval", "grpo", "--profile", "smoke", "--seed", "3", "--tasks", "gsm8k"]
+    common += ["--backend", "hf", "--limit", "1", "--model", str(tiny_ckpt)]
+    common += [f"run.results_dir={tmp_path}"]
+    assert main([*common, "--data", f"gsm8k={GSM8K}", "--max-gen-toks", "3"]) == 0
+    out = tmp_path / "smoke" / "runs" / "grpo" / "seed3" / "eval" / "lmeval_gsm8k.json"
+    rec = json.loads(out.read_text())
+    assert rec["reproduction"] == "grpo" and rec["seed"] == 3 and rec["n_prompts"] == 1
+    assert "exact_match:flexible-extract=" in capsys.readouterr().out
+    # no generation budget: refused (lm-eval would silently use 256)
+    with pytest.raises(SystemExit):
+        main([*common, "--data", f"gsm8k={GSM8K}"])
+    assert main([*common, "--data", "gsm8k", "--max-gen-toks", "3"]) == 2
+    assert "expected TASK=PATH" in capsys.readouterr().err
 
 
 def test_bad_input():
@@ -238,7 +270,9 @@ def test_bad_input():
 def test_local_file_missing_fields(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q"}) + "\n")
-    with pytest.raises(UserError, match=r"bad.jsonl:1: task gsm8k needs the fields question, answer"):
+    with pytest.raises(
+        UserError, match=r"bad.jsonl:1: task gsm8k needs the fields question, answer"
+    ):
         run_lm_eval(["gsm8k"], max_gen_toks=8, data_files={"gsm8k": bad}, lm=FixedCompletions({}))
 
 

@@ -59,7 +59,13 @@ def test_html_is_self_contained_and_matches_markdown(report):
     assert not re.search(r"""(src|href)=["'](https?:)?//""", text)
     assert text.count('src="data:image/png;base64,') >= 7  # bench + claims + 5 curves
     md = (report.parent / "report.md").read_text()
-    for heading in ("## arith_mix", "## Claims", "## Training", "## Learning curves", "## Protocol"):
+    for heading in (
+        "## arith_mix",
+        "## Claims",
+        "## Training",
+        "## Learning curves",
+        "## Protocol",
+    ):
         assert heading in md
     assert "| better | better accuracy than GRPO | arith_mix / avg@4 | higher than grpo | " in md
     assert "+20.0 pp [+15.5, +24.5] | 3 | supported | CI above 0 |" in md
@@ -106,7 +112,10 @@ class WebDriver:
             except OSError:
                 pass
             time.sleep(0.1)
-        caps = {"browserName": "chrome", "goog:chromeOptions": {"binary": str(binary), "args": CHROME_ARGS}}
+        caps = {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": str(binary), "args": CHROME_ARGS},
+        }
         v = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["value"]
         self.session = f"/session/{v['sessionId']}"
 
