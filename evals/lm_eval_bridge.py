@@ -260,7 +260,7 @@ def run_lm_eval(
         "backend": kind,
         "model": None if model_dir is None else str(model_dir),
         "max_gen_toks": max_gen_toks,
-        "data_files": {k: str(v) for k, v in (data_files or {}).items()},
+        "data_files": {k: str(Path(v).resolve()) for k, v in (data_files or {}).items()},
         "limit": limit,
         "apply_chat_template": apply_chat_template,
         "seed": seed,
