@@ -256,6 +256,36 @@ def test_cli_lmeval(tmp_path, tiny_ckpt, capsys):
     assert "expected TASK=PATH" in capsys.readouterr().err
 
 
+def test_vllm_backend_gets_max_gen_toks_twice(tmp_path, monkeypatch):
+    """lm-eval's vllm backend caps generation at its own max_gen_toks (256) unless told: the
+    bridge passes the budget both as a model argument and in the generation kwargs. (The call
+    to lm-eval is replaced; the vLLM tests run vLLM itself.)"""
+    import lm_eval
+
+    seen = {}
+
+    def fake_simple_evaluate(**kw):
+        seen.update(kw)
+        return {"results": {}, "samples": {}}
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", fake_simple_evaluate)
+    res = run_lm_eval(
+        ["gsm8k"],
+        tmp_path,  # an existing directory stands for the checkpoint
+        max_gen_toks=3000,
+        data_files={"gsm8k": GSM8K},
+        backend="vllm",
+        device="cuda",
+        work_dir=tmp_path / "work",
+    )
+    assert seen["model"] == "vllm" and res["bridge"]["backend"] == "vllm"
+    assert seen["model_args"]["max_gen_toks"] == 3000
+    assert seen["gen_kwargs"] == {"max_gen_toks": 3000}
+    run_lm_eval(["gsm8k"], tmp_path, max_gen_toks=7, data_files={"gsm8k": GSM8K}, backend="hf")
+    assert seen["model"] == "hf" and seen["gen_kwargs"] == {"max_gen_toks": 7}
+    assert "max_gen_toks" not in seen["model_args"]  # HFLM takes it from the gen kwargs only
+
+
 def test_bad_input():
     with pytest.raises(TypeError):  # max_gen_toks has no default on purpose
         run_lm_eval(["gsm8k"], "somewhere")  # type: ignore[call-arg]
