@@ -29,6 +29,7 @@ or ``grpo lmeval grpo --profile tiny --tasks gsm8k --data gsm8k=PATH --max-gen-t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -214,10 +215,6 @@ def run_lm_eval(
         raise UserError("lm-eval bridge: no tasks given; known: " + ", ".join(TASKS))
     for t in tasks:
         _check_task(t)
-    if set(data_files or {}) >= set(tasks):
-        # every dataset is local: nothing may reach for the Hub (nor hang trying)
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-        os.environ["HF_HUB_OFFLINE"] = "1"
     lm_eval = _require_lm_eval()
     from lm_eval.tasks import TaskManager
 
@@ -237,21 +234,24 @@ def run_lm_eval(
         model: Any = kind
     else:
         margs, model = None, lm
-    res = lm_eval.simple_evaluate(
-        model=model,
-        model_args=margs,
-        tasks=list(names.values()),
-        batch_size=batch_size,
-        limit=limit,
-        gen_kwargs={"max_gen_toks": max_gen_toks},
-        task_manager=tm,
-        apply_chat_template=apply_chat_template,
-        log_samples=True,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
+    # every dataset local: nothing may reach for the Hub (nor hang trying)
+    offline = set(data_files or {}) >= set(tasks)
+    with _offline(offline):
+        res = lm_eval.simple_evaluate(
+            model=model,
+            model_args=margs,
+            tasks=list(names.values()),
+            batch_size=batch_size,
+            limit=limit,
+            gen_kwargs={"max_gen_toks": max_gen_toks},
+            task_manager=tm,
+            apply_chat_template=apply_chat_template,
+            log_samples=True,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     if res is None:  # non-zero ranks under a distributed launcher
         return {}
     res = dict(res)
@@ -267,6 +267,34 @@ def run_lm_eval(
         "versions": _versions(),
     }
     return res
+
+
+@contextlib.contextmanager
+def _offline(on: bool):
+    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the duration of a run, also in datasets and
+    huggingface_hub when they are already imported (both read the variables at import)."""
+    if not on:
+        yield
+        return
+    import datasets.config as dcfg
+    import huggingface_hub.constants as hcst
+
+    env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    attrs = [(dcfg, "HF_HUB_OFFLINE"), (dcfg, "HF_DATASETS_OFFLINE"), (hcst, "HF_HUB_OFFLINE")]
+    old = [getattr(m, a, None) for m, a in attrs]
+    os.environ.update({k: "1" for k in env})
+    for m, a in attrs:
+        setattr(m, a, True)
+    try:
+        yield
+    finally:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for (m, a), v in zip(attrs, old):
+            setattr(m, a, v)
 
 
 def _versions() -> dict[str, str]:

@@ -44,8 +44,12 @@ class FixedCompletions(LM):
         super().__init__()
         self.by_question = by_question
         self.gen_kwargs: list[dict] = []
+        self.offline: list[bool] = []  # datasets' offline flag while generating
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        import datasets.config
+
+        self.offline.append(datasets.config.HF_HUB_OFFLINE)
         out = []
         for r in requests:
             ctx, kw = r.args
@@ -113,7 +117,10 @@ def _rounds():
     return rounds
 
 
-def test_gsm8k_parity_with_lm_eval_flexible_extract(tmp_path):
+def test_gsm8k_parity_with_lm_eval_flexible_extract(tmp_path, monkeypatch):
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # as if online
     got_lm, got_ours = {}, {}
     for i, cases in enumerate(_rounds()):
         rows = [ROWS[c[1]] for c in cases]
@@ -129,6 +136,8 @@ def test_gsm8k_parity_with_lm_eval_flexible_extract(tmp_path):
         )
         # max_gen_toks reaches the model explicitly (lm-eval's own default would be 256)
         assert lm.gen_kwargs and all(k["max_gen_toks"] == 321 for k in lm.gen_kwargs)
+        # local data only: offline during the run, the previous setting back afterwards
+        assert lm.offline == [True] and datasets.config.HF_HUB_OFFLINE is False
         samples = [s for s in res["samples"]["grpo_gsm8k"] if s["filter"] == "flexible-extract"]
         assert len(samples) == len(cases)
         for s in samples:
@@ -171,11 +180,9 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     return path
 
 
-def test_bridge_runs_offline_on_local_gsm8k_with_hf_backend(tmp_path, monkeypatch, tiny_ckpt):
+def test_bridge_runs_offline_on_local_gsm8k_with_hf_backend(tmp_path, tiny_ckpt):
     """A real (tiny, random) checkpoint through lm-eval's hf backend on the local file; the
     results become eval/lmeval_gsm8k.json that evals.aggregate reads."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     res = run_lm_eval(
         ["gsm8k"],
         tiny_ckpt,
