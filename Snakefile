@@ -64,6 +64,7 @@ rule all:
     input:
         f"{RES}/summary.csv",
         f"{RES}/report.md",
+        f"{RES}/report.html",
 
 
 rule prepare_model:
@@ -158,8 +159,11 @@ rule aggregate:
 rule report:
     input:
         f"{RES}/summary.csv",
+    # report.html is report.md's self-contained twin (plots inlined); claims.csv holds the
+    # verdicts on the reproductions' meta.claims (evals.claims)
     output:
         f"{RES}/report.md",
+        f"{RES}/report.html",
     run:
         from evals.report import write_report
 

@@ -1,10 +1,21 @@
-"""report.md and learning-curve plots from summary.csv and the runs' metrics.jsonl."""
+"""The report of a profile: report.md and a self-contained report.html (its twin) from
+summary.csv, the runs' metrics.jsonl, config.yaml (claims, budgets) and eval/*.json (protocol).
+
+Both render the same sections, built once by :func:`build_report`: the benchmark tables (mean
+over seeds with a Student-t CI, delta vs grpo with a Welch CI), the claims table (each paper's
+claimed effect beside the measured one and its verdict, evals.claims), training metrics, the
+protocol (profile, budget, sampling parameters, package versions) and plots. The HTML inlines its
+plots as base64 PNG, so the one file is the whole report; the Markdown links plots/*.png.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -63,10 +74,10 @@ def plot_curves(profile_dir: Path) -> list[Path]:
     plots = Path(profile_dir) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     paths = []
-    for field, label in CURVES.items():
+    for fld, label in CURVES.items():
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for repro in _order(list(curves)):
-            runs = [df.set_index("step")[field] for df in curves[repro] if field in df]
+            runs = [df.set_index("step")[fld] for df in curves[repro] if fld in df]
             if not runs:
                 continue
             m = pd.concat(runs, axis=1)
@@ -79,80 +90,443 @@ def plot_curves(profile_dir: Path) -> list[Path]:
         ax.set_title(f"{label} (mean over seeds, band min-max)")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        p = plots / f"{field}.png"
+        p = plots / f"{fld}.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         paths.append(p)
     return paths
 
 
-def write_report(profile_dir: Path, title: str | None = None) -> Path:
+# --------------------------------------------------------------------------------------------
+# the report's content, built once and rendered as Markdown and as HTML
+
+
+@dataclass
+class Table:
+    id: str
+    header: list[str]
+    rows: list[list[str]]
+    row_classes: list[str] = field(default_factory=list)  # HTML only (e.g. the verdict)
+
+
+@dataclass
+class Section:
+    id: str
+    heading: str
+    text: list[str] = field(default_factory=list)  # paragraphs (inline `code` allowed)
+    tables: list[Table] = field(default_factory=list)
+    plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, png path)
+
+
+@dataclass
+class Report:
+    title: str
+    intro: str
+    sections: list[Section]
+
+
+RATE = re.compile(r"(avg|pass|maj|format)@\d+|accuracy|reward_mean|frac_.*")
+
+
+def _is_rate(metric: str) -> bool:
+    return bool(RATE.fullmatch(metric))
+
+
+def _fmt_delta(metric: str, d: float, lo: float, hi: float) -> str:
+    """A delta with its CI: percentage points for rates, 3 significant digits otherwise."""
+    if math.isnan(d):
+        return "n/a"
+    if _is_rate(metric):
+        s = f"{100 * d:+.1f} pp"
+        return s if math.isnan(lo) else s + f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    s = f"{d:+.3g}"
+    return s if math.isnan(lo) else s + f" [{lo:+.3g}, {hi:+.3g}]"
+
+
+def _claimed(metric: str, direction: str, margin: float) -> str:
+    if direction == "equal":
+        m = f"{100 * margin:.1f} pp" if _is_rate(metric) else f"{margin:g}"
+        return f"no change (within ±{m})"
+    return f"{direction} than grpo"
+
+
+def _bench_columns(metrics: list[str]) -> list[str]:
+    ks = [int(m.split("@")[1]) for m in metrics if re.fullmatch(r"avg@\d+", m)]
+    k = max(ks) if ks else None
+    passes = sorted((int(m.split("@")[1]) for m in metrics if m.startswith("pass@")), reverse=True)
+    cols = [
+        c for c in (f"avg@{k}", f"pass@{passes[0]}" if passes else None, f"maj@{k}") if c in metrics
+    ]
+    return cols or sorted(metrics)[:3]
+
+
+def _bench_section(sub: pd.DataFrame, bench: str, repros: list[str], plots: Path) -> Section:
+    cols = _bench_columns(sub["metric"].unique().tolist())
+    rows = []
+    for repro in repros:
+        rr = sub[sub.reproduction == repro].set_index("metric")
+        if rr.empty:
+            continue
+        cells = [_cell(rr.loc[c]) if c in rr.index else "" for c in cols]
+        d = _delta(rr.loc[cols[0]]) if repro != "grpo" and cols[0] in rr.index else ""
+        rows.append([repro, *cells, d, str(int(rr["n_seeds"].max()))])
+    t = Table(
+        id=f"bench-{bench}",
+        header=["reproduction", *cols, f"Δ {cols[0]} vs grpo", "seeds"],
+        rows=rows,
+    )
+    sec = Section(id=f"bench-{bench}", heading=bench, tables=[t])
+    p = _plot_bench(sub, cols[0], repros, plots / f"bench_{bench}.png", bench)
+    if p:
+        sec.plots.append((f"{bench}: {cols[0]} per reproduction (mean, 95% CI over seeds)", p))
+    return sec
+
+
+def _plot_bench(sub: pd.DataFrame, metric: str, repros: list[str], path: Path, bench: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [sub[(sub.reproduction == r) & (sub.metric == metric)] for r in repros]
+    rows = [(r, x.iloc[0]) for r, x in zip(repros, rows) if len(x)]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(rows) + 1.2))
+    names = [r for r, _ in rows]
+    means = [100 * x["mean"] for _, x in rows]
+    err = [
+        [0 if math.isnan(x["ci_low"]) else 100 * (x["mean"] - x["ci_low"]) for _, x in rows],
+        [0 if math.isnan(x["ci_high"]) else 100 * (x["ci_high"] - x["mean"]) for _, x in rows],
+    ]
+    ax.barh(names, means, xerr=err, color="#7aa6c2", capsize=3)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (%)")
+    ax.set_title(f"{bench}: {metric}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+VERDICT_COLOURS = {"supported": "#2e7d32", "not supported": "#c62828", "inconclusive": "#9e9e9e"}
+
+
+def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section:
+    from evals.claims import judge_profile, write_claims_csv
+
+    verdicts = judge_profile(profile_dir, df)
+    sec = Section(
+        id="claims",
+        heading="Claims",
+        text=[
+            "Each paper's claimed effect (`meta.claims` of its reproduction) beside the measured "
+            "delta vs grpo with its Welch 95% CI. Verdicts: *supported* when the CI lies on the "
+            "claimed side of 0 (for a claim of no change: inside the margin), *not supported* when "
+            "it lies on the other side (outside the margin), else *inconclusive*."
+        ],
+    )
+    if not verdicts:
+        sec.text.append("No reproduction in this profile declares claims (`meta.claims`).")
+        return sec
+    write_claims_csv(verdicts, profile_dir / "claims.csv")
+    counts = {v: sum(x.verdict == v for x in verdicts) for v in VERDICT_COLOURS}
+    sec.text.append(
+        ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(verdicts)} claims."
+    )
+    rows = [
+        [
+            v.reproduction,
+            v.text,
+            f"{v.benchmark} / {v.metric}",
+            _claimed(v.metric, v.direction, v.margin),
+            _fmt_delta(v.metric, v.delta, v.ci_low, v.ci_high),
+            str(v.n_seeds),
+            v.verdict,
+            v.note,
+        ]
+        for v in verdicts
+    ]
+    header = [
+        "reproduction",
+        "claim",
+        "benchmark / metric",
+        "claimed",
+        "measured Δ vs grpo [95% CI]",
+    ]
+    sec.tables.append(
+        Table(
+            id="claims",
+            header=[*header, "seeds", "verdict", "why"],
+            rows=rows,
+            row_classes=[v.verdict.replace(" ", "-") for v in verdicts],
+        )
+    )
+    p = _plot_claims(verdicts, plots / "claims.png")
+    if p:
+        sec.plots.append(("Measured deltas vs grpo with 95% CI, coloured by verdict", p))
+    return sec
+
+
+def _plot_claims(verdicts, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [v for v in verdicts if not math.isnan(v.delta)]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(pts) + 1.2))
+    for i, v in enumerate(pts):
+        sc = 100 if _is_rate(v.metric) else 1
+        c = VERDICT_COLOURS[v.verdict]
+        if not math.isnan(v.ci_low):
+            ax.plot([sc * v.ci_low, sc * v.ci_high], [i, i], color=c, lw=2)
+        ax.plot([sc * v.delta], [i], "o", color=c)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(pts)))
+    ax.set_yticklabels([f"{v.reproduction}: {v.metric} ({v.benchmark})" for v in pts], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ vs grpo (percentage points for rates)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _train_section(tr: pd.DataFrame, repros: list[str]) -> Section:
+    fields = [f for f in CURVES if f in tr["metric"].unique()] + (
+        ["frac_zero_std_groups"] if "frac_zero_std_groups" in tr["metric"].unique() else []
+    )
+    rows = []
+    for repro in repros:
+        rr = tr[tr.reproduction == repro].set_index("metric")
+        if rr.empty:
+            continue
+        vals = []
+        for f in fields:
+            if f not in rr.index:
+                vals.append("")
+                continue
+            r = rr.loc[f]
+            ci = "" if math.isnan(r["ci_low"]) else f" ± {(r['ci_high'] - r['ci_low']) / 2:.3g}"
+            vals.append(f"{r['mean']:.3g}{ci}")
+        rows.append([repro, *vals])
+    return Section(
+        id="train",
+        heading="Training (final 10% of steps)",
+        tables=[Table(id="train", header=["reproduction", *fields], rows=rows)],
+    )
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = (
+                json.dumps(v) if isinstance(v, list | bool) or v is None else str(v)
+            )
+    return out
+
+
+BUDGET = [
+    ("model", ("model", "name_or_path")),
+    ("steps", ("train", "steps")),
+    ("prompts/step", ("rollout", "prompts_per_step")),
+    ("group size", ("rollout", "group_size")),
+    ("max new tokens", ("rollout", "max_new_tokens")),
+    ("temperature", ("rollout", "temperature")),
+    ("lr", ("train", "lr")),
+    ("advantage", ("advantage", "name")),
+    ("loss", ("loss", "name")),
+    ("sampler", ("sampler", "name")),
+]
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _protocol_section(profile_dir: Path, df: pd.DataFrame, repros: list[str]) -> Section:
+    import yaml
+
+    runs = sorted(profile_dir.glob("runs/*/seed*"))
+    seeds = sorted({int(r.name.removeprefix("seed")) for r in runs if r.parent.name != START_ROW})
+    sec = Section(
+        id="protocol",
+        heading="Protocol",
+        text=[
+            f"Profile `{profile_dir.name}`; reproductions: "
+            + ", ".join(f"`{r}`" for r in repros if r != START_ROW)
+            + f"; seeds: {', '.join(map(str, seeds)) or 'none'}. Baseline for every delta: `grpo`."
+        ],
+    )
+    # training budget per reproduction, from the first seed's resolved config
+    rows = []
+    for repro in repros:
+        cfgs = sorted(profile_dir.glob(f"runs/{repro}/seed*/config.yaml"))
+        if not cfgs:
+            continue
+        c = yaml.safe_load(cfgs[0].read_text()) or {}
+        rows.append([repro, *("" if (v := _get(c, p)) is None else str(v) for _, p in BUDGET)])
+    if rows:
+        sec.tables.append(
+            Table(id="budget", header=["reproduction", *(n for n, _ in BUDGET)], rows=rows)
+        )
+    # the evaluation protocol per benchmark (sampling parameters, grader, package versions)
+    for bench in [b for b in df["benchmark"].unique() if b != "train"]:
+        files = sorted(profile_dir.glob(f"runs/*/seed*/eval/{bench}.json"))
+        files = [f for f in files if f.parent.parent.parent.name != START_ROW] or files
+        if not files:
+            continue
+        d = json.loads(files[0].read_text())
+        info = {"n_prompts": d.get("n_prompts"), "k": d.get("k")}
+        info.update(_flat(d.get("protocol") or {}))
+        rows = [[k, str(v)] for k, v in info.items() if v is not None]
+        sec.tables.append(
+            Table(id=f"protocol-{bench}", header=[f"{bench}: setting", "value"], rows=rows)
+        )
+    return sec
+
+
+def build_report(profile_dir: Path, title: str | None = None) -> Report:
     profile_dir = Path(profile_dir)
     summ = profile_dir / "summary.csv"
     df = pd.read_csv(summ) if summ.exists() else aggregate(profile_dir)
     repros = _order(df["reproduction"].unique().tolist())
     seeds = int(df[df.reproduction != START_ROW]["n_seeds"].max()) if len(df) else 0
-    lines = [
-        f"# {title or 'GRPO variants'}",
-        "",
-        f"Profile `{profile_dir.name}`: {len([r for r in repros if r != START_ROW])} reproductions, up to "
-        f"{seeds} seeds each. Cells: mean over seeds [95% Student-t CI], in percent; "
-        f"delta vs grpo with a Welch 95% CI. `{START_ROW}` is the starting (SFT) checkpoint.",
-        "",
+    plots = profile_dir / "plots"
+    intro = (
+        f"Profile `{profile_dir.name}`: {len([r for r in repros if r != START_ROW])} reproductions, "
+        f"up to {seeds} seeds each. Cells: mean over seeds [95% Student-t CI], in percent; "
+        f"delta vs grpo with a Welch 95% CI. `{START_ROW}` is the starting (SFT) checkpoint."
+    )
+    sections = [
+        _bench_section(df[df.benchmark == b], b, repros, plots)
+        for b in df["benchmark"].unique()
+        if b != "train"
     ]
-    for bench in [b for b in df["benchmark"].unique() if b != "train"]:
-        sub = df[df.benchmark == bench]
-        metrics = sub["metric"].unique().tolist()
-        ks = [int(m.split("@")[1]) for m in metrics if re.fullmatch(r"avg@\d+", m)]
-        k = max(ks) if ks else None
-        passes = sorted(
-            (int(m.split("@")[1]) for m in metrics if m.startswith("pass@")), reverse=True
-        )
-        cols = [
-            c
-            for c in (f"avg@{k}", f"pass@{passes[0]}" if passes else None, f"maj@{k}")
-            if c in metrics
-        ]
-        lines += [f"## {bench}", ""]
-        lines.append("| reproduction | " + " | ".join(cols) + f" | Δ {cols[0]} vs grpo | seeds |")
-        lines.append("|---" * (len(cols) + 3) + "|")
-        for repro in repros:
-            rr = sub[sub.reproduction == repro].set_index("metric")
-            if rr.empty:
-                continue
-            cells = [_cell(rr.loc[c]) if c in rr.index else "" for c in cols]
-            d = _delta(rr.loc[cols[0]]) if repro != "grpo" and cols[0] in rr.index else ""
-            lines.append(
-                f"| {repro} | " + " | ".join(cells) + f" | {d} | {int(rr['n_seeds'].max())} |"
-            )
-        lines.append("")
+    sections.append(_claims_section(profile_dir, df, plots))
     tr = df[df.benchmark == "train"]
     if len(tr):
-        fields = [f for f in CURVES if f in tr["metric"].unique()] + (
-            ["frac_zero_std_groups"] if "frac_zero_std_groups" in tr["metric"].unique() else []
+        sections.append(_train_section(tr, repros))
+    curves = plot_curves(profile_dir)
+    if curves:
+        sections.append(
+            Section(
+                id="curves",
+                heading="Learning curves",
+                plots=[(CURVES[p.stem], p) for p in curves],
+            )
         )
-        lines += ["## Training (final 10% of steps)", ""]
-        lines.append("| reproduction | " + " | ".join(fields) + " |")
-        lines.append("|---" * (len(fields) + 1) + "|")
-        for repro in repros:
-            rr = tr[tr.reproduction == repro].set_index("metric")
-            if rr.empty:
-                continue
-            vals = []
-            for f in fields:
-                if f not in rr.index:
-                    vals.append("")
-                    continue
-                r = rr.loc[f]
-                ci = "" if math.isnan(r["ci_low"]) else f" ± {(r['ci_high'] - r['ci_low']) / 2:.3g}"
-                vals.append(f"{r['mean']:.3g}{ci}")
-            lines.append(f"| {repro} | " + " | ".join(vals) + " |")
-        lines.append("")
-    plots = plot_curves(profile_dir)
-    if plots:
-        lines += ["## Learning curves", ""]
-        lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
-        lines.append("")
-    out = profile_dir / "report.md"
-    out.write_text("\n".join(lines))
-    return out
+    sections.append(_protocol_section(profile_dir, df, repros))
+    return Report(title=title or "GRPO variants", intro=intro, sections=sections)
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(rep: Report, base: Path) -> str:
+    lines = [f"# {rep.title}", "", rep.intro, ""]
+    for sec in rep.sections:
+        lines += [f"## {sec.heading}", ""]
+        for t in sec.text:
+            lines += [t, ""]
+        for t in sec.tables:
+            lines.append("| " + " | ".join(map(_md_cell, t.header)) + " |")
+            lines.append("|---" * len(t.header) + "|")
+            lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in t.rows]
+            lines.append("")
+        for _cap, p in sec.plots:
+            rel = p.relative_to(base) if p.is_relative_to(base) else p
+            lines.append(f"![{p.stem}]({rel.as_posix()})")
+        if sec.plots:
+            lines.append("")
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.7em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}tbody tr:nth-child(even){background:#fafafa}
+code{background:#f1f1f1;padding:0 .25em;border-radius:3px}
+figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:100%}
+td.verdict{font-weight:600;color:#fff}
+tr.supported td.verdict{background:#2e7d32}tr.not-supported td.verdict{background:#c62828}
+tr.inconclusive td.verdict{background:#9e9e9e}
+nav a{margin-right:1em}
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then render `code` and *emphasis* (all the Markdown the report's text uses)."""
+    s = html.escape(text)
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", s)
+
+
+def render_html(rep: Report) -> str:
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(rep.title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(rep.title)}</h1>",
+        "<nav>"
+        + "".join(f'<a href="#{e(s.id)}">{e(s.heading)}</a>' for s in rep.sections)
+        + "</nav>",
+        f"<p>{_inline(rep.intro)}</p>",
+    ]
+    for sec in rep.sections:
+        out.append(f'<section id="{e(sec.id)}"><h2>{e(sec.heading)}</h2>')
+        out += [f"<p>{_inline(t)}</p>" for t in sec.text]
+        for t in sec.tables:
+            out.append(f'<table id="table-{e(t.id)}"><thead><tr>')
+            out += [f"<th>{e(h)}</th>" for h in t.header]
+            out.append("</tr></thead><tbody>")
+            for i, r in enumerate(t.rows):
+                cls = t.row_classes[i] if i < len(t.row_classes) else ""
+                out.append(f'<tr class="{e(cls)}">' if cls else "<tr>")
+                for h, c in zip(t.header, r):
+                    out.append('<td class="verdict">' if h == "verdict" else "<td>")
+                    out.append(f"{e(c)}</td>")
+                out.append("</tr>")
+            out.append("</tbody></table>")
+        for cap, p in sec.plots:
+            b64 = base64.b64encode(p.read_bytes()).decode("ascii")
+            out.append(
+                f'<figure><img alt="{e(p.stem)}" src="data:image/png;base64,{b64}">'
+                f"<figcaption>{e(cap)}</figcaption></figure>"
+            )
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(profile_dir: Path, title: str | None = None) -> Path:
+    """Write report.md and its self-contained twin report.html (and claims.csv when any
+    reproduction declares claims); return the report.md path."""
+    profile_dir = Path(profile_dir)
+    rep = build_report(profile_dir, title)
+    md = profile_dir / "report.md"
+    md.write_text(render_markdown(rep, profile_dir))
+    (profile_dir / "report.html").write_text(render_html(rep), encoding="utf-8")
+    return md

@@ -1,4 +1,4 @@
-"""The `grpo` command: prepare, train, eval, report, list, new.
+"""The `grpo` command: prepare, train, eval, report, lmeval, list, new.
 
 Errors caused by input (config, reproduction or component names, dataset rows, checkpoints)
 print one line without a traceback; ``--traceback`` shows it.
@@ -52,8 +52,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
     p.add_argument("overrides", nargs="*")
 
-    p = sub.add_parser("report", help="aggregate results/<profile> into summary.csv and report.md")
+    p = sub.add_parser(
+        "report", help="aggregate results/<profile> into summary.csv, report.md and report.html"
+    )
     _common(p)
+
+    p = sub.add_parser(
+        "lmeval",
+        help="run lm-eval tasks (gsm8k, math500, aime24) on a run's checkpoint (needs .[lmeval])",
+    )
+    p.add_argument("reproduction")
+    _common(p)
+    p.add_argument("--seed", type=int, default=None, help="run seed (same as run.seed=N)")
+    p.add_argument("--tasks", default="gsm8k", help="comma-separated: gsm8k,math500,aime24")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="TASK=PATH",
+        help="a local JSONL file for a task (repeatable); all local = offline",
+    )
+    p.add_argument(
+        "--max-gen-toks",
+        type=int,
+        required=True,
+        help="generation budget per answer (always explicit: lm-eval's default is 256)",
+    )
+    p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
+    p.add_argument("--limit", type=int, default=None, help="first N problems per task")
+    p.add_argument("--batch-size", default="8")
+    p.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template")
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the run's)")
+    p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
+    p.add_argument("overrides", nargs="*")
 
     p = sub.add_parser("list", help="list reproductions with tier and status")
     p.add_argument("--traceback", action="store_true")
@@ -139,7 +170,52 @@ def cmd_report(a) -> int:
     if not (d / "runs").exists():
         raise UserError(f"no runs under {d}/runs: train and evaluate first")
     aggregate(d)
-    print(f"wrote {write_report(d)}")
+    md = write_report(d)
+    print(f"wrote {md} and {md.with_suffix('.html')}")
+    return 0
+
+
+def cmd_lmeval(a) -> int:
+    import json
+
+    from evals.lm_eval_bridge import run_lm_eval, write_eval
+    from grpo_core.config import base_dir, load_config, run_dir
+
+    start = a.reproduction == START_ROW
+    cfg = load_config(None if start else a.reproduction, a.profile, list(a.overrides), seed=a.seed)
+    if start:
+        cfg.reproduction = START_ROW
+    model = a.model or (base_dir(cfg) / "model" if start else run_dir(cfg) / "checkpoint")
+    if not Path(model).exists():
+        raise UserError(f"no model at {model}: train it first, or give --model DIR")
+    data = {}
+    for d in a.data:
+        task, sep, path = d.partition("=")
+        if not sep or not task or not path:
+            raise UserError(f"--data {d!r}: expected TASK=PATH, e.g. gsm8k=data/gsm8k/test.jsonl")
+        data[task] = path
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    bs = int(a.batch_size) if a.batch_size.isdigit() else a.batch_size
+    res = run_lm_eval(
+        [t for t in a.tasks.split(",") if t],
+        model,
+        max_gen_toks=a.max_gen_toks,
+        data_files=data,
+        backend=a.backend,
+        device=cfg.run.device,
+        dtype=cfg.run.dtype,
+        batch_size=bs,
+        limit=a.limit,
+        apply_chat_template=a.chat,
+        seed=cfg.run.seed,
+    )
+    out = a.out or run_dir(cfg) / "eval"
+    for p in write_eval(res, out, reproduction=cfg.reproduction, seed=cfg.run.seed):
+        m = json.loads(p.read_text())["metrics"]
+        print(f"{p}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()))
     return 0
 
 
@@ -221,6 +297,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "report": cmd_report,
+    "lmeval": cmd_lmeval,
     "list": cmd_list,
     "new": cmd_new,
 }

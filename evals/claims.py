@@ -1,0 +1,168 @@
+"""Verdicts on the papers' claims: each reproduction's ``meta.claims`` (read from its runs'
+resolved config.yaml) checked against the measured delta vs grpo in summary.csv.
+
+Rules (the :class:`grpo_core.config.Claim` docstring): the measured effect is the row's
+``delta_vs_grpo`` with its Welch 95% CI ``[delta_ci_low, delta_ci_high]``, in the metric's own
+units (fractions for accuracies, so ``margin: 0.02`` is two points).
+
+- ``higher``: supported when ``ci_low > 0``, not supported when ``ci_high < 0``, else inconclusive;
+- ``lower``: the mirror image;
+- ``equal``: supported when ``-margin <= ci_low`` and ``ci_high <= margin``, not supported when the
+  CI lies entirely outside ``[-margin, margin]``, else inconclusive.
+
+A claim whose row is missing, or whose delta has no CI (fewer than two seeds on either side),
+is inconclusive, with the reason in ``note``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from grpo_core.config import Claim
+from grpo_core.errors import UserError
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+INCONCLUSIVE = "inconclusive"
+
+
+@dataclass
+class ClaimVerdict:
+    reproduction: str
+    text: str
+    benchmark: str
+    metric: str
+    direction: str
+    margin: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    n_seeds: int
+    verdict: str
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def verdict(claim: Claim, delta: float, ci_low: float, ci_high: float) -> tuple[str, str]:
+    """(verdict, note) for one claim given the measured delta and its 95% CI."""
+    if _nan(delta):
+        return INCONCLUSIVE, "no delta vs grpo (grpo not run on this metric?)"
+    if _nan(ci_low) or _nan(ci_high):
+        return INCONCLUSIVE, "no CI: needs at least 2 seeds of this reproduction and of grpo"
+    if claim.direction == "higher":
+        if ci_low > 0:
+            return SUPPORTED, "CI above 0"
+        if ci_high < 0:
+            return NOT_SUPPORTED, "CI below 0: the opposite effect"
+        return INCONCLUSIVE, "CI contains 0"
+    if claim.direction == "lower":
+        if ci_high < 0:
+            return SUPPORTED, "CI below 0"
+        if ci_low > 0:
+            return NOT_SUPPORTED, "CI above 0: the opposite effect"
+        return INCONCLUSIVE, "CI contains 0"
+    m = claim.margin
+    if -m <= ci_low and ci_high <= m:
+        return SUPPORTED, f"CI inside ±{m:g}"
+    if ci_low > m or ci_high < -m:
+        return NOT_SUPPORTED, f"CI outside ±{m:g}"
+    return INCONCLUSIVE, f"CI overlaps the edge of ±{m:g}"
+
+
+def load_claims(profile_dir: Path) -> dict[str, list[Claim]]:
+    """meta.claims per reproduction, from the first seed's resolved config.yaml that has one."""
+    out: dict[str, list[Claim]] = {}
+    for cfg_file in sorted(Path(profile_dir).glob("runs/*/seed*/config.yaml")):
+        repro = cfg_file.parent.parent.name
+        if repro in out:
+            continue
+        try:
+            data = yaml.safe_load(cfg_file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{cfg_file}: not valid YAML ({e})") from None
+        raw = ((data.get("meta") or {}).get("claims")) or []
+        claims = []
+        for i, c in enumerate(raw):
+            try:
+                claims.append(Claim.model_validate(c))
+            except ValidationError as e:
+                what = "; ".join(
+                    f"{'.'.join(map(str, x['loc'])) or 'claim'}: {x['msg']}" for x in e.errors()
+                )
+                raise UserError(
+                    f"{cfg_file}: meta.claims[{i}] is not a valid claim ({what}); a claim has "
+                    "text, benchmark, metric, direction (higher|lower|equal) and margin"
+                ) from None
+        if claims:
+            out[repro] = claims
+    return out
+
+
+def judge(
+    summary: pd.DataFrame, claims: dict[str, list[Claim]], baseline: str = "grpo"
+) -> list[ClaimVerdict]:
+    """One verdict per claim; the baseline's own claims are skipped (its delta is 0 by
+    definition)."""
+    out = []
+    for repro in sorted(claims):
+        if repro == baseline:
+            continue
+        for c in claims[repro]:
+            row = summary[
+                (summary.reproduction == repro)
+                & (summary.benchmark == c.benchmark)
+                & (summary.metric == c.metric)
+            ]
+            if row.empty:
+                d = lo = hi = float("nan")
+                n = 0
+                v, note = INCONCLUSIVE, f"not measured: no summary row {c.benchmark}/{c.metric}"
+            else:
+                r = row.iloc[0]
+                d, lo, hi = (
+                    float(r[k]) for k in ("delta_vs_grpo", "delta_ci_low", "delta_ci_high")
+                )
+                n = int(r["n_seeds"])
+                v, note = verdict(c, d, lo, hi)
+            out.append(
+                ClaimVerdict(
+                    reproduction=repro,
+                    text=c.text,
+                    benchmark=c.benchmark,
+                    metric=c.metric,
+                    direction=c.direction,
+                    margin=c.margin,
+                    delta=d,
+                    ci_low=lo,
+                    ci_high=hi,
+                    n_seeds=n,
+                    verdict=v,
+                    note=note,
+                )
+            )
+    return out
+
+
+def judge_profile(profile_dir: Path, summary: pd.DataFrame | None = None) -> list[ClaimVerdict]:
+    profile_dir = Path(profile_dir)
+    if summary is None:
+        summary = pd.read_csv(profile_dir / "summary.csv")
+    return judge(summary, load_claims(profile_dir))
+
+
+def write_claims_csv(verdicts: list[ClaimVerdict], path: Path) -> Path:
+    cols = list(ClaimVerdict.__dataclass_fields__)
+    pd.DataFrame([v.as_dict() for v in verdicts], columns=cols).to_csv(path, index=False)
+    return Path(path)

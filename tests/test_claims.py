@@ -1,0 +1,138 @@
+"""Claim verdicts (evals.claims) on hand-made summary rows, and end to end on a synthetic
+results tree (config.yaml claims + summary.csv from the real aggregation)."""
+
+import math
+
+import pandas as pd
+import pytest
+from synthetic_results import EXPECTED, make_results
+
+from evals.claims import (
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    judge,
+    judge_profile,
+    load_claims,
+    verdict,
+)
+from grpo_core.config import Claim
+from grpo_core.errors import UserError
+
+NAN = float("nan")
+
+
+def _row(repro, delta, lo, hi, bench="arith_mix", metric="avg@4", n=3):
+    return {
+        "reproduction": repro,
+        "benchmark": bench,
+        "metric": metric,
+        "mean": 0.5,
+        "std": 0.01,
+        "ci_low": 0.4,
+        "ci_high": 0.6,
+        "n_seeds": n,
+        "delta_vs_grpo": delta,
+        "delta_ci_low": lo,
+        "delta_ci_high": hi,
+    }
+
+
+@pytest.mark.parametrize(
+    "direction,margin,lo,hi,expected",
+    [
+        # higher: the CI must lie strictly above 0
+        ("higher", 0.0, 0.01, 0.05, SUPPORTED),
+        ("higher", 0.0, -0.05, -0.01, NOT_SUPPORTED),
+        ("higher", 0.0, -0.01, 0.05, INCONCLUSIVE),
+        ("higher", 0.0, 0.0, 0.05, INCONCLUSIVE),  # touching 0 is not "above 0"
+        # lower: the mirror image
+        ("lower", 0.0, -0.05, -0.01, SUPPORTED),
+        ("lower", 0.0, 0.01, 0.05, NOT_SUPPORTED),
+        ("lower", 0.0, -0.05, 0.01, INCONCLUSIVE),
+        # equal with margin 0.02: inside [-0.02, 0.02] / entirely outside / straddling an edge
+        ("equal", 0.02, -0.01, 0.015, SUPPORTED),
+        ("equal", 0.02, -0.02, 0.02, SUPPORTED),  # the edges belong to the margin
+        ("equal", 0.02, 0.03, 0.08, NOT_SUPPORTED),
+        ("equal", 0.02, -0.09, -0.021, NOT_SUPPORTED),
+        ("equal", 0.02, 0.01, 0.05, INCONCLUSIVE),
+        ("equal", 0.0, 0.0, 0.0, SUPPORTED),  # identical seeds: CI [0, 0]
+    ],
+)
+def test_verdict_rules(direction, margin, lo, hi, expected):
+    c = Claim(text="x", direction=direction, margin=margin)
+    v, note = verdict(c, (lo + hi) / 2, lo, hi)
+    assert v == expected and note
+
+
+def test_no_ci_or_no_delta_is_inconclusive():
+    c = Claim(text="x")
+    v, note = verdict(c, 0.3, NAN, NAN)
+    assert v == INCONCLUSIVE and "2 seeds" in note
+    v, note = verdict(c, NAN, NAN, NAN)
+    assert v == INCONCLUSIVE and "no delta" in note
+
+
+def test_judge_hand_made_rows():
+    summary = pd.DataFrame(
+        [
+            _row("grpo", 0.0, 0.0, 0.0),
+            _row("a", 0.10, 0.04, 0.16),
+            _row("a", -3.0, -5.0, -1.0, bench="train", metric="completion_len_mean"),
+            _row("b", 0.01, -0.03, 0.05),
+            _row("c", 0.2, NAN, NAN, n=1),
+        ]
+    )
+    claims = {
+        "grpo": [Claim(text="baseline")],
+        "a": [
+            Claim(text="more accurate"),
+            Claim(
+                text="shorter", benchmark="train", metric="completion_len_mean", direction="lower"
+            ),
+            Claim(text="no change", direction="equal", margin=0.05),
+            Claim(text="not measured", metric="pass@8"),
+        ],
+        "b": [Claim(text="no change", direction="equal", margin=0.05)],
+        "c": [Claim(text="more accurate")],
+    }
+    got = {(v.reproduction, v.text): v for v in judge(summary, claims)}
+    assert ("grpo", "baseline") not in got  # the baseline's own claims are skipped
+    assert got[("a", "more accurate")].verdict == SUPPORTED
+    assert got[("a", "more accurate")].delta == pytest.approx(0.10)
+    assert got[("a", "shorter")].verdict == SUPPORTED
+    # CI [0.04, 0.16] straddles the margin edge 0.05
+    assert got[("a", "no change")].verdict == INCONCLUSIVE
+    nm = got[("a", "not measured")]
+    assert nm.verdict == INCONCLUSIVE and "not measured" in nm.note and math.isnan(nm.delta)
+    assert got[("b", "no change")].verdict == SUPPORTED  # [-0.03, 0.05] inside ±0.05
+    c = got[("c", "more accurate")]
+    assert c.verdict == INCONCLUSIVE and c.n_seeds == 1
+    assert len(got) == 6
+
+
+def test_claims_from_run_configs(tmp_path):
+    prof = make_results(tmp_path)
+    claims = load_claims(prof)
+    assert set(claims) == {"grpo", "better", "worse", "noisy", "single"}
+    assert claims["better"][1].metric == "completion_len_mean"
+    verdicts = judge_profile(prof)
+    got = {(v.reproduction, v.text): v.verdict for v in verdicts}
+    assert got == EXPECTED
+    better = next(
+        v for v in verdicts if v.text == "better accuracy than GRPO" and v.reproduction == "better"
+    )
+    # Welch CI by hand: both groups have sample variance ((-.02)^2 + 0 + .02^2) / 2 = 4e-4,
+    # se = sqrt(2 * 4e-4 / 3) = 0.016330; df = (2v)^2 / (2 v^2 / 2) = 4 with v = 4e-4/3;
+    # t_{.975, 4} = 2.7764 -> half width 0.045340 around the delta 0.62 - 0.42 = 0.20.
+    assert better.delta == pytest.approx(0.20)
+    assert better.ci_low == pytest.approx(0.20 - 0.045340, abs=1e-4)
+    assert better.ci_high == pytest.approx(0.20 + 0.045340, abs=1e-4)
+
+
+def test_bad_claim_in_config_is_a_user_error(tmp_path):
+    d = tmp_path / "p" / "runs" / "x" / "seed0"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text("meta:\n  claims:\n    - {text: t, direction: sideways}\n")
+    with pytest.raises(UserError, match=r"meta.claims\[0\].*higher\|lower\|equal"):
+        load_claims(tmp_path / "p")
