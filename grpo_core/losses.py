@@ -383,29 +383,26 @@ def gtpo_conflict_weights(ctx, advantages, old_logp, mask, pos_weight=2.0, neg_w
 
 
 @TOKEN_WEIGHTS.register("tw_grpo")
-def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.5):
-    """TW-GRPO (Dang et al. 2025, arXiv:2505.24718) token weights from the group's token
-    distributions: per position t, with p_i the sampling policy's distribution of completion i
-    (uniform past its end) and log q = mean_i log p_i (the group's mean log-distribution),
+def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.4):
+    """TW-GRPO (Dang et al. 2025, arXiv:2505.24718; the authors' code) token weights from the
+    group's token distributions: per position t, with log p_i the sampling policy's
+    log-distribution of completion i (uniform past its end), log q = mean_i log p_i and
+    d = clamp(log q - log p_i, -11, 11),
 
-        D_t = mean_i sum_v p_i(v) * (q(v)/p_i(v) - log(q(v)/p_i(v)) - 1)   (k3 under p_i),
+        D_t = mean_i sum_v (exp(d) - d - 1)      (k3 terms summed over the vocabulary),
 
-    min-max normalised over the group's positions, w_t = 1 + (alpha - 1) * D_t, the same for
-    every completion of the group. Uses the full distributions [N, C, V] (ctx.logprobs("dist"))."""
-    logd = ctx.logprobs("dist")  # [N, C, V]
-    V = logd.shape[-1]
+    min-max normalised over the batch width's positions (+1e-8), w_t = 1 + (alpha - 1) * D_t,
+    the same for every completion of the group. The full distributions are computed one group
+    at a time (ctx.logprobs_rows("dist", rows), [G, C, V])."""
     m = mask.bool()
-    logd = torch.where(m.unsqueeze(-1), logd, torch.full_like(logd, -math.log(V)))
     w = torch.ones_like(old_logp)
     for sl in ctx.groups():
-        lp = logd[sl]
-        d = lp.mean(0, keepdim=True) - lp  # log q - log p_i
-        D = (lp.exp() * (torch.exp(d) - d - 1.0)).sum(-1).mean(0)  # [C]
-        live = m[sl].any(0)
-        if not live.any():
-            continue
-        lo, hi = D[live].min(), D[live].max()
-        Dn = (D - lo) / (hi - lo) if hi - lo > 1e-12 else torch.zeros_like(D)
+        lp = ctx.logprobs_rows("dist", list(range(sl.start, sl.stop)))  # [G, C, V]
+        V = lp.shape[-1]
+        lp = torch.where(m[sl].unsqueeze(-1), lp, torch.full_like(lp, -math.log(V)))
+        d = torch.clamp(lp.mean(0, keepdim=True) - lp, -11.0, 11.0)
+        D = (torch.exp(d) - d - 1.0).sum(-1).mean(0)  # [C]
+        Dn = (D - D.min()) / (D.max() - D.min() + 1e-8)
         w[sl] = (1.0 + (alpha - 1.0) * Dn).unsqueeze(0).expand(sl.stop - sl.start, -1)
     n = m.sum().clamp(min=1)
     return w, {"mean": float((w * m).sum() / n), "max": float(w[m].max()) if m.any() else 1.0}

@@ -440,15 +440,16 @@ class Trainer:
         """The context rewards and advantage estimators see; log-probs are computed on demand
         (under the sampling policy, or the reference model)."""
 
-        def logprob_fn(which: str) -> torch.Tensor:
+        def logprob_fn(which: str, rows: list[int] | None = None) -> torch.Tensor:
+            r = ro if rows is None else ro.select(rows)  # (rows: those completions only)
             if which in ("policy", "entropy", "dist"):
                 if which == "policy" and policy_logp is not None:
-                    return policy_logp
+                    return policy_logp if rows is None else policy_logp[torch.tensor(rows)]
                 was_training = self.model.training
                 self.model.eval()
                 try:
                     ent = {"policy": False, "entropy": True, "dist": "dist"}[which]
-                    return self._logprobs_nograd(self.model, ro, entropy=ent)
+                    return self._logprobs_nograd(self.model, r, entropy=ent)
                 finally:
                     self.model.train(was_training)
             if which == "ref":
@@ -458,7 +459,7 @@ class Trainer:
                         "set train.log_kl: true or loss.kl.beta > 0"
                     )
                 with reference_logprobs_context(self.ref):
-                    return self._logprobs_nograd(self.ref, ro)
+                    return self._logprobs_nograd(self.ref, r)
             raise ValueError(f"unknown log-prob source {which!r}; want policy, ref, entropy or dist")
 
         return GroupContext(
@@ -475,6 +476,7 @@ class Trainer:
             completion_ids=ro.completion_ids,
             completion_mask=ro.completion_mask,
             logprob_fn=logprob_fn,
+            rows_fn=logprob_fn,
         )
 
     def kl_beta(self, step: int | None = None) -> float:

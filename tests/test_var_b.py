@@ -262,21 +262,46 @@ def test_tw_grpo_weights_from_group_distributions():
     dist = torch.tensor([p0, p1]).log()
     mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
     ctx = _gctx([2], mask, fn=lambda which: dist)
-    w, logs = TOKEN_WEIGHTS.get("tw_grpo")(ctx, torch.zeros(2), torch.zeros(2, 3), mask, alpha=1.5)
+    w, logs = TOKEN_WEIGHTS.get("tw_grpo")(ctx, torch.zeros(2), torch.zeros(2, 3), mask, alpha=1.4)
 
-    def disp(p, u=(0.5, 0.5)):
-        # q = sqrt(p * u) (mean log-prob); per row E_p[q/p - log(q/p) - 1] = sum q - 1 + KL(p||q)
-        q = [math.sqrt(a * b) for a, b in zip(p, u)]
-        d = [sum(q) - 1 + sum(a * math.log(a / b) for a, b in zip(r, q)) for r in (p, u)]
-        return sum(d) / 2
+    def k3(x):
+        return math.exp(x) - x - 1
 
-    # position 0: identical rows, D = 0; position 1: D = (0.078459 + 0.149840)/2 = 0.114149;
-    # position 2: D = (0.020047 + 0.022495)/2 = 0.021271 -> min-max 0, 1, 0.186344
+    def disp(p):
+        # vs the uniform row: d_row0 = (log u - log p) / 2 per v, d_row1 = -d_row0;
+        # D = mean over the 2 rows of sum_v k3(d)
+        d = [(math.log(0.5) - math.log(a)) / 2 for a in p]
+        return (sum(k3(x) for x in d) + sum(k3(-x) for x in d)) / 2
+
+    # position 0: identical rows, D = 0
+    # position 1: d_row0 = [-0.293893, 0.804719]: k3 = 0.039249 + 0.431349 = 0.470598;
+    #   row 1: k3(0.293893) + k3(-0.804719) = 0.047748 + 0.251933 = 0.299681; D = 0.385139
+    # position 2: d_row0 = [-0.168236, 0.255413]: 0.013390 + 0.035581; row 1: 0.014980 +
+    #   0.030010; D = 0.046981. Min-max: 0, 1, 0.121984 -> w = 1 + 0.4 * (0, 1, 0.121984)
     d1, d2 = disp([0.9, 0.1]), disp([0.7, 0.3])
-    assert d1 == pytest.approx(0.114149, abs=1e-5) and d2 == pytest.approx(0.021271, abs=1e-5)
-    row = torch.tensor([1.0, 1.5, 1 + 0.5 * d2 / d1])  # 1.093172
+    assert d1 == pytest.approx(0.385139, abs=1e-5) and d2 == pytest.approx(0.046981, abs=1e-5)
+    row = torch.tensor([1.0, 1.4, 1.048794])
     assert torch.allclose(w, row.expand(2, 3), atol=1e-5)
-    assert logs["max"] == pytest.approx(1.5)
+    assert logs["max"] == pytest.approx(1.4)
+
+
+def test_group_context_rows_source_computes_only_those_rows():
+    calls = []
+    full = torch.arange(12.0).view(3, 4)
+
+    def rows_fn(which, rows):
+        calls.append((which, rows))
+        return full[torch.tensor(rows)]
+
+    ctx = _gctx([1, 2], torch.ones(3, 4), fn=lambda which: full)
+    ctx.rows_fn = rows_fn
+    assert torch.equal(ctx.logprobs_rows("dist", [1, 2]), full[1:])
+    assert calls == [("dist", [1, 2])] and "logp/dist" not in ctx._cache
+    sub = ctx.select([1, 2])  # rows of a sub-context map back to the parent's
+    assert torch.equal(sub.logprobs_rows("dist", [1]), full[2:])
+    assert calls[-1] == ("dist", [2])
+    ctx.logprobs("policy")  # cached sources are sliced, not recomputed
+    assert torch.equal(ctx.logprobs_rows("policy", [0]), full[:1]) and len(calls) == 2
 
 
 # ------------------------------------------------------------------ aepo
