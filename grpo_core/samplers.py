@@ -86,20 +86,23 @@ class DynamicSampler(UniformSampler):
 
 @SAMPLERS.register("aepo")
 class EntropyTargetSampler(UniformSampler):
-    """AEPO (arbitrary entropy policy optimisation): hold the policy's entropy at a target by a
-    REINFORCE term on samples of a temperature-adjusted policy. After each step the measured
-    token entropy H (the training pass's, logged as ``entropy``) picks the next step's extra
-    round (:meth:`grpo_core.trainer.Trainer._extra_round`): part of the prompts (``frac``) are
-    sampled again at ``t_high`` if H <= ``target`` else at ``t_low``; completions with reward >=
-    ``min_reward`` join the batch with advantage ``advantage``. No extra round before the first
-    entropy is measured. Prompt order is the uniform sampler's."""
+    """AEPO (Wang et al. 2025, arXiv:2510.08141; the authors' verl trainer): hold the policy's
+    entropy at a target with a REINFORCE term on samples of a temperature-adjusted policy.
+    After each step the measured token entropy H (the training pass's, logged as ``entropy``)
+    sets the next step's extra round (:meth:`grpo_core.trainer.Trainer._extra_round`): the first
+    ``frac`` of the batch's prompts are sampled again (G each) at ``t_high`` if H <= ``target``
+    else at ``t_low``; the completions whose advantage within their new group exceeds
+    ``min_adv`` join the batch with advantage ``advantage``, at most ``max_rows`` of them (half
+    that when cooling). No extra round before the first entropy is measured. Prompt order is
+    the uniform sampler's."""
 
     DEFAULTS = {
         "target": 0.5,
         "t_high": 1.2,
         "t_low": 0.8,
         "frac": 0.25,
-        "min_reward": 1.0,
+        "min_adv": 0.05,
+        "max_rows": 60,
         "advantage": 1.0,
     }
 
@@ -121,10 +124,12 @@ class EntropyTargetSampler(UniformSampler):
         if self.entropy is None:
             return None
         hot = self.entropy <= float(self.p["target"])
+        cap = int(self.p["max_rows"])
         return {
             "temperature": float(self.p["t_high"] if hot else self.p["t_low"]),
             "frac": float(self.p["frac"]),
-            "min_reward": float(self.p["min_reward"]),
+            "min_adv": float(self.p["min_adv"]),
+            "max_rows": cap if hot else cap // 2,
             "advantage": float(self.p["advantage"]),
         }
 

@@ -371,9 +371,10 @@ class Trainer:
     def _extra_round(self, batch: Batch, step: int) -> dict:
         """A sampler's extra generation round (AEPO's temperature-adjusted samples).
 
-        ``sampler.extra_round(step)`` returns None or {"temperature", "frac", "min_reward",
-        "advantage"}: the first ceil(frac * groups) prompts of the batch are sampled again, G each,
-        at that temperature; the completions with reward >= min_reward join the batch (one group
+        ``sampler.extra_round(step)`` returns None or {"temperature", "frac", "min_adv",
+        "max_rows", "advantage"}: the first ceil(frac * groups) prompts of the batch are sampled
+        again, G each, at that temperature; the first ``max_rows`` completions whose advantage
+        (the run's estimator, within their new group) exceeds min_adv join the batch (one group
         per prompt) with the fixed advantage, a REINFORCE term whose log-probs are the policy's
         at the rollout temperature. Training metrics (reward, accuracy) stay those of the main
         batch."""
@@ -398,7 +399,9 @@ class Trainer:
         problems = [self.train_set[i] for i in row_idx]
         ctx = self._group_context(ro, problems, [G] * n_p, row_idx, step)
         rewards, _ = compute_rewards(cfg.rewards, ctx)
-        keep = [i for i in range(len(ro)) if float(rewards[i]) >= float(req["min_reward"])]
+        adv, _ = compute_advantages_logged(rewards, [G] * n_p, cfg.advantage, ctx)
+        keep = [i for i in range(len(ro)) if float(adv[i]) > float(req["min_adv"])]
+        keep = keep[: int(req["max_rows"])]
         logs = {"extra/temperature": float(req["temperature"]), "extra/n_kept": float(len(keep))}
         if not keep:
             return logs

@@ -315,7 +315,10 @@ def test_aepo_sampler_picks_the_temperature_from_the_last_entropy():
     assert s.extra_round(1)["temperature"] == 1.2  # at or below the target: hotter samples
     s.update({"entropy": 1.0})
     req = s.extra_round(2)
-    assert req == {"temperature": 0.8, "frac": 0.25, "min_reward": 1.0, "advantage": 1.0}
+    # above the target: cooler samples, half the REINFORCE rows (60 // 2)
+    assert req == {
+        "temperature": 0.8, "frac": 0.25, "min_adv": 0.05, "max_rows": 30, "advantage": 1.0
+    }
     assert s.update({"entropy": float("nan")}) is None and s.entropy == 1.0
     s2 = SAMPLERS.get("aepo")(100, cfg, 0)
     s2.load_state_dict(s.state_dict())
@@ -327,17 +330,21 @@ def test_aepo_sampler_picks_the_temperature_from_the_last_entropy():
 def test_aepo_extra_round_joins_the_batch_with_a_fixed_advantage(smoke_cfg):
     from grpo_core.trainer import Trainer
 
-    cfg = smoke_cfg("aepo", ["sampler.params={target: 10.0, min_reward: 0.0, frac: 0.5}"])
+    cfg = smoke_cfg("aepo", ["sampler.params={target: 10.0, min_adv: -100.0, frac: 0.5}"])
     t = Trainer(cfg, None)
     batch, _ = t.collect(1)
     n0, sizes0 = len(batch.rollouts), list(batch.group_sizes)
     t.sampler.entropy = 0.3
     logs = t._extra_round(batch, 1)
-    # half of the 4 prompts, G = 4 each, every completion kept (min_reward 0): 8 more rows
+    # half of the 4 prompts, G = 4 each, every completion kept (min_adv -100): 8 more rows
     assert logs == {"extra/temperature": 1.2, "extra/n_kept": 8.0}
     assert len(batch.rollouts) == n0 + 8 and batch.group_sizes == sizes0 + [4, 4]
     assert batch.indices[n0:] == [batch.indices[0]] * 4 + [batch.indices[4]] * 4
     assert torch.isnan(batch.adv_override[:n0]).all() and (batch.adv_override[n0:] == 1).all()
+    # a cap on the rows: only the first 3 kept
+    t.sampler.p["max_rows"] = 3
+    batch, _ = t.collect(1)
+    assert t._extra_round(batch, 1)["extra/n_kept"] == 3.0
 
 
 # ------------------------------------------------------------------ the log-prob pass
@@ -396,7 +403,7 @@ def test_smoke_run(repro, smoke_cfg, tmp_path):
 
     ov = ["train.steps=2"]
     if repro == "aepo":  # keep every extra completion so the REINFORCE rows are exercised
-        ov.append("sampler.params={target: 10.0, min_reward: 0.0}")
+        ov.append("sampler.params={target: 10.0, min_adv: -100.0}")
     cfg = smoke_cfg(repro, ov)
     Trainer(cfg, tmp_path / repro).train(progress=False)
     rows = [json.loads(x) for x in (tmp_path / repro / "metrics.jsonl").read_text().splitlines()]
