@@ -220,14 +220,17 @@ def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None 
         J_g = mean_{i in pos} s_i - tau * log mean_{j in neg} exp(s_j / tau),
 
     score s = mean token log pi_theta ("logp", log-L) or mean ratio pi_theta/pi_old ("ratio",
-    L-ratio); no clip, no reference. KL(pi_old || pi_theta) (k1, sequence-mean) is held by a
+    L-ratio); no clip, no reference. KL(pi_old || pi_theta), the token mean of the k3 estimate
+    rho - 1 - log rho (``kl: k3``, the authors' low_var_kl; ``k1``: -log rho), is held by a
     squared hinge beta/2 * [KL - delta]_+^2. Every row of group g carries a share of -J_g (times
-    |g|, so groups of other prompts add up to the mean of -J over groups under
-    seq_mean_token_mean); the hinge is on every row. ``clipped`` marks rows where the hinge is
-    active. Needs whole groups per micro-batch; the hinge uses the micro-batch's KL, which is the
-    minibatch's when train.micro_batch_size >= the minibatch size."""
+    |g|, so the rows add up to the mean of -J over all groups under seq_mean_token_mean); the
+    hinge is on every row. ``clipped`` marks rows where the hinge is active. Needs whole groups
+    per micro-batch; the hinge uses the micro-batch's KL, which is the minibatch's when
+    train.micro_batch_size >= the minibatch size."""
     p = _check_params(
-        cfg.params, {"tau": 10.0, "beta": 1.0e3, "delta": 1.0e-4, "score": "logp"}, "loss.params"
+        cfg.params,
+        {"tau": 10.0, "beta": 1.0e3, "delta": 1.0e-4, "score": "logp", "kl": "k3"},
+        "loss.params",
     )
     if p["score"] == "logp":
         s = _seq_mean(logp, mask)
@@ -250,7 +253,10 @@ def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None 
         for j in neg.tolist():
             per_row[j] = lme * size / len(neg)
     loss = torch.stack(per_row)
-    kl = _seq_mean(old_logp - logp, mask).mean()  # KL(pi_old || pi_theta), sampled from pi_old
+    log_rho = logp - old_logp  # KL(pi_old || pi_theta), sampled from pi_old: token mean
+    kl_tok = torch.exp(log_rho) - 1.0 - log_rho if p["kl"] == "k3" else -log_rho
+    m = mask.to(logp.dtype)
+    kl = (kl_tok * m).sum() / m.sum().clamp(min=1)
     hinge = torch.clamp(kl - float(p["delta"]), min=0.0)
     loss = loss + 0.5 * float(p["beta"]) * hinge**2
     active = bool(hinge.detach() > 0)

@@ -139,12 +139,15 @@ def test_disco_kl_hinge_one_sided_groups_and_split_groups():
     mask = torch.ones(2, 2)
     adv = torch.tensor([1.0, -1.0])
     fn = POLICY_LOSSES.get("disco")
-    # old log-probs 0.1 above: KL(pi_old || pi_theta) k1 = 0.1; hinge 1000/2 * (0.1 - 1e-4)^2
-    # = 500 * 0.0999^2 = 4.990005 on every row
+    # old log-probs 0.1 above: log rho = -0.1; KL k3 = e^-0.1 + 0.1 - 1 = 0.0048374;
+    # hinge 1000/2 * (0.0048374 - 1e-4)^2 = 500 * 0.0047374^2 = 0.0112216 on every row
     base, _ = fn(logp, logp, adv, mask, _disco(), ctx=_lctx([2]))
     hinged, clipped = fn(logp, logp + 0.1, adv, mask, _disco(), ctx=_lctx([2]))
-    assert torch.allclose(hinged - base, torch.full((2, 2), 4.990005), atol=1e-4)
+    assert torch.allclose(hinged - base, torch.full((2, 2), 0.0112216), atol=1e-6)
     assert clipped.all()
+    # k1: KL = 0.1; 500 * 0.0999^2 = 4.990005
+    k1, _ = fn(logp, logp + 0.1, adv, mask, _disco({"kl": "k1"}), ctx=_lctx([2]))
+    assert torch.allclose(k1 - base, torch.full((2, 2), 4.990005), atol=1e-4)
     # a group with positives only gives no loss
     only_pos, _ = fn(logp, logp, torch.tensor([1.0, 1.0]), mask, _disco(), ctx=_lctx([2]))
     assert torch.equal(only_pos, torch.zeros(2, 2))
