@@ -123,22 +123,24 @@ def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
     """Group-relative REINFORCE baselines (Yao et al. 2025, "Group-Relative REINFORCE Is Secretly
     an Off-Policy Algorithm", arXiv:2509.24203): A = scale * (r - b - delta) with
 
-    - baseline "mean": b = mean_g r (AsymRE: delta < 0 lowers the baseline, e.g. -0.1);
-    - baseline "softmax": b = tau * log mean_g exp(r / tau) (OPMD; scale 1/(1 + tau) is OPMD's
-      loss factor).
+    - baseline "mean": b = mean_g r (AsymRE: delta = -0.1 lowers the baseline, A = r - mean +
+      0.1; OPMD's default);
+    - baseline "logavgexp": b = tau * log mean_g exp(r / tau) (OPMD's alternative).
+
+    OPMD divides its loss by 1 + tau: ``scale: 0.5`` for tau = 1.
 
     No std scaling. Pair with loss.name: reinforce."""
     p = _params(cfg, {"baseline": "mean", "tau": 1.0, "delta": 0.0, "scale": 1.0})
     if p["baseline"] == "mean":
         b = rewards.mean(dim=1, keepdim=True)
-    elif p["baseline"] == "softmax":
+    elif p["baseline"] == "logavgexp":
         tau = float(p["tau"])
         if tau <= 0:
             raise UserError(f"advantage.params.tau must be > 0, got {tau}")
         g = rewards.shape[1]
         b = tau * (torch.logsumexp(rewards / tau, dim=1, keepdim=True) - torch.log(torch.tensor(float(g))))
     else:
-        raise UserError(f"advantage.params.baseline {p['baseline']!r}: want mean or softmax")
+        raise UserError(f"advantage.params.baseline {p['baseline']!r}: want mean or logavgexp")
     adv = float(p["scale"]) * (rewards - b - float(p["delta"]))
     return adv, {"baseline": float(b.mean())}
 

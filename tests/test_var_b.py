@@ -64,7 +64,7 @@ def test_row_groups():
 # ------------------------------------------------------------------ offpolicy_reinforce
 
 
-def test_reinforce_baseline_mean_asymre_and_opmd_softmax():
+def test_reinforce_baseline_mean_asymre_and_opmd_logavgexp():
     r = torch.tensor([1.0, 0.0, 0.0, 1.0])
     # mean baseline 0.5: A = r - 0.5
     a, logs = compute_advantages_logged(r, 4, AdvantageCfg(name="reinforce_baseline"))
@@ -76,7 +76,7 @@ def test_reinforce_baseline_mean_asymre_and_opmd_softmax():
     # OPMD: b = tau log mean exp(r / tau), tau = 1: log((e + 1 + 1 + e) / 4) = log((e+1)/2)
     # = log(1.859141) = 0.620115; A = (r - b) / (1 + tau) = 0.5 * (r - 0.620115)
     cfg = AdvantageCfg(
-        name="reinforce_baseline", params={"baseline": "softmax", "tau": 1.0, "scale": 0.5}
+        name="reinforce_baseline", params={"baseline": "logavgexp", "tau": 1.0, "scale": 0.5}
     )
     a, logs = compute_advantages_logged(r, 4, cfg)
     b = 0.620115
@@ -84,7 +84,7 @@ def test_reinforce_baseline_mean_asymre_and_opmd_softmax():
     assert logs["adv/baseline"] == pytest.approx(b, abs=1e-5)
     with pytest.raises(UserError, match="unknown parameter 'tua'"):
         compute_advantages_logged(r, 4, AdvantageCfg(name="reinforce_baseline", params={"tua": 1}))
-    with pytest.raises(UserError, match="want mean or softmax"):
+    with pytest.raises(UserError, match="want mean or logavgexp"):
         compute_advantages_logged(
             r, 4, AdvantageCfg(name="reinforce_baseline", params={"baseline": "max"})
         )
