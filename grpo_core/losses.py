@@ -348,42 +348,54 @@ def kd_reverse_kl_regulariser(
     }
 
 
-def _run_len(a: torch.Tensor, b: torch.Tensor) -> int:
-    """Length of the common leading run of two 1-D token sequences."""
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    return int(torch.cumprod((a[:n] == b[:n]).long(), 0).sum())
+def _conflict_run(ids: torch.Tensor, m: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+    """[g, C] leading runs of conflict tokens: position t of completion c is a conflict when its
+    token there also occurs at position t in some positive and in some negative completion (the
+    completion itself counts); the run stops at c's first non-conflict position."""
+    eq = (ids[:, None, :] == ids[None, :, :]) & m[:, None, :] & m[None, :, :]  # [g, g, C]
+    raw = (eq & pos[None, :, None]).any(1) & (eq & neg[None, :, None]).any(1) & m
+    raw &= (pos | neg)[:, None]  # completions with A = 0 take no part
+    return torch.cumprod(raw.long(), dim=1).bool()
 
 
 @TOKEN_WEIGHTS.register("gtpo_conflict")
-def gtpo_conflict_weights(ctx, advantages, old_logp, mask, pos_weight=2.0, neg_weight=0.0):
-    """GTPO (Simoni et al. 2025, arXiv:2508.03772) conflict tokens: a token shared at the same
-    position by a positive (A > 0) and a negative (A < 0) completion of one group, within their
-    common leading run (positions from the start) or common trailing run (positions aligned at
-    the ends). Conflict tokens weigh ``pos_weight`` in positive completions (amplified) and
-    ``neg_weight`` in negative ones (0: the negative update is skipped); others 1."""
+def gtpo_conflict_weights(
+    ctx, advantages, old_logp, mask, pos_weight=2.0, neg_weight=0.0, norm_by_conflicts=True
+):
+    """GTPO (Simoni et al. 2025, arXiv:2508.03772; the authors' build_conflict_mask) conflict
+    tokens: within a group, a token at position t is in conflict when the same token sits at t
+    in a positive (A > 0) and a negative (A < 0) completion; only the leading run of such
+    positions counts, once with positions from the start and once aligned at the ends. A
+    conflict weighs ``pos_weight`` in a positive completion and ``neg_weight`` in a negative
+    one, per run (a position in both runs of a positive completion weighs pos_weight^2);
+    others 1. With ``norm_by_conflicts`` each completion's weights are divided by its number
+    of conflict tokens (at least 1), as the authors' loss divides each completion's loss."""
     ids, m = ctx.completion_ids, mask.bool()
-    lens = m.sum(-1).tolist()
-    conflict = torch.zeros_like(m)
-    for sl in ctx.groups():
-        rows = list(range(sl.start, sl.stop))
-        pos = [i for i in rows if advantages[i] > 0]
-        neg = [i for i in rows if advantages[i] < 0]
-        for i in pos:
-            for j in neg:
-                a, b = ids[i, : lens[i]], ids[j, : lens[j]]
-                k = _run_len(a, b)
-                conflict[i, :k] = True
-                conflict[j, :k] = True
-                e = _run_len(a.flip(0), b.flip(0))
-                conflict[i, lens[i] - e : lens[i]] = True
-                conflict[j, lens[j] - e : lens[j]] = True
-    conflict &= m
-    sign = torch.sign(advantages).unsqueeze(-1).expand_as(old_logp)
+    C = m.shape[1]
     w = torch.ones_like(old_logp)
-    w = torch.where(conflict & (sign > 0), torch.full_like(w, pos_weight), w)
-    w = torch.where(conflict & (sign < 0), torch.full_like(w, neg_weight), w)
+    conflict = torch.zeros_like(m)
+    steps = torch.arange(C).unsqueeze(0)
+    for sl in ctx.groups():
+        a, ig, mg = advantages[sl], ids[sl], m[sl]
+        pos, neg = a > 0, a < 0
+        if not (pos.any() and neg.any()):
+            continue
+        fwd = _conflict_run(ig, mg, pos, neg)
+        lens = mg.sum(-1, keepdim=True)  # reversed, right-aligned: s = 0 is the last token
+        idx = (lens - 1 - steps).clamp(min=0)
+        bwd_rev = _conflict_run(ig.gather(1, idx), steps < lens, pos, neg)
+        bwd = torch.zeros_like(mg)
+        for r in range(len(a)):
+            n = int(lens[r])
+            bwd[r, :n] = bwd_rev[r, :n].flip(0)
+        side = torch.where(pos, pos_weight, neg_weight).to(w.dtype).unsqueeze(-1)
+        one = torch.ones_like(w[sl])
+        delta = torch.where(fwd, side, one) * torch.where(bwd, side, one)
+        both = (fwd | bwd) & mg
+        if norm_by_conflicts:
+            delta = delta / both.sum(-1, keepdim=True).clamp(min=1).to(w.dtype)
+        w[sl] = delta
+        conflict[sl] = both
     n = m.sum().clamp(min=1)
     return w, {"conflict_frac": float(conflict.sum() / n), "mean": float((w * m).sum() / n)}
 

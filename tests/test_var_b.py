@@ -229,19 +229,36 @@ def test_kd_reverse_kl_k2_and_no_kd_on_correct():
 
 
 def test_gtpo_conflict_weights_two_short_completions():
-    # row 0 positive "5 6 7 EOS", row 1 negative "5 6 8 9 EOS", row 2 (A = 0) like row 0
-    ids = torch.tensor([[5, 6, 7, 2, 0], [5, 6, 8, 9, 2], [5, 6, 7, 2, 0]])
-    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
-    adv = torch.tensor([1.0, -1.0, 0.0])
-    ctx = _gctx([3], mask, ids)
-    w, logs = TOKEN_WEIGHTS.get("gtpo_conflict")(ctx, adv, torch.zeros(3, 5), mask)
-    # leading run 5 6 (positions 0, 1); trailing run aligned at the ends: EOS (row 0 position 3,
-    # row 1 position 4); positive conflicts x2, negative conflicts x0, row 2 untouched
+    # group 0: row 0 positive "5 6 7 EOS", row 1 negative "5 6 8 9 EOS", row 2 (A = 0) like row 0
+    # group 1: row 3 positive "5 5", row 4 negative "5 5 5"
+    ids = torch.tensor(
+        [[5, 6, 7, 2, 0], [5, 6, 8, 9, 2], [5, 6, 7, 2, 0], [5, 5, 0, 0, 0], [5, 5, 5, 0, 0]]
+    )
+    mask = (torch.arange(5)[None, :] < torch.tensor([4, 5, 4, 2, 3])[:, None]).long()
+    adv = torch.tensor([1.0, -1.0, 0.0, 1.0, -1.0])
+    ctx = _gctx([3, 2], mask, ids)
+    fn = TOKEN_WEIGHTS.get("gtpo_conflict")
+    w, logs = fn(ctx, adv, torch.zeros(5, 5), mask, norm_by_conflicts=False)
+    # group 0: leading run "5 6" (positions 0, 1; "7" vs "8" ends it); trailing run aligned at the
+    # ends: EOS only ("7" vs "9"). Positive conflicts x2, negative ones x0; row 2 (A = 0) is 1.
+    # group 1: row 3's both tokens are in both runs: 2 * 2 = 4; row 4: leading run positions
+    # 0, 1 and trailing run positions 2, 1 -> all 0
     want = torch.tensor(
-        [[2.0, 2.0, 1.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]]
+        [
+            [2.0, 2.0, 1.0, 2.0, 1.0],
+            [0.0, 0.0, 1.0, 1.0, 0.0],
+            [1.0, 1.0, 1.0, 1.0, 1.0],
+            [4.0, 4.0, 1.0, 1.0, 1.0],
+            [0.0, 0.0, 0.0, 1.0, 1.0],
+        ]
     )
     assert torch.equal(w, want)
-    assert logs["conflict_frac"] == pytest.approx(6 / 13)
+    # conflict tokens: 3 + 3 + 0 + 2 + 3 = 11 of 4 + 5 + 4 + 2 + 3 = 18
+    assert logs["conflict_frac"] == pytest.approx(11 / 18)
+    # the authors' loss divides each completion by its conflict count (row 0: 3, row 3: 2)
+    wn, _ = fn(ctx, adv, torch.zeros(5, 5), mask)
+    assert torch.allclose(wn[0, :4], torch.tensor([2 / 3, 2 / 3, 1 / 3, 2 / 3]))
+    assert torch.equal(wn[2], want[2]) and torch.allclose(wn[3, :2], torch.tensor([2.0, 2.0]))
 
 
 def test_gtpo_advantage_entropy_filter():
