@@ -138,7 +138,9 @@ def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
         if tau <= 0:
             raise UserError(f"advantage.params.tau must be > 0, got {tau}")
         g = rewards.shape[1]
-        b = tau * (torch.logsumexp(rewards / tau, dim=1, keepdim=True) - torch.log(torch.tensor(float(g))))
+        b = tau * (
+            torch.logsumexp(rewards / tau, dim=1, keepdim=True) - torch.log(torch.tensor(float(g)))
+        )
     else:
         raise UserError(f"advantage.params.baseline {p['baseline']!r}: want mean or logavgexp")
     adv = float(p["scale"]) * (rewards - b - float(p["delta"]))
@@ -158,7 +160,10 @@ def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     m = ctx.completion_mask.to(ent.dtype)
     h = ((ent * m).sum(-1) / m.sum(-1).clamp(min=1)).view_as(adv)
     out = torch.where(h > float(p["h_max"]), torch.zeros_like(adv), adv - float(p["gamma"]) * h)
-    return out, {"filtered_frac": float((h > float(p["h_max"])).float().mean()), "seq_entropy": float(h.mean())}
+    return out, {
+        "filtered_frac": float((h > float(p["h_max"])).float().mean()),
+        "seq_entropy": float(h.mean()),
+    }
 
 
 def _call(fn, rewards: torch.Tensor, cfg: AdvantageCfg, ctx) -> tuple[torch.Tensor, dict]:

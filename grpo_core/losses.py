@@ -274,9 +274,7 @@ def reg_grpo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | No
     s_g = max(std_g(rho) without gradient, min_std) (params ``scale: std``, the default; on the
     first update after sampling rho = 0 and the raw std is 0) or s_g = ``beta`` (``scale:
     fixed``). Each token of row i carries loss_i (its mean over the row is loss_i)."""
-    p = _check_params(
-        cfg.params, {"scale": "std", "min_std": 0.1, "beta": 1.0}, "loss.params"
-    )
+    p = _check_params(cfg.params, {"scale": "std", "min_std": 0.1, "beta": 1.0}, "loss.params")
     rho = _seq_mean(logp - old_logp, mask)
     per_row = [rho.new_zeros(()) for _ in range(len(rho))]
     for rows in _whole_groups(ctx, len(rho), "reg_grpo"):
@@ -318,7 +316,13 @@ def llds_regulariser(logp, old_logp, adv, mask, ctx, min_adv: float = 0.0):
 
 @REGULARISERS.register("kd_reverse_kl")
 def kd_reverse_kl_regulariser(
-    logp, old_logp, adv, mask, ctx, estimator: str = "k2", skip_correct: bool = True,
+    logp,
+    old_logp,
+    adv,
+    mask,
+    ctx,
+    estimator: str = "k2",
+    skip_correct: bool = True,
     correct_reward: float = 1.0,
 ):
     """KDRL (Xu et al. 2025, arXiv:2506.02208): reverse KL(pi_theta || pi_teacher) on the

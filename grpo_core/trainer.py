@@ -407,9 +407,7 @@ class Trainer:
             return logs
         sizes = [n for n in (sum(1 for i in keep if i // G == k) for k in range(n_p)) if n]
         n_old = len(batch.rollouts)
-        batch.rollouts = Rollouts.concat(
-            [batch.rollouts, ro.select(keep)], self.tok.pad_token_id
-        )
+        batch.rollouts = Rollouts.concat([batch.rollouts, ro.select(keep)], self.tok.pad_token_id)
         batch.problems = batch.problems + [problems[i] for i in keep]
         batch.rewards = torch.cat([batch.rewards, rewards[keep]])
         batch.group_sizes = batch.group_sizes + sizes
@@ -463,7 +461,9 @@ class Trainer:
                     )
                 with reference_logprobs_context(self.ref):
                     return self._logprobs_nograd(self.ref, r)
-            raise ValueError(f"unknown log-prob source {which!r}; want policy, ref, entropy or dist")
+            raise ValueError(
+                f"unknown log-prob source {which!r}; want policy, ref, entropy or dist"
+            )
 
         return GroupContext(
             texts=ro.texts,

@@ -80,7 +80,9 @@ def test_reinforce_baseline_mean_asymre_and_opmd_logavgexp():
     )
     a, logs = compute_advantages_logged(r, 4, cfg)
     b = 0.620115
-    assert torch.allclose(a, torch.tensor([0.5 * (1 - b), -0.5 * b, -0.5 * b, 0.5 * (1 - b)]), atol=1e-5)
+    assert torch.allclose(
+        a, torch.tensor([0.5 * (1 - b), -0.5 * b, -0.5 * b, 0.5 * (1 - b)]), atol=1e-5
+    )
     assert logs["adv/baseline"] == pytest.approx(b, abs=1e-5)
     with pytest.raises(UserError, match="unknown parameter 'tua'"):
         compute_advantages_logged(r, 4, AdvantageCfg(name="reinforce_baseline", params={"tua": 1}))
@@ -222,7 +224,9 @@ def test_kd_reverse_kl_k2_and_no_kd_on_correct():
     assert torch.allclose(term, torch.tensor([[0.125, 0.5], [0.0, 0.0]]))
     assert logs["kd_frac"] == 0.5
     with pytest.raises(UserError, match="needs teacher log-probs"):
-        REGULARISERS.get("kd_reverse_kl")(logp, logp, torch.zeros(2), torch.ones(2, 2), LossContext())
+        REGULARISERS.get("kd_reverse_kl")(
+            logp, logp, torch.zeros(2), torch.ones(2, 2), LossContext()
+        )
 
 
 # ------------------------------------------------------------------ gtpo
@@ -337,7 +341,11 @@ def test_aepo_sampler_picks_the_temperature_from_the_last_entropy():
     req = s.extra_round(2)
     # above the target: cooler samples, half the REINFORCE rows (60 // 2)
     assert req == {
-        "temperature": 0.8, "frac": 0.25, "min_adv": 0.05, "max_rows": 30, "advantage": 1.0
+        "temperature": 0.8,
+        "frac": 0.25,
+        "min_adv": 0.05,
+        "max_rows": 30,
+        "advantage": 1.0,
     }
     assert s.update({"entropy": float("nan")}) is None and s.entropy == 1.0
     s2 = SAMPLERS.get("aepo")(100, cfg, 0)
