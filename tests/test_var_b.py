@@ -445,8 +445,17 @@ def test_smoke_run(repro, smoke_cfg, tmp_path):
     if repro == "aepo":
         assert "extra/temperature" not in rows[0] and rows[1]["extra/temperature"] == 1.2
         assert rows[1]["extra/n_kept"] == 4.0
-    if repro == "llds":  # minibatches 2-4 see pi_theta != pi_old
-        assert rows[0]["reg/llds/active_frac"] >= 0.0
+    if repro == "llds":  # a one-sided penalty, on 4 minibatches per batch
+        assert cfg.train.minibatches == 4 and all(r["reg/llds"] >= 0.0 for r in rows)
+
+
+def test_group_losses_refuse_micro_batches_that_split_groups(smoke_cfg):
+    from grpo_core.trainer import Trainer
+
+    # smoke: groups of 4; micro-batches of 2 rows split every group
+    t = Trainer(smoke_cfg("disco", ["train.steps=1", "train.micro_batch_size=2"]), None)
+    with pytest.raises(UserError, match="whole in one micro-batch"):
+        t.train_step(0)
 
 
 def test_kdrl_teacher_is_another_run(smoke_cfg, smoke_results, tmp_path):
