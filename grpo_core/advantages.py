@@ -19,7 +19,7 @@ import inspect
 import torch
 
 from grpo_core.config import AdvantageCfg
-from grpo_core.errors import UserError
+from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
 ADVANTAGES: Registry = Registry("advantage estimator")
@@ -108,8 +108,6 @@ def reinforce_pp_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) ->
 
 def _params(cfg: AdvantageCfg, allowed: dict) -> dict:
     """``allowed`` defaults updated by advantage.params; an unknown key is a UserError."""
-    from grpo_core.errors import closest
-
     for k in cfg.params:
         if k not in allowed:
             raise UserError(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from grpo_core.config import KLCfg, LossCfg, ScheduleCfg
+from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
 POLICY_LOSSES: Registry = Registry("policy loss")
@@ -170,8 +171,6 @@ def aggregate(
 
 def _check_params(params: dict, allowed: dict, where: str) -> dict:
     """``allowed`` defaults updated by ``params``; an unknown key is a UserError."""
-    from grpo_core.errors import UserError, closest
-
     for k in params:
         if k not in allowed:
             raise UserError(f"{where}: unknown parameter {k!r}; {closest(k, list(allowed))}")
@@ -181,8 +180,6 @@ def _check_params(params: dict, allowed: dict, where: str) -> dict:
 def _whole_groups(ctx: LossContext | None, b: int, name: str) -> list[torch.Tensor]:
     """Row indices of each group in this micro-batch; every group must be complete (group-level
     losses are not additive over rows)."""
-    from grpo_core.errors import UserError
-
     if ctx is None or ctx.group_ids is None:
         return [torch.arange(b)]
     out = []
@@ -237,8 +234,6 @@ def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None 
     elif p["score"] == "ratio":
         s = _seq_mean(torch.exp(logp - old_logp), mask)
     else:
-        from grpo_core.errors import UserError
-
         raise UserError(f"loss.params.score {p['score']!r}: want logp or ratio")
     tau = float(p["tau"])
     per_row = [s.new_zeros(()) for _ in range(len(s))]
@@ -286,8 +281,6 @@ def reg_grpo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | No
         elif p["scale"] == "fixed":
             scale = float(p["beta"])
         else:
-            from grpo_core.errors import UserError
-
             raise UserError(f"loss.params.scale {p['scale']!r}: want std or fixed")
         err = (adv[rows] - c / scale) ** 2
         for k, i in enumerate(rows.tolist()):
@@ -330,8 +323,6 @@ def kd_reverse_kl_regulariser(
     (teacher = the reference slot, model.ref_name_or_path, e.g. run:grpo/seed0); with
     ``skip_correct`` responses whose reward >= ``correct_reward`` get no KD term (reward-guided
     KD). Weight and its annealing come from the regulariser's weight / schedule."""
-    from grpo_core.errors import UserError
-
     if ctx.ref_logp is None:
         raise UserError(
             "regulariser kd_reverse_kl needs teacher log-probs: set model.ref_name_or_path "

@@ -16,6 +16,7 @@ import random
 import torch
 
 from grpo_core.config import SamplerCfg
+from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
 SAMPLERS: Registry = Registry("sampler")
@@ -107,8 +108,6 @@ class EntropyTargetSampler(UniformSampler):
     }
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
-        from grpo_core.errors import UserError, closest
-
         super().__init__(n_items, cfg, seed)
         for k in cfg.params:
             if k not in self.DEFAULTS:
