@@ -19,7 +19,7 @@ import inspect
 import torch
 
 from grpo_core.config import AdvantageCfg
-from grpo_core.errors import UserError
+from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
 ADVANTAGES: Registry = Registry("advantage estimator")
@@ -134,6 +134,64 @@ def xrpo_novelty_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
         "frac_boosted": float((bonus > 0).float().mean()),
     }
     return adv + bonus, logs
+
+
+def _params(cfg: AdvantageCfg, allowed: dict) -> dict:
+    """``allowed`` defaults updated by advantage.params; an unknown key is a UserError."""
+    for k in cfg.params:
+        if k not in allowed:
+            raise UserError(
+                f"advantage.params ({cfg.name}): unknown parameter {k!r}; {closest(k, list(allowed))}"
+            )
+    return {**allowed, **cfg.params}
+
+
+@ADVANTAGES.register("reinforce_baseline")
+def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
+    """Group-relative REINFORCE baselines (Yao et al. 2025, "Group-Relative REINFORCE Is Secretly
+    an Off-Policy Algorithm", arXiv:2509.24203): A = scale * (r - b - delta) with
+
+    - baseline "mean": b = mean_g r (AsymRE: delta = -0.1 lowers the baseline, A = r - mean +
+      0.1; OPMD's default);
+    - baseline "logavgexp": b = tau * log mean_g exp(r / tau) (OPMD's alternative).
+
+    OPMD divides its loss by 1 + tau: ``scale: 0.5`` for tau = 1.
+
+    No std scaling. Pair with loss.name: reinforce."""
+    p = _params(cfg, {"baseline": "mean", "tau": 1.0, "delta": 0.0, "scale": 1.0})
+    if p["baseline"] == "mean":
+        b = rewards.mean(dim=1, keepdim=True)
+    elif p["baseline"] == "logavgexp":
+        tau = float(p["tau"])
+        if tau <= 0:
+            raise UserError(f"advantage.params.tau must be > 0, got {tau}")
+        g = rewards.shape[1]
+        b = tau * (
+            torch.logsumexp(rewards / tau, dim=1, keepdim=True) - torch.log(torch.tensor(float(g)))
+        )
+    else:
+        raise UserError(f"advantage.params.baseline {p['baseline']!r}: want mean or logavgexp")
+    adv = float(p["scale"]) * (rewards - b - float(p["delta"]))
+    return adv, {"baseline": float(b.mean())}
+
+
+@ADVANTAGES.register("gtpo")
+def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
+    """GTPO (Simoni et al. 2025, arXiv:2508.03772) entropy filter on top of the GRPO advantage:
+    with H_i the mean token entropy of completion i under the sampling policy, completions with
+    H_i > h_max get A = 0 (filtered), the others A_i - gamma * H_i."""
+    p = _params(cfg, {"h_max": 0.7, "gamma": 0.1})
+    adv = grpo_advantage(rewards, cfg)
+    if ctx is None:
+        raise UserError("advantage gtpo needs the group context (per-token entropies)")
+    ent = ctx.entropies()
+    m = ctx.completion_mask.to(ent.dtype)
+    h = ((ent * m).sum(-1) / m.sum(-1).clamp(min=1)).view_as(adv)
+    out = torch.where(h > float(p["h_max"]), torch.zeros_like(adv), adv - float(p["gamma"]) * h)
+    return out, {
+        "filtered_frac": float((h > float(p["h_max"])).float().mean()),
+        "seq_entropy": float(h.mean()),
+    }
 
 
 def _call(fn, rewards: torch.Tensor, cfg: AdvantageCfg, ctx) -> tuple[torch.Tensor, dict]:

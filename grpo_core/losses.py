@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from grpo_core.config import KLCfg, LossCfg, ScheduleCfg
+from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
 POLICY_LOSSES: Registry = Registry("policy loss")
@@ -44,6 +45,17 @@ class LossContext:
     completion_ids: torch.Tensor | None = None  # [b, T]
     step: int = 0
     total_steps: int = 1
+    # group structure (group-level losses): [b] index of each row's group in the step's batch
+    # and [b] that group's size in the batch (see :func:`row_groups`)
+    group_ids: torch.Tensor | None = None
+    group_sizes: torch.Tensor | None = None
+
+
+def row_groups(group_sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous group sizes [3, 2] -> ([N] group id per row [0,0,0,1,1], [N] its group's size
+    [3,3,3,2,2])."""
+    ids = torch.repeat_interleave(torch.arange(len(group_sizes)), torch.tensor(group_sizes))
+    return ids, torch.tensor(group_sizes)[ids]
 
 
 def schedule_value(start: float, sched: ScheduleCfg | None, step: int, total: int) -> float:
@@ -155,3 +167,255 @@ def aggregate(
     if mode == "seq_mean_token_sum_norm":
         return tok_sum.sum() / (max(n_seqs, 1) * norm_constant)
     raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+def _check_params(params: dict, allowed: dict, where: str) -> dict:
+    """``allowed`` defaults updated by ``params``; an unknown key is a UserError."""
+    for k in params:
+        if k not in allowed:
+            raise UserError(f"{where}: unknown parameter {k!r}; {closest(k, list(allowed))}")
+    return {**allowed, **params}
+
+
+def _whole_groups(ctx: LossContext | None, b: int, name: str) -> list[torch.Tensor]:
+    """Row indices of each group in this micro-batch; every group must be complete (group-level
+    losses are not additive over rows)."""
+    if ctx is None or ctx.group_ids is None:
+        return [torch.arange(b)]
+    out = []
+    for g in torch.unique(ctx.group_ids):
+        rows = torch.nonzero(ctx.group_ids == g).flatten()
+        if len(rows) != int(ctx.group_sizes[rows[0]]):
+            raise UserError(
+                f"loss {name!r} needs every group whole in one micro-batch, but group {int(g)} "
+                f"has {len(rows)} of {int(ctx.group_sizes[rows[0]])} rows here; use train.mu: 1, "
+                "a train.micro_batch_size >= the minibatch size, and minibatches of whole groups"
+            )
+        out.append(rows)
+    return out
+
+
+def _seq_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
+@POLICY_LOSSES.register("reinforce")
+def reinforce_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None = None):
+    """REINFORCE without importance ratio or clip: l_t = -A * log pi_theta(o_t). Off-policy
+    group-relative REINFORCE (OPMD, AsymRE: Yao et al. 2025, arXiv:2509.24203) keeps this loss
+    on stale minibatches; the baseline is the advantage estimator's (``reinforce_baseline``)."""
+    a = adv.unsqueeze(-1) if adv.dim() == 1 else adv
+    return -a * logp, torch.zeros_like(logp, dtype=torch.bool)
+
+
+@POLICY_LOSSES.register("disco")
+def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None = None):
+    """DisCO (Li et al. 2025, arXiv:2505.12366): a discriminative objective per prompt with both
+    positive (A > 0) and negative (A < 0) completions,
+
+        J_g = mean_{i in pos} s_i - tau * log mean_{j in neg} exp(s_j / tau),
+
+    score s = mean token log pi_theta ("logp", log-L) or mean ratio pi_theta/pi_old ("ratio",
+    L-ratio); no clip, no reference. KL(pi_old || pi_theta), the token mean of the k3 estimate
+    rho - 1 - log rho (``kl: k3``, the authors' low_var_kl; ``k1``: -log rho), is held by a
+    squared hinge beta/2 * [KL - delta]_+^2. Every row of group g carries a share of -J_g (times
+    |g|, so the rows add up to the mean of -J over all groups under seq_mean_token_mean); the
+    hinge is on every row. ``clipped`` marks rows where the hinge is active. Needs whole groups
+    per micro-batch; the hinge uses the micro-batch's KL, which is the minibatch's when
+    train.micro_batch_size >= the minibatch size."""
+    p = _check_params(
+        cfg.params,
+        {"tau": 10.0, "beta": 1.0e3, "delta": 1.0e-4, "score": "logp", "kl": "k3"},
+        "loss.params",
+    )
+    if p["score"] == "logp":
+        s = _seq_mean(logp, mask)
+    elif p["score"] == "ratio":
+        s = _seq_mean(torch.exp(logp - old_logp), mask)
+    else:
+        raise UserError(f"loss.params.score {p['score']!r}: want logp or ratio")
+    tau = float(p["tau"])
+    per_row = [s.new_zeros(()) for _ in range(len(s))]
+    for rows in _whole_groups(ctx, len(s), "disco"):
+        pos, neg = rows[adv[rows] > 0], rows[adv[rows] < 0]
+        if len(pos) == 0 or len(neg) == 0:
+            continue  # only prompts with both right and wrong answers
+        size = len(rows)
+        lme = tau * (torch.logsumexp(s[neg] / tau, 0) - math.log(len(neg)))
+        for i in pos.tolist():
+            per_row[i] = -s[i] * size / len(pos)
+        for j in neg.tolist():
+            per_row[j] = lme * size / len(neg)
+    loss = torch.stack(per_row)
+    log_rho = logp - old_logp  # KL(pi_old || pi_theta), sampled from pi_old: token mean
+    kl_tok = torch.exp(log_rho) - 1.0 - log_rho if p["kl"] == "k3" else -log_rho
+    m = mask.to(logp.dtype)
+    kl = (kl_tok * m).sum() / m.sum().clamp(min=1)
+    hinge = torch.clamp(kl - float(p["delta"]), min=0.0)
+    loss = loss + 0.5 * float(p["beta"]) * hinge**2
+    active = bool(hinge.detach() > 0)
+    return loss.unsqueeze(-1).expand_as(logp), torch.full_like(mask, active, dtype=torch.bool)
+
+
+@POLICY_LOSSES.register("reg_grpo")
+def reg_grpo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None = None):
+    """Reg-GRPO (Park et al. 2025, DeepVideo-R1, arXiv:2506.07464): regress the advantage with
+    the group-normalised sequence log-ratio, no clip, no min:
+
+        rho_i = mean_t (log pi_theta - log pi_old),  A_hat_i = (rho_i - mean_g rho) / s_g,
+        loss_i = (A_i - A_hat_i)^2,
+
+    s_g = max(std_g(rho) without gradient, min_std) (params ``scale: std``, the default; on the
+    first update after sampling rho = 0 and the raw std is 0) or s_g = ``beta`` (``scale:
+    fixed``). Each token of row i carries loss_i (its mean over the row is loss_i)."""
+    p = _check_params(cfg.params, {"scale": "std", "min_std": 0.1, "beta": 1.0}, "loss.params")
+    rho = _seq_mean(logp - old_logp, mask)
+    per_row = [rho.new_zeros(()) for _ in range(len(rho))]
+    for rows in _whole_groups(ctx, len(rho), "reg_grpo"):
+        r = rho[rows]
+        c = r - r.mean()
+        if p["scale"] == "std":
+            sd = r.detach().std(correction=1) if len(rows) > 1 else r.new_zeros(())
+            scale = torch.clamp(sd, min=float(p["min_std"]))
+        elif p["scale"] == "fixed":
+            scale = float(p["beta"])
+        else:
+            raise UserError(f"loss.params.scale {p['scale']!r}: want std or fixed")
+        err = (adv[rows] - c / scale) ** 2
+        for k, i in enumerate(rows.tolist()):
+            per_row[i] = err[k]
+    loss = torch.stack(per_row)
+    return loss.unsqueeze(-1).expand_as(logp), torch.zeros_like(mask, dtype=torch.bool)
+
+
+@REGULARISERS.register("llds")
+def llds_regulariser(logp, old_logp, adv, mask, ctx, min_adv: float = 0.0):
+    """LLDS (lazy-likelihood-displacement regulariser, Search-R1 collapse paper): per token
+    max(0, log pi_old - log pi_theta), only on responses with A >= ``min_adv`` whose summed
+    log-likelihood fell (sum_t log pi_theta - log pi_old < 0). Zero on the first update after
+    sampling (pi_theta = pi_old); active on later minibatches / epochs."""
+    m = mask.to(logp.dtype)
+    drop = torch.clamp(old_logp - logp, min=0.0)
+    fell = ((logp - old_logp).detach() * m).sum(-1) < 0
+    on = ((adv >= min_adv) & fell).to(logp.dtype).unsqueeze(-1)
+    term = drop * on
+    n = m.sum().clamp(min=1)
+    return term, {
+        "active_frac": float((on * m).sum() / n),
+        "penalty": float((term.detach() * m).sum() / n),
+    }
+
+
+@REGULARISERS.register("kd_reverse_kl")
+def kd_reverse_kl_regulariser(
+    logp,
+    old_logp,
+    adv,
+    mask,
+    ctx,
+    estimator: str = "k2",
+    skip_correct: bool = True,
+    correct_reward: float = 1.0,
+):
+    """KDRL (Xu et al. 2025, arXiv:2506.02208): reverse KL(pi_theta || pi_teacher) on the
+    student's own rollouts, per token with the k1/k2/k3 estimator of :func:`kl_estimate`
+    (teacher = the reference slot, model.ref_name_or_path, e.g. run:grpo/seed0); with
+    ``skip_correct`` responses whose reward >= ``correct_reward`` get no KD term (reward-guided
+    KD). Weight and its annealing come from the regulariser's weight / schedule."""
+    if ctx.ref_logp is None:
+        raise UserError(
+            "regulariser kd_reverse_kl needs teacher log-probs: set model.ref_name_or_path "
+            "(e.g. run:grpo/seed0) and keep train.log_kl: true"
+        )
+    if estimator not in ("k1", "k2", "k3"):
+        raise UserError(f"kd_reverse_kl estimator {estimator!r}: want k1, k2 or k3")
+    term = kl_estimate(logp, ctx.ref_logp, KLCfg(estimator=estimator))
+    m = mask.to(logp.dtype)
+    keep = torch.ones(len(logp), dtype=logp.dtype, device=logp.device)
+    if skip_correct and ctx.rewards is not None:
+        keep = (ctx.rewards < correct_reward).to(logp.dtype)
+    term = term * keep.unsqueeze(-1)
+    n = m.sum().clamp(min=1)
+    return term, {
+        "kd": float((term.detach() * m).sum() / n),
+        "kd_frac": float((keep.unsqueeze(-1) * m).sum() / n),
+    }
+
+
+def _conflict_run(ids: torch.Tensor, m: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+    """[g, C] leading runs of conflict tokens: position t of completion c is a conflict when its
+    token there also occurs at position t in some positive and in some negative completion (the
+    completion itself counts); the run stops at c's first non-conflict position."""
+    eq = (ids[:, None, :] == ids[None, :, :]) & m[:, None, :] & m[None, :, :]  # [g, g, C]
+    raw = (eq & pos[None, :, None]).any(1) & (eq & neg[None, :, None]).any(1) & m
+    raw &= (pos | neg)[:, None]  # completions with A = 0 take no part
+    return torch.cumprod(raw.long(), dim=1).bool()
+
+
+@TOKEN_WEIGHTS.register("gtpo_conflict")
+def gtpo_conflict_weights(
+    ctx, advantages, old_logp, mask, pos_weight=2.0, neg_weight=0.0, norm_by_conflicts=True
+):
+    """GTPO (Simoni et al. 2025, arXiv:2508.03772; the authors' build_conflict_mask) conflict
+    tokens: within a group, a token at position t is in conflict when the same token sits at t
+    in a positive (A > 0) and a negative (A < 0) completion; only the leading run of such
+    positions counts, once with positions from the start and once aligned at the ends. A
+    conflict weighs ``pos_weight`` in a positive completion and ``neg_weight`` in a negative
+    one, per run (a position in both runs of a positive completion weighs pos_weight^2);
+    others 1. With ``norm_by_conflicts`` each completion's weights are divided by its number
+    of conflict tokens (at least 1), as the authors' loss divides each completion's loss."""
+    ids, m = ctx.completion_ids, mask.bool()
+    C = m.shape[1]
+    w = torch.ones_like(old_logp)
+    conflict = torch.zeros_like(m)
+    steps = torch.arange(C).unsqueeze(0)
+    for sl in ctx.groups():
+        a, ig, mg = advantages[sl], ids[sl], m[sl]
+        pos, neg = a > 0, a < 0
+        if not (pos.any() and neg.any()):
+            continue
+        fwd = _conflict_run(ig, mg, pos, neg)
+        lens = mg.sum(-1, keepdim=True)  # reversed, right-aligned: s = 0 is the last token
+        idx = (lens - 1 - steps).clamp(min=0)
+        bwd_rev = _conflict_run(ig.gather(1, idx), steps < lens, pos, neg)
+        bwd = torch.zeros_like(mg)
+        for r in range(len(a)):
+            n = int(lens[r])
+            bwd[r, :n] = bwd_rev[r, :n].flip(0)
+        side = torch.where(pos, pos_weight, neg_weight).to(w.dtype).unsqueeze(-1)
+        one = torch.ones_like(w[sl])
+        delta = torch.where(fwd, side, one) * torch.where(bwd, side, one)
+        both = (fwd | bwd) & mg
+        if norm_by_conflicts:
+            delta = delta / both.sum(-1, keepdim=True).clamp(min=1).to(w.dtype)
+        w[sl] = delta
+        conflict[sl] = both
+    n = m.sum().clamp(min=1)
+    return w, {"conflict_frac": float(conflict.sum() / n), "mean": float((w * m).sum() / n)}
+
+
+@TOKEN_WEIGHTS.register("tw_grpo")
+def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.4):
+    """TW-GRPO (Dang et al. 2025, arXiv:2505.24718; the authors' code) token weights from the
+    group's token distributions: per position t, with log p_i the sampling policy's
+    log-distribution of completion i (uniform past its end), log q = mean_i log p_i and
+    d = clamp(log q - log p_i, -11, 11),
+
+        D_t = mean_i sum_v (exp(d) - d - 1)      (k3 terms summed over the vocabulary),
+
+    min-max normalised over the batch width's positions (+1e-8), w_t = 1 + (alpha - 1) * D_t,
+    the same for every completion of the group. The full distributions are computed one group
+    at a time (ctx.logprobs_rows("dist", rows), [G, C, V])."""
+    m = mask.bool()
+    w = torch.ones_like(old_logp)
+    for sl in ctx.groups():
+        lp = ctx.logprobs_rows("dist", list(range(sl.start, sl.stop)))  # [G, C, V]
+        V = lp.shape[-1]
+        lp = torch.where(m[sl].unsqueeze(-1), lp, torch.full_like(lp, -math.log(V)))
+        d = torch.clamp(lp.mean(0, keepdim=True) - lp, -11.0, 11.0)
+        D = (torch.exp(d) - d - 1.0).sum(-1).mean(0)  # [C]
+        Dn = (D - D.min()) / (D.max() - D.min() + 1e-8)
+        w[sl] = (1.0 + (alpha - 1.0) * Dn).unsqueeze(0).expand(sl.stop - sl.start, -1)
+    n = m.sum().clamp(min=1)
+    return w, {"mean": float((w * m).sum() / n), "max": float(w[m].max()) if m.any() else 1.0}

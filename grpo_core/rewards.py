@@ -42,6 +42,9 @@ class GroupContext:
     completion_mask: torch.Tensor | None = None  # [N, C]
     # which ("policy" | "ref") -> [N, C] per-token log-probs of the completions, no grad
     logprob_fn: Callable[[str], torch.Tensor] | None = None
+    # optional (which, rows) -> the same for those rows only, computed without caching the whole
+    # batch (for large sources such as the [N, C, V] "dist"); see :meth:`logprobs_rows`
+    rows_fn: Callable[[str, list[int]], torch.Tensor] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,14 +80,23 @@ class GroupContext:
 
     def logprobs(self, which: str = "policy") -> torch.Tensor:
         """[N, C] per-token log-probs under the sampling policy ("policy") or the reference /
-        teacher model ("ref") (or "entropy": per-token entropies of the sampling policy),
-        computed once by the trainer on first use."""
+        teacher model ("ref") (or "entropy": per-token entropies of the sampling policy; "dist":
+        its full log-distributions [N, C, V], better taken per group with
+        :meth:`logprobs_rows`), computed once by the trainer on first use."""
         key = f"logp/{which}"
         if key not in self._cache:
             if self.logprob_fn is None:
                 raise RuntimeError(f"this context has no log-probs ({which!r}) attached")
             self._cache[key] = self.logprob_fn(which)
         return self._cache[key]
+
+    def logprobs_rows(self, which: str, rows: list[int]) -> torch.Tensor:
+        """``logprobs(which)`` of ``rows`` only. With a rows source (the trainer attaches one)
+        and nothing cached, only those rows are computed and nothing is kept: e.g. the sampling
+        policy's full log-distributions ("dist", [len(rows), C, V]) one group at a time."""
+        if self.rows_fn is None or f"logp/{which}" in self._cache:
+            return self.logprobs(which)[torch.tensor(list(rows), dtype=torch.long)]
+        return self.rows_fn(which, list(rows))
 
     def entropies(self) -> torch.Tensor:
         """[N, C] per-token entropy of the sampling policy's distribution (no grad)."""
@@ -128,6 +140,8 @@ class GroupContext:
         if self.logprob_fn is not None:
             parent = self
             sub.logprob_fn = lambda which: parent.logprobs(which)[ix]
+        if self.rows_fn is not None:
+            sub.rows_fn = lambda which, rows: self.logprobs_rows(which, [idx[r] for r in rows])
         return sub
 
 

@@ -4,7 +4,8 @@ A sampler has ``next_prompts(n) -> list[int]`` (indices into the train split),
 ``group_sizes(indices, G) -> list[int]`` (rollouts per prompt; G each unless the sampler allocates
 a budget), ``keep(groups: list of 1-D reward tensors) -> bool mask`` deciding which sampled groups
 enter the batch, ``update(stats) -> dict | None`` after each step (stats: "indices", "problems",
-"rewards" [N], "group_sizes", "texts" [N], "step" of all kept groups; a returned dict is logged as
+"rewards" [N], "group_sizes", "texts" [N], "step" of all kept groups, and "entropy", the step's
+token-mean policy entropy; a returned dict is logged as
 "sampler/<key>"), and ``state_dict`` / ``load_state_dict`` for exact resume.
 
 Every sampler accepts ``sampler.params.pool: K`` (train only on the first K prompts of the train
@@ -93,6 +94,68 @@ class DynamicSampler(UniformSampler):
 
     def keep(self, groups: list[torch.Tensor]) -> torch.Tensor:
         return torch.tensor([bool(r.max() - r.min() > 1e-8) for r in groups], dtype=torch.bool)
+
+
+@SAMPLERS.register("aepo")
+class EntropyTargetSampler(UniformSampler):
+    """AEPO (Wang et al. 2025, arXiv:2510.08141; the authors' verl trainer): hold the policy's
+    entropy at a target with a REINFORCE term on samples of a temperature-adjusted policy.
+    After each step the measured token entropy H (the training pass's, logged as ``entropy``)
+    sets the next step's extra round (:meth:`grpo_core.trainer.Trainer._extra_round`): the first
+    ``frac`` of the batch's prompts are sampled again (G each) at ``t_high`` if H <= ``target``
+    else at ``t_low``; the completions whose advantage within their new group exceeds
+    ``min_adv`` join the batch with advantage ``advantage``, at most ``max_rows`` of them (half
+    that when cooling). No extra round before the first entropy is measured. Prompt order is
+    the uniform sampler's."""
+
+    DEFAULTS = {
+        "target": 0.5,
+        "t_high": 1.2,
+        "t_low": 0.8,
+        "frac": 0.25,
+        "min_adv": 0.05,
+        "max_rows": 60,
+        "advantage": 1.0,
+    }
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        for k in cfg.params:
+            if k not in self.DEFAULTS:
+                raise UserError(
+                    f"sampler.params (aepo): unknown parameter {k!r}; {closest(k, list(self.DEFAULTS))}"
+                )
+        self.p = {**self.DEFAULTS, **cfg.params}
+        if not 0 < float(self.p["frac"]) <= 1:
+            raise UserError(f"sampler.params.frac must be in (0, 1], got {self.p['frac']}")
+        self.entropy: float | None = None
+
+    def extra_round(self, step: int) -> dict | None:
+        if self.entropy is None:
+            return None
+        hot = self.entropy <= float(self.p["target"])
+        cap = int(self.p["max_rows"])
+        return {
+            "temperature": float(self.p["t_high"] if hot else self.p["t_low"]),
+            "frac": float(self.p["frac"]),
+            "min_adv": float(self.p["min_adv"]),
+            "max_rows": cap if hot else cap // 2,
+            "advantage": float(self.p["advantage"]),
+        }
+
+    def update(self, stats: dict) -> dict | None:
+        e = stats.get("entropy")
+        if e is None or e != e:  # missing or NaN (no batch this step)
+            return None
+        self.entropy = float(e)
+        return {"entropy_gap": self.entropy - float(self.p["target"])}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "entropy": self.entropy}
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.entropy = s.get("entropy")
 
 
 def make_sampler(cfg: SamplerCfg, n_items: int, seed: int):

@@ -35,6 +35,7 @@ from grpo_core.losses import (
     aggregate,
     entropy_from_logits,
     kl_estimate,
+    row_groups,
     schedule_value,
 )
 from grpo_core.models import (
@@ -92,9 +93,10 @@ def sequence_logprobs(
     completion_ids: torch.Tensor,  # [b, C]
     completion_mask: torch.Tensor,  # [b, C]
     temperature: float = 1.0,
-    with_entropy: bool = False,
+    with_entropy: bool | str = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log pi(o_t | q, o_<t) of the completion tokens [b, C] (and entropies [b, C]).
+    """Per-token log pi(o_t | q, o_<t) of the completion tokens [b, C] (and entropies [b, C];
+    with ``with_entropy="dist"`` instead the full log-distributions [b, C, V]).
 
     Logits are divided by the sampling temperature so the log-probs are those of the
     distribution the completions were drawn from. Only the C+1 last positions go through the
@@ -113,6 +115,8 @@ def sequence_logprobs(
     if temperature != 1.0:
         logits = logits / temperature
     logp = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    if with_entropy == "dist":
+        return logp, torch.log_softmax(logits, -1)
     ent = entropy_from_logits(logits) if with_entropy else None
     return logp, ent
 
@@ -174,6 +178,7 @@ class Batch:
     group_sizes: list[int] | None = None  # contiguous groups of this rank's rows
     indices: list[int] | None = None  # [N] train-set index of each row's prompt
     token_weight: torch.Tensor | None = None  # [N, C] from loss.token_weights
+    adv_override: torch.Tensor | None = None  # [N] fixed advantages (NaN: the estimator's)
     # the kept groups of all ranks (one process: the same as problems / rewards), for the sampler
     all_problems: list[Problem] | None = None
     all_rewards: torch.Tensor | None = None
@@ -368,6 +373,57 @@ class Trainer:
         batch.all_texts = kept_all_texts
         return batch, stats
 
+    def _extra_round(self, batch: Batch, step: int) -> dict:
+        """A sampler's extra generation round (AEPO's temperature-adjusted samples).
+
+        ``sampler.extra_round(step)`` returns None or {"temperature", "frac", "min_adv",
+        "max_rows", "advantage"}: the first ceil(frac * groups) prompts of the batch are sampled
+        again, G each, at that temperature; the first ``max_rows`` completions whose advantage
+        (the run's estimator, within their new group) exceeds min_adv join the batch (one group
+        per prompt) with the fixed advantage, a REINFORCE term whose log-probs are the policy's
+        at the rollout temperature. Training metrics (reward, accuracy) stay those of the main
+        batch."""
+        req = self.sampler.extra_round(step)
+        if not req:
+            return {}
+        if dist.active():
+            raise UserError(f"sampler {self.cfg.sampler.name!r}: extra rounds need one process")
+        cfg, G = self.cfg, self.cfg.rollout.group_size
+        starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
+        n_p = min(len(batch.group_sizes), math.ceil(float(req["frac"]) * len(batch.group_sizes)))
+        row_idx = [batch.indices[starts[k]] for k in range(n_p) for _ in range(G)]
+        params = SamplingParams(
+            temperature=float(req["temperature"]),
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            stop=list(cfg.rollout.stop),
+            seed=derive_seed(cfg.run.seed, step, 1 << 20),
+        )
+        ro = self.engine.generate([self.prompt_ids(i) for i in row_idx], params)
+        ro.sampler_logp = None  # drawn at another temperature: no train/sampler mismatch
+        problems = [self.train_set[i] for i in row_idx]
+        ctx = self._group_context(ro, problems, [G] * n_p, row_idx, step)
+        rewards, _ = compute_rewards(cfg.rewards, ctx)
+        adv, _ = compute_advantages_logged(rewards, [G] * n_p, cfg.advantage, ctx)
+        keep = [i for i in range(len(ro)) if float(adv[i]) > float(req["min_adv"])]
+        keep = keep[: int(req["max_rows"])]
+        logs = {"extra/temperature": float(req["temperature"]), "extra/n_kept": float(len(keep))}
+        if not keep:
+            return logs
+        sizes = [n for n in (sum(1 for i in keep if i // G == k) for k in range(n_p)) if n]
+        n_old = len(batch.rollouts)
+        batch.rollouts = Rollouts.concat([batch.rollouts, ro.select(keep)], self.tok.pad_token_id)
+        batch.problems = batch.problems + [problems[i] for i in keep]
+        batch.rewards = torch.cat([batch.rewards, rewards[keep]])
+        batch.group_sizes = batch.group_sizes + sizes
+        batch.indices = batch.indices + [row_idx[i] for i in keep]
+        if batch.all_texts is not None:
+            batch.all_texts = batch.all_texts + [ro.texts[i] for i in keep]
+        batch.adv_override = torch.cat(
+            [torch.full((n_old,), float("nan")), torch.full((len(keep),), float(req["advantage"]))]
+        )
+        return logs
+
     def _group_sizes(self, idx: list[int]) -> list[int]:
         """Rollouts per prompt: the sampler's allocation if it makes one, else G each."""
         G = self.cfg.rollout.group_size
@@ -392,14 +448,16 @@ class Trainer:
         """The context rewards and advantage estimators see; log-probs are computed on demand
         (under the sampling policy, or the reference model)."""
 
-        def logprob_fn(which: str) -> torch.Tensor:
-            if which in ("policy", "entropy"):
+        def logprob_fn(which: str, rows: list[int] | None = None) -> torch.Tensor:
+            r = ro if rows is None else ro.select(rows)  # (rows: those completions only)
+            if which in ("policy", "entropy", "dist"):
                 if which == "policy" and policy_logp is not None:
-                    return policy_logp
+                    return policy_logp if rows is None else policy_logp[torch.tensor(rows)]
                 was_training = self.model.training
                 self.model.eval()
                 try:
-                    return self._logprobs_nograd(self.model, ro, entropy=which == "entropy")
+                    ent = {"policy": False, "entropy": True, "dist": "dist"}[which]
+                    return self._logprobs_nograd(self.model, r, entropy=ent)
                 finally:
                     self.model.train(was_training)
             if which == "ref":
@@ -409,8 +467,10 @@ class Trainer:
                         "set train.log_kl: true or loss.kl.beta > 0"
                     )
                 with reference_logprobs_context(self.ref):
-                    return self._logprobs_nograd(self.ref, ro)
-            raise ValueError(f"unknown log-prob source {which!r}; want policy, ref or entropy")
+                    return self._logprobs_nograd(self.ref, r)
+            raise ValueError(
+                f"unknown log-prob source {which!r}; want policy, ref, entropy or dist"
+            )
 
         return GroupContext(
             texts=ro.texts,
@@ -426,6 +486,7 @@ class Trainer:
             completion_ids=ro.completion_ids,
             completion_mask=ro.completion_mask,
             logprob_fn=logprob_fn,
+            rows_fn=logprob_fn,
         )
 
     def kl_beta(self, step: int | None = None) -> float:
@@ -435,9 +496,10 @@ class Trainer:
         )
 
     @torch.no_grad()
-    def _logprobs_nograd(self, model, ro: Rollouts, entropy: bool = False) -> torch.Tensor:
+    def _logprobs_nograd(self, model, ro: Rollouts, entropy: bool | str = False) -> torch.Tensor:
         """[N, C] per-token log-probs of the completions (or, with ``entropy``, the per-token
-        entropies of the model's distribution), in micro-batches, no gradient."""
+        entropies of the model's distribution; with ``entropy="dist"`` the [N, C, V]
+        log-distributions), in micro-batches, no gradient."""
         mb = self.cfg.train.micro_batch_size
         out = []
         n_iter = math.ceil(len(ro) / mb)
@@ -463,6 +525,8 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         batch, stats = self.collect(step)
+        if batch is not None and hasattr(self.sampler, "extra_round"):
+            stats.update(self._extra_round(batch, step))
         t_roll = time.perf_counter() - t0
         if batch is None:  # every group had zero reward variance and the round cap was hit
             stats.update(
@@ -520,6 +584,9 @@ class Trainer:
             rewards, batch.group_sizes, cfg.advantage, gctx
         )
         stats.update(adv_logs)
+        if batch.adv_override is not None:  # rows that joined with a fixed advantage
+            fixed = ~torch.isnan(batch.adv_override)
+            batch.advantages = torch.where(fixed, batch.adv_override, batch.advantages)
         # share of the batch's sequences with a non-zero advantage (they carry a gradient)
         stats["frac_nonzero_adv"] = dist.all_sum(
             float((batch.advantages.abs() > 1e-8).sum())
@@ -553,6 +620,7 @@ class Trainer:
                 "group_sizes": batch.all_group_sizes,
                 "texts": batch.all_texts,
                 "step": step,
+                "entropy": logs.get("entropy"),  # token mean over the batch (entropy control)
             }
         )
         if samp_logs:
@@ -639,6 +707,7 @@ class Trainer:
         adv = batch.advantages[ix].to(dev)
         ref = batch.ref_logp[ix].to(dev) if batch.ref_logp is not None else None
         tw = batch.token_weight[ix].to(dev) if batch.token_weight is not None else None
+        gid, gsize = row_groups(batch.group_sizes or [len(ro)])
         lctx = LossContext(
             entropy=ent,
             ref_logp=ref,
@@ -648,6 +717,8 @@ class Trainer:
             completion_ids=ro.completion_ids[ix].to(dev),
             step=self.step,
             total_steps=self.cfg.train.steps,
+            group_ids=gid[ix].to(dev),
+            group_sizes=gsize[ix].to(dev),
         )
         loss_tok, clipped = self.pg_loss(logp, old, adv, mask, lc, ctx=lctx)
         if tw is not None:  # per-token weights on the policy-gradient term
