@@ -32,6 +32,7 @@ TRAIN_FIELDS = [
     "entropy",
     "kl",
     "frac_zero_std_groups",
+    "adv_abs_mean",  # mean |advantage| of the training batch (update size; SEED-GRPO)
 ]
 START_ROW = "sft_start"
 

@@ -421,6 +421,7 @@ class Trainer:
             completion_ids=ro.completion_ids,
             completion_mask=ro.completion_mask,
             logprob_fn=logprob_fn,
+            tokenizer=self.tok,
         )
 
     def kl_beta(self, step: int | None = None) -> float:
