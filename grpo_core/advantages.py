@@ -147,7 +147,11 @@ def seed_grpo_advantage(
     from grpo_core.rewards import normalise_answer
 
     p = cfg.params
-    alpha, fname, mass = float(p.get("alpha", 0.5)), p.get("f", "linear"), p.get("mass", "likelihood")
+    alpha, fname, mass = (
+        float(p.get("alpha", 0.5)),
+        p.get("f", "linear"),
+        p.get("mass", "likelihood"),
+    )
     if fname not in SEED_SCALES:
         raise UserError(f"advantage.params.f: unknown {fname!r}; want one of {sorted(SEED_SCALES)}")
     if mass not in ("likelihood", "count"):

@@ -9,12 +9,11 @@ The total reward is the weighted sum of the configured terms; each term's mean i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -283,7 +282,9 @@ def unlikeliness_reward(
     weight 1) sum to r'. ``rank_among``: "group" ranks all G completions (the authors' code),
     "correct" ranks only the correct ones (ranks 0..k-1, still divided by G)."""
     if rank_among not in ("group", "correct"):
-        raise UserError(f"rewards unlikeliness: rank_among must be group or correct, got {rank_among!r}")
+        raise UserError(
+            f"rewards unlikeliness: rank_among must be group or correct, got {rank_among!r}"
+        )
     if logp not in ("mean", "sum"):
         raise UserError(f"rewards unlikeliness: logp must be mean or sum, got {logp!r}")
     if not 0.0 <= beta <= 1.0:
@@ -453,7 +454,9 @@ def budget_length_reward(
     with ``only_correct`` the reward is paid only to correct completions (so a short wrong
     answer earns nothing). Added to correctness. Logs ``budget`` and ``frac_within``."""
     if every < 1 or not 0.0 < gamma <= 1.0:
-        raise UserError(f"rewards budget_length: want every >= 1 and gamma in (0, 1], got {every}, {gamma}")
+        raise UserError(
+            f"rewards budget_length: want every >= 1 and gamma in (0, 1], got {every}, {gamma}"
+        )
     b = budget_at(ctx.step, float(b0 or ctx.max_new_tokens), gamma, every, b_min)
     L = torch.tensor(ctx.lengths, dtype=torch.float32)
     r = torch.where(L <= b, torch.ones_like(L), (1.0 - (L - b) / b).clamp(min=0.0))
