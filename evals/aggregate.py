@@ -33,6 +33,7 @@ TRAIN_FIELDS = [
     "kl",
     "frac_zero_std_groups",
     "frac_nonzero_adv",
+    "adv_abs_mean",  # mean |advantage| of the training batch (update size; SEED-GRPO)
 ]
 START_ROW = "sft_start"
 

@@ -15,6 +15,7 @@ group. Per-token advantages are the sequence value broadcast over the completion
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
@@ -192,6 +193,72 @@ def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
         "filtered_frac": float((h > float(p["h_max"])).float().mean()),
         "seq_entropy": float(h.mean()),
     }
+
+
+SEED_SCALES = {
+    "linear": lambda x: 1.0 - x,
+    "exp": lambda x: torch.exp(-x),
+    "inverse": lambda x: 1.0 / (1.0 + x),
+}
+
+
+def semantic_entropy(answers: list, logp: torch.Tensor | None = None) -> float:
+    """Entropy of one group's answers clustered by meaning (here: equal normalised final
+    answer; completions without an answer form one cluster). Cluster mass p(C_k) is the sum of
+    the members' likelihoods exp(logp_i) normalised over the group (``logp`` [G], e.g. mean
+    per-token log-probs), or the members' share of the group when ``logp`` is None.
+    SE = -sum_k p(C_k) ln p(C_k), in [0, ln G]."""
+    g = len(answers)
+    w = torch.ones(g) if logp is None else torch.softmax(logp.double(), 0).float()
+    mass: dict = {}
+    for a, wi in zip(answers, w.tolist()):
+        mass[a] = mass.get(a, 0.0) + wi
+    total = sum(mass.values())
+    return -sum((m / total) * math.log(m / total) for m in mass.values() if m > 0)
+
+
+@ADVANTAGES.register("seed_grpo")
+def seed_grpo_advantage(
+    rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None
+) -> tuple[torch.Tensor, dict]:
+    """SEED-GRPO (Chen et al. 2025, arXiv:2505.12346): the GRPO advantage scaled down on
+    prompts whose sampled answers disagree. Per group, with SE the semantic entropy of the
+    group's final answers (:func:`semantic_entropy`) and SE_max = ln G,
+
+        A_i = A_i^grpo * f(alpha * SE / SE_max),  f = "linear" 1 - x | "exp" e^-x | "inverse" 1/(1+x)
+
+    Params (``advantage.params``): alpha (default 0.5), f (default "linear"), mass
+    ("likelihood": cluster mass from the sampling policy's length-normalised sequence
+    likelihoods, exp(mean log-prob); "count": the members' share). The normalisation
+    (std, eps, scale) is the grpo estimator's. Logs ``se_scale`` (mean factor over groups) and
+    ``semantic_entropy`` (mean SE / SE_max)."""
+    from grpo_core.rewards import normalise_answer
+
+    p = cfg.params
+    alpha, fname, mass = (
+        float(p.get("alpha", 0.5)),
+        p.get("f", "linear"),
+        p.get("mass", "likelihood"),
+    )
+    if fname not in SEED_SCALES:
+        raise UserError(f"advantage.params.f: unknown {fname!r}; want one of {sorted(SEED_SCALES)}")
+    if mass not in ("likelihood", "count"):
+        raise UserError(f"advantage.params.mass: want likelihood or count, got {mass!r}")
+    if not 0.0 <= alpha <= 1.0 and fname == "linear":
+        raise UserError(f"advantage.params.alpha must be in [0, 1] with f linear, got {alpha}")
+    if ctx is None:
+        raise UserError("advantage seed_grpo needs the group context (answers, log-probs)")
+    n_groups, g = rewards.shape
+    answers = [normalise_answer(a) for a in ctx.answers()]
+    lp = ctx.seq_logp_mean() if mass == "likelihood" else None
+    se = torch.zeros(n_groups)
+    if g > 1:
+        for k in range(n_groups):
+            sl = slice(k * g, (k + 1) * g)
+            se[k] = semantic_entropy(answers[sl], None if lp is None else lp[sl]) / math.log(g)
+    scale = SEED_SCALES[fname](alpha * se.clamp(0.0, 1.0))
+    adv = grpo_advantage(rewards, cfg) * scale[:, None]
+    return adv, {"se_scale": float(scale.mean()), "semantic_entropy": float(se.mean())}
 
 
 def _call(fn, rewards: torch.Tensor, cfg: AdvantageCfg, ctx) -> tuple[torch.Tensor, dict]:

@@ -1,15 +1,20 @@
 """Reward functions. Each sees the whole batch, laid out in contiguous groups of G completions
 of one prompt, so group-aware rewards (majority vote, format counts, ranks) fit the same shape::
 
-    fn(ctx: RewardContext, **params) -> Tensor [N]
+    fn(ctx: RewardContext, **params) -> Tensor [N]   (or (Tensor [N], {name: value}))
 
-The total reward is the weighted sum of the configured terms; each term's mean is logged.
+The total reward is the weighted sum of the configured terms; each term's mean is logged as
+``reward/<name>``, and a term's own diagnostics (the optional dict) as ``reward/<name>/<key>``.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -45,6 +50,7 @@ class GroupContext:
     # optional (which, rows) -> the same for those rows only, computed without caching the whole
     # batch (for large sources such as the [N, C, V] "dist"); see :meth:`logprobs_rows`
     rows_fn: Callable[[str, list[int]], torch.Tensor] | None = None
+    tokenizer: Any = None  # the policy's tokenizer (token <-> text positions), when attached
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +140,7 @@ class GroupContext:
             indices=None if self.indices is None else [self.indices[i] for i in idx],
             completion_ids=None if self.completion_ids is None else self.completion_ids[ix],
             completion_mask=None if self.completion_mask is None else self.completion_mask[ix],
+            tokenizer=self.tokenizer,
         )
         for k, v in self._cache.items():
             sub._cache[k] = [v[i] for i in idx] if isinstance(v, list) else v[ix]
@@ -178,6 +185,321 @@ def overlong_reward(
     return torch.where(L > lmax, torch.full_like(L, -1.0), r)
 
 
+# --------------------------------------------------------------------------------------------
+# helpers shared by the group-aware rewards below
+
+
+def _correct(ctx: RewardContext) -> torch.Tensor:
+    """[N] the task's grade of each completion (cached: several terms may need it)."""
+    if "correct" not in ctx._cache:
+        ctx._cache["correct"] = correctness_reward(ctx)
+    return ctx._cache["correct"]
+
+
+def normalise_answer(a: str | None) -> str | None:
+    """An answer's identity for counting votes: numbers compare by value ("083", "83.0" and
+    "83" are one answer), anything else by its stripped text. None stays None (no answer)."""
+    if a is None:
+        return None
+    a = a.strip()
+    try:
+        x = float(a)
+    except ValueError:
+        return a
+    if math.isfinite(x) and x == int(x):
+        return str(int(x))
+    return repr(x)
+
+
+def _group_answers(ctx: RewardContext, sl: slice) -> list[str | None]:
+    return [normalise_answer(a) for a in ctx.answers()[sl]]
+
+
+def answer_distribution(answers: list[str | None]) -> dict[str, float]:
+    """Empirical distribution of the non-empty answers of one group: answer -> count / G,
+    where G counts every completion (a completion without an answer is mass on no answer)."""
+    counts = Counter(a for a in answers if a is not None)
+    return {a: c / len(answers) for a, c in counts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# label-free rewards (no gold answer)
+
+
+@REWARDS.register("majority_vote")
+def majority_vote_reward(ctx: RewardContext) -> tuple[torch.Tensor, dict]:
+    """MM-UPT (Wei et al. 2025, arXiv:2505.22453): self-reward by majority vote, no gold label.
+    r_i = 1 if answer_i equals the most frequent answer of its group, else 0. Ties go to the
+    answer seen first; completions without an answer never vote and get 0.
+
+    Logs ``label_acc``: the fraction of groups whose majority answer is right under the gold
+    (a diagnostic of the pseudo-label; it does not enter the reward)."""
+    r = torch.zeros(len(ctx.texts))
+    right = []
+    for sl in ctx.groups():
+        ans = _group_answers(ctx, sl)
+        counts = Counter(a for a in ans if a is not None)
+        if not counts:
+            right.append(0.0)
+            continue
+        top = max(counts.values())
+        major = next(a for a in ans if a is not None and counts[a] == top)  # first of the tied
+        for j, a in enumerate(ans):
+            r[sl.start + j] = float(a == major)
+        if ctx.task is not None:
+            right.append(float(ctx.task.grade(major, ctx.problems[sl.start]) >= 1.0))
+    return r, {"label_acc": sum(right) / max(len(right), 1)}
+
+
+@REWARDS.register("answer_frequency")
+def answer_frequency_reward(
+    ctx: RewardContext, entropy_weight: float = 0.0
+) -> tuple[torch.Tensor, dict]:
+    """TTRV (Singh et al. 2025, arXiv:2510.06783): label-free rewards from the group's answers.
+    Frequency reward r1_i = p(answer_i), the empirical frequency of completion i's answer among
+    the G completions (0 without an answer); diversity control r2 = -H(p) / ln G, the negative
+    normalised entropy of that empirical distribution (the same for every member of a group).
+    r_i = r1_i + entropy_weight * r2.
+
+    Note: r2 is constant within a group, so group-centred advantages (grpo, dr_grpo, rloo)
+    cancel it; it changes the update only with a batch-level baseline. Logged: ``entropy``
+    (mean normalised H over groups)."""
+    r = torch.zeros(len(ctx.texts))
+    ents = []
+    for sl in ctx.groups():
+        ans = _group_answers(ctx, sl)
+        p = answer_distribution(ans)
+        g = len(ans)
+        h = -sum(q * math.log(q) for q in p.values())
+        h_norm = h / math.log(g) if g > 1 else 0.0
+        ents.append(h_norm)
+        for j, a in enumerate(ans):
+            r[sl.start + j] = p.get(a, 0.0) - entropy_weight * h_norm
+    return r, {"entropy": sum(ents) / max(len(ents), 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# rewards that reshape correctness within a group
+
+
+@REWARDS.register("unlikeliness")
+def unlikeliness_reward(
+    ctx: RewardContext, beta: float = 0.25, rank_among: str = "group", logp: str = "mean"
+) -> tuple[torch.Tensor, dict]:
+    """Unlikeliness reward (He, Fried, Welleck 2025, arXiv:2506.02355): correct samples that
+    the policy already finds likely are rewarded less, lifting rare correct ones.
+
+    Rank the group's completions by their log-likelihood under the sampling policy (``logp``:
+    "mean" per-token log-prob, or "sum"), least likely rank 0, ties by position; with r the
+    correctness, the shaped reward is r' = r * (1 - beta * rank_i / G). This term returns the
+    difference, -beta * r_i * rank_i / G, so ``rewards: [correctness, unlikeliness]`` (both
+    weight 1) sum to r'. ``rank_among``: "group" ranks all G completions (the authors' code),
+    "correct" ranks only the correct ones (ranks 0..k-1, still divided by G)."""
+    if rank_among not in ("group", "correct"):
+        raise UserError(
+            f"rewards unlikeliness: rank_among must be group or correct, got {rank_among!r}"
+        )
+    if logp not in ("mean", "sum"):
+        raise UserError(f"rewards unlikeliness: logp must be mean or sum, got {logp!r}")
+    if not 0.0 <= beta <= 1.0:
+        raise UserError(f"rewards unlikeliness: beta must be in [0, 1], got {beta}")
+    r = _correct(ctx)
+    if logp == "mean":
+        lp = ctx.seq_logp_mean()
+    else:
+        m = ctx.completion_mask.to(torch.float32)
+        lp = (ctx.logprobs("policy") * m).sum(-1)
+    out = torch.zeros(len(ctx.texts))
+    for sl in ctx.groups():
+        g = sl.stop - sl.start
+        members = [i for i in range(sl.start, sl.stop) if rank_among == "group" or r[i] > 0]
+        order = sorted(members, key=lambda i: (float(lp[i]), i))  # least likely first
+        for rank, i in enumerate(order):
+            out[i] = -beta * float(r[i]) * rank / g
+    n_pos = int((r > 0).sum())
+    return out, {"penalty_correct": float(out[r > 0].mean()) if n_pos else 0.0}
+
+
+def completion_format(text: str, formats: dict[str, str] | None = None) -> str:
+    """The reasoning format of a completion: the first name in ``formats`` (name -> regex)
+    whose pattern occurs in the text, else "direct". Default: {"scratchpad": "="} - on arith_cot
+    a scratchpad ("5+8=13,4+3+1=8,83") has "=", a direct answer ("83") has not."""
+    for name, pattern in (formats or {"scratchpad": "="}).items():
+        if re.search(pattern, text):
+            return name
+    return "direct"
+
+
+@REWARDS.register("format_diversity")
+def format_diversity_reward(
+    ctx: RewardContext, formats: dict[str, str] | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Ada-GRPO (ARM, Wu et al. 2025, arXiv:2505.20258): scale correctness by a format-rarity
+    factor that decays over training, so a rare format is not lost to format collapse early on.
+
+    With F(o_i) the number of completions of the group in o_i's format, t the step, T the
+    number of steps: decay_i(t) = F/G + 0.5 * (1 - F/G) * (1 + cos(pi t / T)) and
+    alpha_i(t) = G / F(o_i) * decay_i(t) = 1 + 0.5 * (G / F - 1) * (1 + cos(pi t / T)):
+    G/F at t = 0, 1 at t = T. The shaped reward is r' = alpha_i * r_i; this term returns
+    (alpha_i - 1) * r_i, so ``rewards: [correctness, format_diversity]`` sum to r'.
+    Formats: :func:`completion_format`. Logs ``alpha_mean`` and ``frac_direct``."""
+    r = _correct(ctx)
+    t, T = ctx.step, max(ctx.total_steps, 1)
+    cos = 1.0 + math.cos(math.pi * min(t, T) / T)
+    fmts = [completion_format(x, formats) for x in ctx.texts]
+    alpha = torch.ones(len(ctx.texts))
+    for sl in ctx.groups():
+        g = sl.stop - sl.start
+        counts = Counter(fmts[sl])
+        for i in range(sl.start, sl.stop):
+            alpha[i] = 1.0 + 0.5 * (g / counts[fmts[i]] - 1.0) * cos
+    return (alpha - 1.0) * r, {
+        "alpha_mean": float(alpha.mean()),
+        "frac_direct": sum(f == "direct" for f in fmts) / len(fmts),
+    }
+
+
+def answer_token_mask(ctx: RewardContext) -> torch.Tensor:
+    """[N, C] the completion tokens that spell the extracted final answer (its last occurrence
+    in the text), found by decoding token by token with ``ctx.tokenizer``. A completion
+    without an answer has none."""
+    if ctx.tokenizer is None or ctx.completion_ids is None:
+        raise RuntimeError("answer_token_mask needs ctx.tokenizer and ctx.completion_ids")
+    ids, m = ctx.completion_ids, ctx.completion_mask.bool()
+    out = torch.zeros_like(m)
+    for i, ans in enumerate(ctx.answers()):
+        if ans is None:
+            continue
+        pos = torch.nonzero(m[i]).flatten().tolist()
+        pieces = [ctx.tokenizer.decode([int(ids[i, p])], skip_special_tokens=True) for p in pos]
+        text = "".join(pieces)
+        start = text.rfind(ans)
+        if start < 0:
+            continue
+        end, c = start + len(ans), 0
+        for p, piece in zip(pos, pieces):
+            if piece and c < end and c + len(piece) > start:
+                out[i, p] = True
+            c += len(piece)
+    return out
+
+
+@REWARDS.register("care_consistency")
+def care_consistency_reward(
+    ctx: RewardContext, bonus: float = 0.5, margin: float = 0.01, conf_cap: float = 0.95
+) -> tuple[torch.Tensor, dict]:
+    """GRPO-CARE (Chen et al. 2025, arXiv:2506.16141) consistency bonus, from the authors'
+    trainer (TencentARC/GRPO-CARE): a slowly moving reference (``model.ref_ema``) scores how
+    likely the answer is given the completion's own reasoning.
+
+    p_i = min(exp(mean over the answer tokens of log pi_ref), conf_cap). In each group the
+    high-accuracy completions are those with r_i > 0.1 and r_i >= mean_g(r); with p_bar their
+    mean p, a high-accuracy completion with p_i >= p_bar - margin gets bonus * r_i, others 0.
+    Added to correctness (``rewards: [correctness, care_consistency]``). Logs ``bonus_frac``
+    (share of completions that got the bonus) and ``answer_conf`` (mean p of correct ones)."""
+    r = _correct(ctx)
+    mask = answer_token_mask(ctx).to(torch.float32)
+    ref = ctx.logprobs("ref")
+    n_ans = mask.sum(-1)
+    mean_lp = (ref * mask).sum(-1) / n_ans.clamp(min=1)
+    p = torch.where(n_ans > 0, mean_lp.exp(), torch.zeros_like(mean_lp)).clamp(max=conf_cap)
+    out = torch.zeros(len(ctx.texts))
+    for sl in ctx.groups():
+        rg, pg = r[sl], p[sl]
+        acc = (rg > 0.1) & (rg >= rg.mean())
+        if not bool(acc.any()):
+            continue
+        got = acc & (pg >= pg[acc].mean() - margin)
+        out[sl] = torch.where(got, bonus * rg, torch.zeros_like(rg))
+    pos = r > 0
+    return out, {
+        "bonus_frac": float((out > 0).float().mean()),
+        "answer_conf": float(p[pos].mean()) if bool(pos.any()) else 0.0,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# length rewards
+
+
+@REWARDS.register("concise_length")
+def concise_length_reward(
+    ctx: RewardContext, start_frac: float = 0.5, max_len: int | None = None
+) -> tuple[torch.Tensor, dict]:
+    """ConciseR's L-GRPO length reward (Song & Zheng 2025, arXiv:2505.21178), second stage:
+    from step start_frac * T on, in groups whose G completions are all correct,
+    r_i = (L_max - L_i) / L_max; 0 otherwise ("walk before you run": length is optimised only
+    once every rollout of a prompt is right). Before the switch the run is stage 1 (GRPO++).
+    Logs ``stage`` (1 or 2) and ``frac_all_correct`` (share of groups all correct)."""
+    if not 0.0 <= start_frac <= 1.0:
+        raise UserError(f"rewards concise_length: start_frac must be in [0, 1], got {start_frac}")
+    lmax = max_len or ctx.max_new_tokens
+    r = _correct(ctx)
+    L = torch.tensor(ctx.lengths, dtype=torch.float32)
+    stage2 = ctx.step >= start_frac * ctx.total_steps
+    out = torch.zeros(len(ctx.texts))
+    n_all = 0
+    for sl in ctx.groups():
+        if bool((r[sl] >= 1.0).all()):
+            n_all += 1
+            if stage2:
+                out[sl] = ((lmax - L[sl]) / lmax).clamp(min=0.0)
+    return out, {"stage": 2.0 if stage2 else 1.0, "frac_all_correct": n_all / len(ctx.groups())}
+
+
+def budget_at(step: int, b0: float, gamma: float, every: int, b_min: float = 1.0) -> float:
+    """TLTS token budget B(t) = max(b_min, b0 * gamma^floor(t / every))."""
+    return max(b_min, b0 * gamma ** (step // every))
+
+
+@REWARDS.register("budget_length")
+def budget_length_reward(
+    ctx: RewardContext,
+    b0: float | None = None,
+    gamma: float = 0.7,
+    every: int = 20,
+    b_min: float = 1.0,
+    only_correct: bool = True,
+) -> tuple[torch.Tensor, dict]:
+    """Train Long, Think Short (Hammoud et al. 2025, arXiv:2508.08940): a token budget that
+    tightens on a schedule, B(t) = max(b_min, b0 * gamma^floor(t / every)) (b0 default: the
+    generation budget), and a length reward for staying within it:
+    r_i = 1 if L_i <= B(t), else max(0, 1 - (L_i - B(t)) / B(t)) (linear to 0 at 2B);
+    with ``only_correct`` the reward is paid only to correct completions (so a short wrong
+    answer earns nothing). Added to correctness. Logs ``budget`` and ``frac_within``."""
+    if every < 1 or not 0.0 < gamma <= 1.0:
+        raise UserError(
+            f"rewards budget_length: want every >= 1 and gamma in (0, 1], got {every}, {gamma}"
+        )
+    b = budget_at(ctx.step, float(b0 or ctx.max_new_tokens), gamma, every, b_min)
+    L = torch.tensor(ctx.lengths, dtype=torch.float32)
+    r = torch.where(L <= b, torch.ones_like(L), (1.0 - (L - b) / b).clamp(min=0.0))
+    if only_correct:
+        r = r * (_correct(ctx) >= 1.0).float()
+    return r, {"budget": b, "frac_within": float((L <= b).float().mean())}
+
+
+@REWARDS.register("serial_decay")
+def serial_decay_reward(ctx: RewardContext) -> tuple[torch.Tensor, dict]:
+    """S-GRPO's decaying reward (Dai et al. 2025, arXiv:2505.07686), applied to the group's
+    completions ordered by length as stand-ins for exit positions along one chain: walking from
+    the shortest completion to the longest, the k-th correct one gets 1 / 2^(k-1), wrong ones 0.
+    Completions of equal length share a rank (k = 1 + number of correct strictly shorter ones).
+    The paper's serial group (one chain cut at several positions, answers forced after each
+    cut) is not built; see reproductions/s_grpo/README.md. Logs ``len_correct`` (mean length
+    of the correct completions)."""
+    c = _correct(ctx) >= 1.0
+    L = ctx.lengths
+    out = torch.zeros(len(ctx.texts))
+    for sl in ctx.groups():
+        ok = [i for i in range(sl.start, sl.stop) if c[i]]
+        for i in ok:
+            k = 1 + sum(L[j] < L[i] for j in ok)
+            out[i] = 0.5 ** (k - 1)
+    lens = [L[i] for i in range(len(L)) if c[i]]
+    return out, {"len_correct": sum(lens) / len(lens) if lens else 0.0}
+
+
 def compute_rewards(terms: list[RewardTerm], ctx: RewardContext) -> tuple[torch.Tensor, dict]:
     """Weighted sum of reward terms -> (total [N], {"reward/<name>": mean of the term})."""
     total = torch.zeros(len(ctx.texts))
@@ -188,10 +510,12 @@ def compute_rewards(terms: list[RewardTerm], ctx: RewardContext) -> tuple[torch.
             r = fn(ctx, **term.params)
         except TypeError as e:
             raise UserError(f"rewards[{i}] ({term.name}): bad params {term.params}: {e}") from None
+        r, term_logs = r if isinstance(r, tuple) else (r, {})
         if r.shape != total.shape:
             raise RuntimeError(
                 f"reward {term.name} returned shape {tuple(r.shape)}, want {tuple(total.shape)}"
             )
         total += term.weight * r
         logs[f"reward/{term.name}"] = float(r.mean())
+        logs.update({f"reward/{term.name}/{k}": float(v) for k, v in term_logs.items()})
     return total, logs

@@ -487,6 +487,7 @@ class Trainer:
             completion_mask=ro.completion_mask,
             logprob_fn=logprob_fn,
             rows_fn=logprob_fn,
+            tokenizer=self.tok,
         )
 
     def kl_beta(self, step: int | None = None) -> float:
