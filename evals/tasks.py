@@ -52,7 +52,8 @@ def render_prompt(template: str, p: Problem) -> str:
 # --------------------------------------------------------------------------------------------
 # answer extraction
 
-_NUM = re.compile(r"-?\d+(?:\.\d+)?")
+# a number, with thousands separators ("70,000") kept whole
+_NUM = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 
 
 def _last_boxed(text: str) -> str | None:
@@ -247,7 +248,7 @@ class ArithMix(Task):
 @TASKS.register("arith_cot")
 class ArithCoT(ArithMix):
     """Two-term additions whose SFT targets mix a direct answer ("83") with a digit-by-digit
-    scratchpad ("5+8=13,4+3+1=8,83") in proportion ``task.params.cot_frac`` (default 0.5), so
+    scratchpad ("5+8=13;4+3+1=8;83") in proportion ``task.params.cot_frac`` (default 0.5), so
     the start policy has a short and a long way to answer. Length-reducing variants (ConciseR,
     S-GRPO, TLTS, ARM) have something to shorten; the grader reads the last number either way.
     """
@@ -266,14 +267,14 @@ class ArithCoT(ArithMix):
 
     @staticmethod
     def scratchpad(expression: str) -> str:
-        """'45+38' -> '5+8=13,4+3+1=8,83': units, then tens with the carry, then the sum."""
+        """'45+38' -> '5+8=13;4+3+1=8;83': units, then tens with the carry, then the sum."""
         a, b = expression.split("+")
         a, b = a.zfill(2), b.zfill(2)
         u = int(a[1]) + int(b[1])
         carry = u // 10
         t = int(a[0]) + int(b[0]) + carry
         tens = f"{a[0]}+{b[0]}" + (f"+{carry}" if carry else "") + f"={t}"
-        return f"{a[1]}+{b[1]}={u},{tens},{int(a) + int(b)}"
+        return f"{a[1]}+{b[1]}={u};{tens};{int(a) + int(b)}"
 
     def sft_target(self, problem: Problem) -> str:
         import zlib

@@ -24,9 +24,9 @@ def test_arith_cot_scratchpad_and_mix():
     from grpo_core.config import TaskCfg
 
     # units, then tens with the carry, then the sum; the last number is the answer
-    assert ArithCoT.scratchpad("45+38") == "5+8=13,4+3+1=8,83"
-    assert ArithCoT.scratchpad("12+30") == "2+0=2,1+3=4,42"
-    assert ArithCoT.scratchpad("7+5") == "7+5=12,0+0+1=1,12"
+    assert ArithCoT.scratchpad("45+38") == "5+8=13;4+3+1=8;83"
+    assert ArithCoT.scratchpad("12+30") == "2+0=2;1+3=4;42"
+    assert ArithCoT.scratchpad("7+5") == "7+5=12;0+0+1=1;12"
     assert extract_answer(ArithCoT.scratchpad("45+38")) == "83"
 
     task = make_task(TaskCfg(name="arith_cot", n_train=400, n_test=10, params={"cot_frac": 0.5}))
@@ -50,3 +50,14 @@ def test_arith_cot_rejects_bad_params():
         make_task(TaskCfg(name="arith_cot", n_train=20, n_test=5, params={"cot_frac": 2})).train()
     with pytest.raises(UserError, match="add1 / add2"):
         make_task(TaskCfg(name="arith_cot", n_train=20, n_test=5, difficulty={"chain3": 1})).train()
+
+
+def test_extract_answer_keeps_thousands_separators_whole():
+    from evals.tasks import extract_answer, numeric_match
+
+    assert extract_answer("The profit is $70,000.") == "70,000"
+    assert numeric_match(extract_answer("The profit is $70,000."), "70000") == 1.0
+    assert extract_answer("It had 366, in total") == "366"
+    assert extract_answer("-1,234.5 in all") == "-1,234.5"
+    # scratchpads separate their steps with ";" so the last number stays the answer
+    assert extract_answer("1+9=10;9+1+1=11;110") == "110"

@@ -154,13 +154,13 @@ def test_unlikeliness_ranks_by_policy_likelihood():
 
 
 def test_completion_format():
-    assert completion_format("5+8=13,4+3+1=8,83") == "scratchpad"
+    assert completion_format("5+8=13;4+3+1=8;83") == "scratchpad"
     assert completion_format("83") == "direct"
     assert completion_format("<CODE>print(1)", {"code": "<CODE>"}) == "code"
 
 
 def test_format_diversity_formats_AAAB_at_start_and_end():
-    pad = "5+8=13,4+3+1=8,83"  # format A (scratchpad), F = 3; "83" is format B, F = 1; G = 4
+    pad = "5+8=13;4+3+1=8;83"  # format A (scratchpad), F = 3; "83" is format B, F = 1; G = 4
     texts = [pad, pad, pad, "83"]
     # t = 0: 1 + cos(0) = 2 -> alpha = 1 + .5 (G/F - 1) 2 = G/F: A 4/3, B 4
     r, logs = _reward("format_diversity", _ctx(texts, [4], step=0, total=10))
