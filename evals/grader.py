@@ -13,11 +13,10 @@ miss can be listed with why it missed.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import re
+import select
 import time
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import wait as mp_wait
 
 from grpo_core.errors import UserError
 
@@ -129,6 +128,12 @@ def split_top_level(s: str) -> list[str]:
 # math-verify in a worker process
 
 
+def _readable(workers: list, timeout: float) -> list:
+    """Workers whose reply is waiting (select on their stdout pipes)."""
+    r, _, _ = select.select(workers, [], [], timeout)
+    return r
+
+
 def _wrap(ans: str) -> str:
     return "\\boxed{" + ans + "}"
 
@@ -164,44 +169,81 @@ def _verify(gold: str, pred: str) -> tuple[float, str]:
     return (1.0, "match") if ok else (0.0, "mismatch")
 
 
-def _worker(conn) -> None:
+def serve() -> None:
+    """Worker loop (run as ``python -c "from evals.grader import serve; serve()"``): one JSON
+    request per stdin line -> one JSON reply per stdout line."""
+    import json
     import logging
+    import sys
 
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
-    import math_verify  # noqa: F401  (import before signalling ready: not part of any timeout)
+    logging.disable(logging.WARNING)
+    import math_verify  # noqa: F401  (imported before "ready": not part of any timeout)
 
-    conn.send("ready")
-    while True:
+    out = sys.stdout
+    sys.stdout = sys.stderr  # stray prints of the libraries must not corrupt the protocol
+    out.write('"ready"\n')
+    out.flush()
+    for line in sys.stdin:
+        tag, gold, pred = json.loads(line)
         try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        if msg is None:
-            return
-        tag, gold, pred = msg
-        try:
-            conn.send((tag, *_verify(gold, pred)))
+            score, reason = _verify(gold, pred)
         except Exception as e:  # noqa: BLE001 - any failure of a comparison is a 0, never a crash
-            conn.send((tag, 0.0, f"error:{type(e).__name__}"))
+            score, reason = 0.0, f"error:{type(e).__name__}"
+        out.write(json.dumps([tag, score, reason]) + "\n")
+        out.flush()
 
 
 class _Worker:
-    def __init__(self, ctx):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
+    """A grading subprocess (not multiprocessing: no re-import of the caller's __main__, no
+    fork of a threaded parent), spoken to over pipes, killable at any time from any thread."""
+
+    def __init__(self):
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from evals.grader import serve; serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
         self.ready = False
         self.task: tuple | None = None  # (index, started)
+
+    def send(self, msg) -> None:
+        import json
+
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def recv(self):
+        import json
+
+        line = self.proc.stdout.readline()
+        if not line:
+            raise EOFError("grader worker exited")
+        return json.loads(line)
+
+    def fileno(self) -> int:
+        return self.proc.stdout.fileno()
 
     def kill(self) -> None:
         try:
             self.proc.kill()
-            self.proc.join(5)
+            self.proc.wait(5)
         except Exception:  # noqa: BLE001
             pass
-        self.conn.close()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 class MathGrader:
@@ -215,17 +257,12 @@ class MathGrader:
         if workers < 1:
             raise UserError(f"grader workers must be >= 1, got {workers}")
         self.timeout_s, self.n_workers, self.start_timeout_s = timeout_s, workers, start_timeout_s
-        self._ctx = mp.get_context("spawn")  # no fork of a threaded (torch) parent
         self._workers: list[_Worker] = []
         self.stats: dict[str, int] = {}
 
     # -- lifecycle
     def close(self) -> None:
         for w in self._workers:
-            try:
-                w.conn.send(None)
-            except Exception:  # noqa: BLE001
-                pass
             w.kill()
         self._workers = []
 
@@ -244,10 +281,18 @@ class MathGrader:
     def _await_ready(self, w: _Worker) -> None:
         if w.ready:
             return
-        if not w.conn.poll(self.start_timeout_s):
+        if not _readable([w], self.start_timeout_s):
             w.kill()
             raise RuntimeError(f"math-verify worker did not start within {self.start_timeout_s} s")
-        assert w.conn.recv() == "ready"
+        try:
+            msg = w.recv()
+        except EOFError:
+            raise RuntimeError(
+                "math-verify worker exited at start (is math-verify installed? "
+                "python -c 'import math_verify')"
+            ) from None
+        if msg != "ready":
+            raise RuntimeError(f"math-verify worker said {msg!r} instead of ready")
         w.ready = True
 
     # -- grading
@@ -288,7 +333,7 @@ class MathGrader:
         if not jobs:
             return
         while len(self._workers) < min(self.n_workers, len(jobs)):
-            self._workers.append(_Worker(self._ctx))
+            self._workers.append(_Worker())
         for w in self._workers:
             self._await_ready(w)
         pending = list(reversed(jobs))
@@ -298,17 +343,16 @@ class MathGrader:
             for w in self._workers:
                 if w.task is None and pending:
                     i, gold, pred = pending.pop()
-                    w.conn.send((i, gold, pred))
+                    w.send([i, gold, pred])
                     w.task = (i, time.monotonic())
-                    busy[w.conn] = w
+                    busy[w] = w
             now = time.monotonic()
             wait_s = min(self.timeout_s - (now - w.task[1]) for w in busy.values())
-            ready = mp_wait(list(busy), timeout=max(0.0, wait_s))
-            for c in ready:
+            for c in _readable(list(busy), max(0.0, wait_s)):
                 w = busy.pop(c)
                 try:
-                    i, score, reason = c.recv()
-                except (EOFError, OSError):  # the worker died (e.g. out of memory)
+                    i, score, reason = w.recv()
+                except (EOFError, OSError, ValueError):  # the worker died (e.g. out of memory)
                     i, score, reason = w.task[0], 0.0, "error:worker_died"
                     self._replace(w)
                 out[i] = Grade(score, preds[i], reason)
@@ -324,7 +368,7 @@ class MathGrader:
     def _replace(self, w: _Worker) -> None:
         w.kill()
         k = self._workers.index(w)
-        nw = _Worker(self._ctx)
+        nw = _Worker()
         self._workers[k] = nw
         self._await_ready(nw)
 
