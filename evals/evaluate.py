@@ -13,7 +13,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from evals.metrics import bootstrap_ci, per_problem_scores, score_groups
+from evals.metrics import bootstrap_ci, per_problem_scores, score_groups, summarize_runs
 from evals.tasks import extract_answer, is_well_formed, make_task, render_prompt
 from grpo_core.config import Config
 from grpo_core.errors import UserError
@@ -172,13 +172,6 @@ def benchmark_label(benchmark: str, protocol: str) -> str:
     return benchmark if protocol == "standard" else f"{benchmark}-{protocol}"
 
 
-def _metrics_with_ci(scores, answers, ks) -> tuple[dict, dict, dict]:
-    per = per_problem_scores(scores, answers, ks)
-    metrics = {m: float(sum(v) / len(v)) for m, v in per.items()}
-    ci = {m: list(bootstrap_ci(v)) for m, v in per.items()}
-    return metrics, ci, per
-
-
 def evaluate_benchmark(
     cfg: Config,
     model_dir: str | Path,
@@ -200,7 +193,7 @@ def evaluate_benchmark(
     import numpy as np
 
     from evals.benchmarks import LoadReport, load_benchmark
-    from evals.grader import MathGrader
+    from evals.grader import MathGrader, answer_key
 
     setup_torch(cfg, threads)
     ev = cfg.eval
@@ -234,8 +227,8 @@ def evaluate_benchmark(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples: list[dict] = []
-    per_seed: dict[str, dict] = {}
-    per_problem_runs: list[dict[str, list[float]]] = []
+    runs: list[tuple[list, list]] = []
+    extra: dict[str, dict] = {}
     grader_stats: dict[str, int] = {}
     gen_s = grade_s = 0.0
     with MathGrader(timeout_s=ev.grader_timeout_s, workers=ev.grader_workers) as grader:
@@ -268,7 +261,7 @@ def evaluate_benchmark(
                     n = i * k + j
                     g = grades[n]
                     s_row.append(g.score)
-                    a_row.append(" ".join(g.pred.split()) if g.pred is not None else None)
+                    a_row.append(answer_key(g.pred))
                     samples.append(
                         {
                             "prompt_id": p.id,
@@ -287,24 +280,16 @@ def evaluate_benchmark(
                     grader_stats[g.reason] = grader_stats.get(g.reason, 0) + 1
                 scores.append(s_row)
                 answers.append(a_row)
-            m, ci, per = _metrics_with_ci(scores, answers, ks)
-            m[f"length@{k}"] = float(np.mean(lengths))
-            m[f"truncated@{k}"] = float(np.mean([r != "stop" for r in reasons]))
-            per_seed[str(es)] = {"metrics": m, "ci": ci}
-            per_problem_runs.append(per)
-    names = list(per_seed[str(seeds[0])]["metrics"])
-    metrics = {n: float(np.mean([per_seed[str(s)]["metrics"][n] for s in seeds])) for n in names}
-    std = {
-        n: float(np.std([per_seed[str(s)]["metrics"][n] for s in seeds], ddof=1))
-        if len(seeds) > 1
-        else float("nan")
-        for n in names
-    }
-    # CIs over problems of the per-problem scores averaged over eval seeds
-    ci = {
-        n: list(bootstrap_ci(list(np.mean([r[n] for r in per_problem_runs], axis=0))))
-        for n in per_problem_runs[0]
-    }
+            runs.append((scores, answers))
+            extra[str(es)] = {
+                f"length@{k}": float(np.mean(lengths)),
+                f"truncated@{k}": float(np.mean([r != "stop" for r in reasons])),
+            }
+    summ = summarize_runs(runs, ks)
+    per_seed = {str(es): {**m, **extra[str(es)]} for es, m in zip(seeds, summ["per_seed"])}
+    metrics = dict(summ["metrics"])
+    for name in extra[str(seeds[0])]:
+        metrics[name] = float(np.mean([extra[str(es)][name] for es in seeds]))
     result = {
         "benchmark": label,
         "reproduction": reproduction or cfg.reproduction,
@@ -314,8 +299,8 @@ def evaluate_benchmark(
         "k": k,
         "eval_seeds": seeds,
         "metrics": metrics,
-        "std_over_seeds": std,
-        "ci": ci,
+        "std_over_seeds": summ["std_over_seeds"],
+        "ci": summ["ci"],
         "per_seed": per_seed,
         "grader": {"stats": grader_stats, "timeouts": grader_stats.get("timeout", 0)},
         "skipped_rows": rep.skipped,

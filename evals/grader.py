@@ -98,6 +98,17 @@ def to_number(s: str | None) -> float | None:
         return None
 
 
+def answer_key(pred: str | None) -> str | None:
+    """The key majority voting groups answers by: the number for numeric answers (18, 18.0 and
+    18.00 vote together), else the answer with whitespace collapsed."""
+    if pred is None:
+        return None
+    x = to_number(pred)
+    if x is not None:
+        return repr(float(x))
+    return " ".join(pred.split())
+
+
 def numbers_equal(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 * max(1.0, abs(b))
 
