@@ -1,6 +1,10 @@
 """Evaluate a checkpoint on a task's test split: k samples per prompt through the core's rollout
 engine, graded by the task's own grader (the same call the training reward makes).
 
+``evaluate_benchmark`` does the same on a real math benchmark (evals.benchmarks): the paper's or
+the standard protocol, several eval seeds, math-verify grading with a per-sample timeout
+(evals.grader), bootstrap CIs over problems and the std over eval seeds.
+
 Writes eval/<benchmark>.json (metrics, n, protocol) and eval/<benchmark>.samples.jsonl (one line
 per sample) per the output contract.
 """
@@ -14,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from evals.metrics import bootstrap_ci, per_problem_scores, score_groups, summarize_runs
-from evals.tasks import extract_answer, is_well_formed, make_task, render_prompt
+from evals.tasks import TEMPLATES, extract_answer, is_well_formed, make_task, render_prompt
 from grpo_core.config import Config
 from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
@@ -163,6 +167,7 @@ def resolve_protocol(cfg: Config, benchmark: str, protocol: str | None = None) -
         "k": k,
         "max_new_tokens": max_new,
         "template": ev.template or decl.template,
+        "template_text": TEMPLATES.get(ev.template or decl.template, "eval.template"),
         "source": decl.source,
     }
 

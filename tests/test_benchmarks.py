@@ -239,3 +239,76 @@ def test_real_test_sets_grade_against_themselves(name):
 def test_minerva_grades_against_itself():
     n, misses = _self_grade("minerva_math")
     assert n == 272
+
+
+def test_bad_completions_are_scored_in_a_run(tmp_path, monkeypatch):
+    """Done-when 5 inside a whole evaluation: a malformed row, an empty completion, a
+    50,000-character completion and LaTeX that hangs the parser are each scored (the hang times
+    out -> 0 and is counted) and the run writes its results."""
+    pytest.importorskip("math_verify")
+    import torch
+
+    import evals.evaluate as ev_mod
+    from grpo_core.config import load_config
+    from grpo_core.models import build_char_tokenizer, build_tiny_model
+    from grpo_core.rollout import Rollouts
+
+    cfg = load_config(None, "smoke", ["run.threads=1"])
+    tok = build_char_tokenizer()
+    build_tiny_model(cfg.model.tiny, tok).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    data = _write_jsonl(
+        tmp_path / "g.jsonl",
+        [{"question": "Q1", "answer": "#### 7"}, '{"question": ', {"question": "Q2", "answer": "#### 5"}],
+    )
+    texts = [
+        "",  # empty
+        "z" * 50_000 + " so \\boxed{7}",  # 50,000 characters, right
+        "\\boxed{" + "(" * 3000 + "}",  # hangs the parser
+        "\\boxed{7}",  # right
+        "\\boxed{5}",
+        "w" * 50_000,
+        "",
+        "The answer is 5.",
+    ]
+
+    class Scripted:
+        def __init__(self, *a, **kw):
+            pass
+
+        def generate(self, prompts, params):
+            n = len(prompts)
+            z = torch.zeros(n, 1, dtype=torch.long)
+            return Rollouts(z, z + 1, z, z + 1, ["stop"] * n, texts[:n])
+
+    monkeypatch.setattr(ev_mod, "make_engine", lambda *a, **kw: Scripted())
+    cfg = load_config(
+        None,
+        "smoke",
+        ["run.threads=1", f"eval.benchmark_paths.gsm8k={data}", "eval.grader_timeout_s=2"],
+    )
+    res = ev_mod.evaluate_benchmark(cfg, tmp_path / "m", tmp_path / "out", "gsm8k", eval_seeds=[0])
+    assert res["n_prompts"] == 2 and len(res["skipped_rows"]) == 1
+    reasons = [
+        json.loads(x)["grade_reason"]
+        for x in (tmp_path / "out/gsm8k.samples.jsonl").read_text().splitlines()
+    ]
+    # the boxed "((((..." is not a number: it goes to math-verify, which hangs -> timeout
+    assert reasons == ["no_answer", "numeric", "timeout", "numeric"] + [
+        "numeric",
+        "no_answer",
+        "no_answer",
+        "numeric",
+    ]
+    assert res["metrics"]["avg@4"] == pytest.approx((2 / 4 + 2 / 4) / 2)
+    assert res["grader"]["timeouts"] == 1
+    # a symbolic gold: the hanging LaTeX reaches math-verify and times out
+    sym = _write_jsonl(tmp_path / "m.jsonl", [{"problem": "P", "solution": "\\boxed{x^2}"}] * 2)
+    cfg = load_config(
+        None,
+        "smoke",
+        ["run.threads=1", f"eval.benchmark_paths.minerva_math={sym}", "eval.grader_timeout_s=2"],
+    )
+    res = ev_mod.evaluate_benchmark(cfg, tmp_path / "m", tmp_path / "out", "minerva_math", eval_seeds=[0])
+    assert res["grader"]["timeouts"] == 1 and res["grader"]["stats"]["timeout"] == 1
+    assert res["metrics"]["avg@4"] == 0.0
