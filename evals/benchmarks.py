@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from evals.grader import last_boxed
 from evals.tasks import Problem
@@ -137,7 +138,14 @@ BENCHMARKS: dict[str, Benchmark] = {
             split="test",
             question_fields=("question",),
             answer_fields=(("answer", "gsm8k_hash"),),
-            paper=Protocol(0.0, 1.0, 1, 1024, "gsm8k_cot", "greedy, one sample (Cobbe et al. 2021 test accuracy)"),
+            paper=Protocol(
+                0.0,
+                1.0,
+                1,
+                1024,
+                "gsm8k_cot",
+                "greedy, one sample (Cobbe et al. 2021 test accuracy)",
+            ),
             standard=_std(4, 4096),
             notes="1319 test problems; gold after '#### ' (thousands commas removed)",
         ),
@@ -148,7 +156,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             split="test",
             question_fields=("problem",),
             answer_fields=(("answer", "plain"), ("solution", "boxed")),
-            paper=Protocol(0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"),
+            paper=Protocol(
+                0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"
+            ),
             standard=_std(4),
             keep_fields=("subject", "level"),
             notes="Lightman et al. 2023 subset of MATH test",
@@ -180,7 +190,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             split="test",
             question_fields=("question", "problem"),
             answer_fields=(("answer", "plain"),),
-            paper=Protocol(0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"),
+            paper=Protocol(
+                0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"
+            ),
             standard=_std(16),
             notes="answers stored as floats (27.0 -> '27')",
         ),
@@ -191,7 +203,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             split="test",
             question_fields=("problem", "question"),
             answer_fields=(("answer", "plain"), ("solution", "boxed")),
-            paper=Protocol(0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"),
+            paper=Protocol(
+                0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"
+            ),
             standard=_std(4),
             keep_fields=("type",),
             notes="272 OCW problems; gold = last \\boxed{} of the solution",
@@ -204,7 +218,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             split="train",
             question_fields=("question", "problem"),
             answer_fields=(("final_answer", "answer_list"), ("answer", "plain")),
-            paper=Protocol(0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"),
+            paper=Protocol(
+                0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"
+            ),
             standard=_std(4),
             notes="675 open-ended English competition maths problems; final_answer is a list",
         ),

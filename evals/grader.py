@@ -330,7 +330,9 @@ class MathGrader:
         if not isinstance(gold, str) or not gold.strip():
             return Grade(0.0, None, "error:no_gold")
         gnum = to_number(gold)
-        pred = extract_prediction(completion if isinstance(completion, str) else "", gnum is not None)
+        pred = extract_prediction(
+            completion if isinstance(completion, str) else "", gnum is not None
+        )
         if pred is None or not pred.strip():
             return Grade(0.0, None, "no_answer")
         if gnum is not None:

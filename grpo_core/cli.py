@@ -144,11 +144,20 @@ def cmd_eval(a) -> int:
             try:
                 seeds = [int(x) for x in a.eval_seeds.split(",")]
             except ValueError:
-                raise UserError(f"--eval-seeds: comma-separated integers, got {a.eval_seeds!r}") from None
+                raise UserError(
+                    f"--eval-seeds: comma-separated integers, got {a.eval_seeds!r}"
+                ) from None
         for name in names:
             res = evaluate_benchmark(
-                cfg, model, out, name.strip(), protocol=a.protocol, eval_seeds=seeds,
-                reproduction=cfg.reproduction, seed=cfg.run.seed, threads=a.threads,
+                cfg,
+                model,
+                out,
+                name.strip(),
+                protocol=a.protocol,
+                eval_seeds=seeds,
+                reproduction=cfg.reproduction,
+                seed=cfg.run.seed,
+                threads=a.threads,
             )
             m, ci = res["metrics"], res["ci"]
             print(

@@ -116,7 +116,8 @@ def test_benchmark_evaluation_end_to_end(tmp_path):
     build_tiny_model(cfg.model.tiny, tok).save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     data = _write_jsonl(
-        tmp_path / "g.jsonl", GOOD + [{"question": "2+2?"}, {"question": "1+1?", "answer": "#### 2"}]
+        tmp_path / "g.jsonl",
+        GOOD + [{"question": "2+2?"}, {"question": "1+1?", "answer": "#### 2"}],
     )
     cfg = load_config(
         None,
@@ -151,11 +152,19 @@ def test_benchmark_evaluation_end_to_end(tmp_path):
         "boxed",
     )
     assert p["name"] == "standard" and "torch" in p["versions"] and p["grader"]["timeout_s"] == 5
-    samples = [json.loads(x) for x in (tmp_path / "both/gsm8k.samples.jsonl").read_text().splitlines()]
+    samples = [
+        json.loads(x) for x in (tmp_path / "both/gsm8k.samples.jsonl").read_text().splitlines()
+    ]
     assert len(samples) == 3 * 4 * 2  # problems x k x eval seeds
-    assert {"prompt_id", "eval_seed", "completion", "answer", "gold", "score", "grade_reason"} <= set(
-        samples[0]
-    )
+    assert {
+        "prompt_id",
+        "eval_seed",
+        "completion",
+        "answer",
+        "gold",
+        "score",
+        "grade_reason",
+    } <= set(samples[0])
     assert sum(res["grader"]["stats"].values()) == 24
     # one eval seed per job, then merged: the same metrics as the joint run
     for es in (0, 1):
@@ -259,7 +268,11 @@ def test_bad_completions_are_scored_in_a_run(tmp_path, monkeypatch):
     tok.save_pretrained(tmp_path / "m")
     data = _write_jsonl(
         tmp_path / "g.jsonl",
-        [{"question": "Q1", "answer": "#### 7"}, '{"question": ', {"question": "Q2", "answer": "#### 5"}],
+        [
+            {"question": "Q1", "answer": "#### 7"},
+            '{"question": ',
+            {"question": "Q2", "answer": "#### 5"},
+        ],
     )
     texts = [
         "",  # empty
@@ -309,6 +322,8 @@ def test_bad_completions_are_scored_in_a_run(tmp_path, monkeypatch):
         "smoke",
         ["run.threads=1", f"eval.benchmark_paths.minerva_math={sym}", "eval.grader_timeout_s=2"],
     )
-    res = ev_mod.evaluate_benchmark(cfg, tmp_path / "m", tmp_path / "out", "minerva_math", eval_seeds=[0])
+    res = ev_mod.evaluate_benchmark(
+        cfg, tmp_path / "m", tmp_path / "out", "minerva_math", eval_seeds=[0]
+    )
     assert res["grader"]["timeouts"] == 1 and res["grader"]["stats"]["timeout"] == 1
     assert res["metrics"]["avg@4"] == 0.0
