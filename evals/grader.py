@@ -139,6 +139,12 @@ def split_top_level(s: str) -> list[str]:
 # math-verify in a worker process
 
 
+def _norm_text(s: str) -> str:
+    """Whitespace, $ signs and \\text{...} / \\mathrm{...} wrappers removed."""
+    s = re.sub(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}", r"\1", s)
+    return re.sub(r"\s+|\$", "", s)
+
+
 def _readable(workers: list, timeout: float) -> list:
     """Workers whose reply is waiting (select on their stdout pipes)."""
     r, _, _ = select.select(workers, [], [], timeout)
@@ -340,6 +346,8 @@ class MathGrader:
             if pnum is not None:  # both plain numbers: no need for sympy
                 ok = numbers_equal(pnum, gnum)
                 return Grade(float(ok), pred, "numeric" if ok else "mismatch")
+        if _norm_text(pred) == _norm_text(gold):  # the same string (text answers math-verify
+            return Grade(1.0, pred, "exact")  # cannot parse, e.g. \text{Venus})
         return pred
 
     def _run(self, jobs: list[tuple[int, str, str]], out: list) -> None:
@@ -353,10 +361,16 @@ class MathGrader:
         preds = {i: p for i, _, p in jobs}
         busy: dict = {}
         while pending or busy:
-            for w in self._workers:
+            for idx in range(len(self._workers)):
+                w = self._workers[idx]
                 if w.task is None and pending:
                     i, gold, pred = pending.pop()
-                    w.send([i, gold, pred])
+                    try:
+                        w.send([i, gold, pred])
+                    except OSError:  # it died while idle (BrokenPipeError): replace, send again
+                        self._replace(w)
+                        w = self._workers[idx]
+                        w.send([i, gold, pred])
                     w.task = (i, time.monotonic())
                     busy[w] = w
             now = time.monotonic()

@@ -63,6 +63,18 @@ def test_numeric_and_symbolic_matches(grader):
         assert (r.score, r.reason) == (score, reason), (c, g, r)
 
 
+def test_text_answers_and_dead_workers(grader):
+    # a text gold math-verify cannot parse still matches the same text
+    assert grader.grade("\\boxed{\\text{Venus}}", "\\text{Venus}").reason == "exact"
+    assert grader.grade("\\boxed{\\text{Mars}}", "\\text{Venus}").score == 0.0
+    # a worker that died while idle is replaced, the sample still graded
+    for w in grader._workers:
+        w.proc.kill()
+        w.proc.wait(5)
+    assert grader.grade("\\boxed{\\sqrt{9}}", "3").reason in ("match", "numeric")
+    assert grader.grade("\\boxed{2\\pi}", "2\\pi").score == 1.0
+
+
 def test_multi_answer_guard(grader):
     # a gold with several answers needs all of them: one of the two roots scores 0
     assert grader.grade("\\boxed{1}", "1, 2").score == 0.0
