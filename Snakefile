@@ -30,6 +30,12 @@ REPROS = expand_reproductions(_as_list(config.get("reproductions", _wf.reproduct
 SEEDS = [int(s) for s in _as_list(config.get("seeds", _wf.seeds))]
 THREADS = int(config.get("train_threads", _wf.train_threads))
 BENCH = _base_cfg.task.name
+# real math benchmarks (eval.benchmarks of the profile; the tiny profile has none): one job per
+# (reproduction, seed, benchmark, eval seed), merged over eval seeds into eval/<label>.json
+EV = _base_cfg.eval
+MATH = [str(b) for b in _as_list(config.get("benchmarks", EV.benchmarks))]
+EVAL_SEEDS = [int(s) for s in _as_list(config.get("eval_seeds", EV.seeds))]
+LABEL = {b: (b if EV.protocol == "standard" else f"{b}-{EV.protocol}") for b in MATH}
 RES = f"{_base_cfg.run.results_dir}/{PROFILE}"
 GRPO = "python -m grpo_core.cli"
 # GPU jobs (workflow.gpus in the profile): resources for the SLURM executor (tasks=0: no
@@ -142,11 +148,62 @@ rule evaluate_start:
 ruleorder: evaluate_start > evaluate
 
 
+def _bench_model(wildcards):
+    if wildcards.repro == START:
+        return f"{RES}/base/model"
+    return f"{RES}/runs/{wildcards.repro}/seed{wildcards.seed}/train.done"
+
+
+rule evaluate_benchmark:
+    input:
+        _bench_model,
+    output:
+        f"{RES}/runs/{{repro}}/seed{{seed}}/eval/es{{es}}/{{label}}.json",
+        f"{RES}/runs/{{repro}}/seed{{seed}}/eval/es{{es}}/{{label}}.samples.jsonl",
+    log:
+        f"{RES}/logs/eval_{{repro}}_seed{{seed}}_{{label}}_es{{es}}.log",
+    wildcard_constraints:
+        repro="[a-z0-9_]+",
+        seed=r"\d+",
+        es=r"\d+",
+        label="|".join(LABEL.values()) or "NONE",
+    params:
+        bench=lambda w: next(b for b, l in LABEL.items() if l == w.label),
+    threads: THREADS
+    resources:
+        **JOB_RES,
+    shell:
+        "{GRPO} eval {wildcards.repro} --profile {PROFILE} --seed {wildcards.seed} "
+        "--benchmark {params.bench} --eval-seeds {wildcards.es} "
+        "--out {RES}/runs/{wildcards.repro}/seed{wildcards.seed}/eval/es{wildcards.es} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule merge_eval_seeds:
+    input:
+        lambda w: [
+            f"{RES}/runs/{w.repro}/seed{w.seed}/eval/es{e}/{w.label}.json" for e in EVAL_SEEDS
+        ],
+    output:
+        f"{RES}/runs/{{repro}}/seed{{seed}}/eval/{{label}}.json",
+        f"{RES}/runs/{{repro}}/seed{{seed}}/eval/{{label}}.samples.jsonl",
+    wildcard_constraints:
+        repro="[a-z0-9_]+",
+        seed=r"\d+",
+        label="|".join(LABEL.values()) or "NONE",
+    run:
+        from evals.aggregate import merge_eval_seeds
+
+        merge_eval_seeds([Path(f) for f in input], Path(output[0]))
+
+
 rule aggregate:
     input:
         [f"{RES}/runs/{r}/seed{s}/eval/{BENCH}.json" for r in REPROS for s in SEEDS],
         [f"{RES}/runs/{r}/seed{s}/train.done" for r in REPROS for s in SEEDS],
         f"{RES}/runs/{START}/seed0/eval/{BENCH}.json",
+        [f"{RES}/runs/{r}/seed{s}/eval/{LABEL[b]}.json" for r in REPROS for s in SEEDS for b in MATH],
+        [f"{RES}/runs/{START}/seed0/eval/{LABEL[b]}.json" for b in MATH],
     output:
         f"{RES}/summary.csv",
     run:

@@ -95,3 +95,74 @@ def aggregate(
     ).reset_index(drop=True)
     df.to_csv(Path(profile_dir) / "summary.csv", index=False)
     return df
+
+
+def merge_eval_seeds(files: list[Path], out_json: Path) -> dict:
+    """Merge one benchmark's per-eval-seed results (each <label>.json with its
+    <label>.samples.jsonl beside it, from ``grpo eval --benchmark B --eval-seeds E``) into
+    ``out_json`` and the samples file beside it: metrics averaged over eval seeds, their std over
+    seeds, bootstrap CIs over problems of the per-problem values averaged over seeds."""
+    from evals.grader import answer_key
+    from evals.metrics import summarize_runs
+
+    files = [Path(f) for f in files]
+    if not files:
+        raise ValueError("merge_eval_seeds: no files")
+    results = [json.loads(f.read_text()) for f in files]
+    first = results[0]
+    k, bench = first["k"], first["benchmark"]
+    for f, r in zip(files, results):
+        if r["benchmark"] != bench or r["k"] != k or r["n_prompts"] != first["n_prompts"]:
+            raise ValueError(f"{f}: benchmark/k/n_prompts differ from {files[0]}")
+    runs, samples_text, seeds, per_seed = [], [], [], {}
+    stats: dict[str, int] = {}
+    for f, r in zip(files, results):
+        sf = f.with_name(f.name.removesuffix(".json") + ".samples.jsonl")
+        rows = [json.loads(x) for x in sf.read_text().splitlines() if x.strip()]
+        samples_text.append(sf.read_text())
+        for es in r["eval_seeds"]:
+            order: dict[str, int] = {}
+            scores: list[list[float]] = []
+            answers: list[list] = []
+            for s in rows:
+                if s["eval_seed"] != es:
+                    continue
+                if s["prompt_id"] not in order:
+                    order[s["prompt_id"]] = len(order)
+                    scores.append([])
+                    answers.append([])
+                i = order[s["prompt_id"]]
+                scores[i].append(float(s["score"]))
+                answers[i].append(answer_key(s["answer"]))
+            runs.append((scores, answers))
+            seeds.append(es)
+        per_seed.update(r.get("per_seed", {}))
+        for reason, n in r.get("grader", {}).get("stats", {}).items():
+            stats[reason] = stats.get(reason, 0) + n
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"merge_eval_seeds: eval seed(s) repeated across files: {seeds}")
+    summ = summarize_runs(runs, first["protocol"].get("pass_ks"))
+    metrics = dict(summ["metrics"])
+    for name in first["metrics"]:  # lengths, truncation: mean over the per-seed values
+        if name not in metrics:
+            vals = [per_seed[str(s)][name] for s in seeds if name in per_seed.get(str(s), {})]
+            metrics[name] = float(sum(vals) / len(vals)) if vals else float("nan")
+    merged = {
+        **first,
+        "eval_seeds": seeds,
+        "metrics": metrics,
+        "std_over_seeds": summ["std_over_seeds"],
+        "ci": summ["ci"],
+        "per_seed": per_seed,
+        "grader": {"stats": stats, "timeouts": stats.get("timeout", 0)},
+        "protocol": {**first["protocol"], "eval_seeds": seeds},
+        "generation_s": sum(r.get("generation_s", 0.0) for r in results),
+        "grading_s": sum(r.get("grading_s", 0.0) for r in results),
+        "merged_from": [str(f) for f in files],
+    }
+    out_json = Path(out_json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    samples_out = out_json.with_name(out_json.name.removesuffix(".json") + ".samples.jsonl")
+    samples_out.write_text("".join(samples_text))
+    out_json.write_text(json.dumps(merged, indent=2))
+    return merged

@@ -1,6 +1,10 @@
 """Evaluate a checkpoint on a task's test split: k samples per prompt through the core's rollout
 engine, graded by the task's own grader (the same call the training reward makes).
 
+``evaluate_benchmark`` does the same on a real math benchmark (evals.benchmarks): the paper's or
+the standard protocol, several eval seeds, math-verify grading with a per-sample timeout
+(evals.grader), bootstrap CIs over problems and the std over eval seeds.
+
 Writes eval/<benchmark>.json (metrics, n, protocol) and eval/<benchmark>.samples.jsonl (one line
 per sample) per the output contract.
 """
@@ -13,9 +17,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from evals.metrics import bootstrap_ci, per_problem_scores, score_groups
-from evals.tasks import extract_answer, is_well_formed, make_task, render_prompt
+from evals.metrics import bootstrap_ci, per_problem_scores, score_groups, summarize_runs
+from evals.tasks import TEMPLATES, extract_answer, is_well_formed, make_task, render_prompt
 from grpo_core.config import Config
+from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
 from grpo_core.rollout import SamplingParams, make_engine
 from grpo_core.trainer import chat_prompt_ids, derive_seed, setup_torch
@@ -133,3 +138,201 @@ def evaluate(
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out / f"{bench}.json")
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# real math benchmarks (evals.benchmarks): several eval seeds, paper / standard protocol,
+# math-verify grading with a per-sample timeout
+
+
+def resolve_protocol(cfg: Config, benchmark: str, protocol: str | None = None) -> dict:
+    """The sampling protocol actually used: the benchmark's declared one (paper's own or the
+    standard T=0.6 / top_p=0.95 one, whose k is at least eval.k) with the config's caps."""
+    from evals.benchmarks import get_benchmark
+
+    ev = cfg.eval
+    b = get_benchmark(benchmark)
+    name = protocol or ev.protocol
+    if name not in ("paper", "standard"):
+        raise UserError(f"eval.protocol must be 'paper' or 'standard', got {name!r}")
+    decl = b.paper if name == "paper" else b.standard
+    k = decl.k if name == "paper" else max(decl.k, ev.k)
+    max_new = decl.max_new_tokens
+    if ev.benchmark_max_new_tokens:
+        max_new = min(max_new, ev.benchmark_max_new_tokens)
+    return {
+        "name": name,
+        "temperature": decl.temperature,
+        "top_p": decl.top_p,
+        "k": k,
+        "max_new_tokens": max_new,
+        "template": ev.template or decl.template,
+        "template_text": TEMPLATES.get(ev.template or decl.template, "eval.template"),
+        "source": decl.source,
+    }
+
+
+def benchmark_label(benchmark: str, protocol: str) -> str:
+    """File / summary name: the standard protocol keeps the benchmark's name."""
+    return benchmark if protocol == "standard" else f"{benchmark}-{protocol}"
+
+
+def evaluate_benchmark(
+    cfg: Config,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    benchmark: str,
+    protocol: str | None = None,
+    eval_seeds: list[int] | None = None,
+    reproduction: str | None = None,
+    seed: int | None = None,
+    threads: int | None = None,
+    log=print,
+) -> dict:
+    """Evaluate a model on a real math benchmark under one protocol and one or more eval seeds.
+
+    Writes <out>/<label>.json (metrics averaged over eval seeds, their std over seeds, bootstrap
+    95% CIs over problems of the per-problem scores averaged over seeds, per-seed metrics, grader
+    reason counts, protocol) and <out>/<label>.samples.jsonl (one line per sample and eval seed).
+    """
+    import numpy as np
+
+    from evals.benchmarks import LoadReport, load_benchmark
+    from evals.grader import MathGrader, answer_key
+
+    setup_torch(cfg, threads)
+    ev = cfg.eval
+    proto = resolve_protocol(cfg, benchmark, protocol)
+    label = benchmark_label(benchmark, proto["name"])
+    seeds = list(eval_seeds if eval_seeds is not None else ev.seeds)
+    if not seeds:
+        raise UserError("eval.seeds: give at least one eval seed")
+    rep = LoadReport()
+    problems = load_benchmark(
+        benchmark,
+        ev.benchmark_paths.get(benchmark),
+        on_error="skip",
+        n=ev.benchmark_n_prompts,
+        report=rep,
+    )
+    for msg in rep.skipped:
+        log(f"skipped malformed row {msg}")
+    k = proto["k"]
+    ks = sorted({x for x in ev.pass_ks if x <= k} | {1})
+    model, tok = load_model_and_tokenizer(str(model_dir), cfg.run.dtype, cfg.run.device)
+    model.eval()
+    engine = make_engine(cfg.rollout.engine, model, tok, batch_size=ev.batch_size)
+    prompt_ids = [chat_prompt_ids(tok, render_prompt(proto["template"], p)) for p in problems]
+    params_base = dict(
+        temperature=proto["temperature"],
+        top_p=proto["top_p"],
+        max_new_tokens=proto["max_new_tokens"],
+        stop=list(cfg.rollout.stop),
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples: list[dict] = []
+    runs: list[tuple[list, list]] = []
+    extra: dict[str, dict] = {}
+    grader_stats: dict[str, int] = {}
+    gen_s = grade_s = 0.0
+    with MathGrader(timeout_s=ev.grader_timeout_s, workers=ev.grader_workers) as grader:
+        for es in seeds:
+            params = SamplingParams(**params_base, seed=derive_seed(es, 424242))
+            flat = [ids for ids in prompt_ids for _ in range(k)]
+            texts, reasons, lengths = [], [], []
+            t0 = time.perf_counter()
+            chunk = max(1, ev.batch_size)
+            for s in range(0, len(flat), chunk):
+                params.seed = derive_seed(es, 424242, s)
+                ro = engine.generate(flat[s : s + chunk], params)
+                texts += ro.texts
+                reasons += ro.finish_reasons
+                lengths += ro.completion_mask.sum(-1).tolist()
+                log(
+                    f"{label} eval seed {es}: {min(s + chunk, len(flat))}/{len(flat)} samples, "
+                    f"{time.perf_counter() - t0:.0f} s"
+                )
+            gen_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            grades = grader.grade_many(
+                [(texts[i * k + j], p.answer) for i, p in enumerate(problems) for j in range(k)]
+            )
+            grade_s += time.perf_counter() - t0
+            scores, answers = [], []
+            for i, p in enumerate(problems):
+                s_row, a_row = [], []
+                for j in range(k):
+                    n = i * k + j
+                    g = grades[n]
+                    s_row.append(g.score)
+                    a_row.append(answer_key(g.pred))
+                    samples.append(
+                        {
+                            "prompt_id": p.id,
+                            "eval_seed": es,
+                            "sample": j,
+                            "completion": texts[n],
+                            "answer": g.pred,
+                            "gold": p.answer,
+                            "score": g.score,
+                            "correct": g.score >= 1.0,
+                            "grade_reason": g.reason,
+                            "finish_reason": reasons[n],
+                            "length": lengths[n],
+                        }
+                    )
+                    grader_stats[g.reason] = grader_stats.get(g.reason, 0) + 1
+                scores.append(s_row)
+                answers.append(a_row)
+            runs.append((scores, answers))
+            extra[str(es)] = {
+                f"length@{k}": float(np.mean(lengths)),
+                f"truncated@{k}": float(np.mean([r != "stop" for r in reasons])),
+            }
+    summ = summarize_runs(runs, ks)
+    per_seed = {str(es): {**m, **extra[str(es)]} for es, m in zip(seeds, summ["per_seed"])}
+    metrics = dict(summ["metrics"])
+    for name in extra[str(seeds[0])]:
+        metrics[name] = float(np.mean([extra[str(es)][name] for es in seeds]))
+    result = {
+        "benchmark": label,
+        "reproduction": reproduction or cfg.reproduction,
+        "seed": cfg.run.seed if seed is None else seed,
+        "model": str(model_dir),
+        "n_prompts": len(problems),
+        "k": k,
+        "eval_seeds": seeds,
+        "metrics": metrics,
+        "std_over_seeds": summ["std_over_seeds"],
+        "ci": summ["ci"],
+        "per_seed": per_seed,
+        "grader": {"stats": grader_stats, "timeouts": grader_stats.get("timeout", 0)},
+        "skipped_rows": rep.skipped,
+        "protocol": {
+            **proto,
+            "pass_ks": ks,
+            "benchmark": benchmark,
+            "data": rep.source,
+            "engine": cfg.rollout.engine,
+            "stop": list(cfg.rollout.stop),
+            "eval_seeds": seeds,
+            "grader": {
+                "name": "evals.grader.MathGrader (math-verify gold-first, boxed preferred, "
+                "multi-answer guard, numeric fallback)",
+                "timeout_s": ev.grader_timeout_s,
+            },
+            "versions": package_versions(),
+        },
+        "generation_s": gen_s,
+        "grading_s": grade_s,
+    }
+    _write_atomic(out / f"{label}.samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    _write_atomic(out / f"{label}.json", json.dumps(result, indent=2))
+    return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -160,3 +160,24 @@ def diff_ci(a: list[float], b: list[float], level: float = 0.95) -> tuple[float,
     df = (va + vb) ** 2 / ((va**2) / (len(a) - 1) + (vb**2) / (len(b) - 1))
     h = t_quantile((1 + level) / 2, max(1, int(round(df)))) * se
     return (d, d - h, d + h)
+
+
+def summarize_runs(
+    runs: list[tuple[list[list[float]], list[list[str | None]]]], ks: list[int] | None = None
+) -> dict:
+    """Several eval seeds of one benchmark: ``runs`` holds (scores, answers) per seed, problems in
+    the same order. Returns metrics (mean over seeds), std_over_seeds (sample std; NaN for one
+    seed), ci (percentile bootstrap over problems of the per-problem values averaged over seeds)
+    and per_seed metrics."""
+    if not runs:
+        raise ValueError("no eval seeds to summarize")
+    pers = [per_problem_scores(s, a, ks) for s, a in runs]
+    names = list(pers[0])
+    per_seed = [{n: float(np.mean(p[n])) for n in names} for p in pers]
+    metrics = {n: float(np.mean([m[n] for m in per_seed])) for n in names}
+    std = {
+        n: float(np.std([m[n] for m in per_seed], ddof=1)) if len(runs) > 1 else float("nan")
+        for n in names
+    }
+    ci = {n: list(bootstrap_ci(list(np.mean([p[n] for p in pers], axis=0)))) for n in names}
+    return {"metrics": metrics, "std_over_seeds": std, "ci": ci, "per_seed": per_seed}

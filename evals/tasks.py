@@ -38,6 +38,17 @@ TEMPLATES.register("boxed")(
     "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 )
 
+# GSM8K chain of thought ending in the "#### N" line of the dataset's own solutions
+TEMPLATES.register("gsm8k_cot")(
+    "{question}\nSolve the problem step by step. End with a final line of the form "
+    "'#### <number>' and also write the number within \\boxed{{}}."
+)
+# DeepSeek-R1 style: think first, then answer; the boxed answer is graded
+TEMPLATES.register("r1_think")(
+    "{question}\nThink through the problem inside <think> </think> tags first, then give the "
+    "answer. Put your final answer within \\boxed{{}}."
+)
+
 
 def render_prompt(template: str, p: Problem) -> str:
     tpl = TEMPLATES.get(template, "task.template")

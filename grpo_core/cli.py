@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="run seed (same as run.seed=N)")
     p.add_argument("--model", default=None, help="model directory (default: the run's checkpoint)")
     p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
+    p.add_argument(
+        "--benchmark",
+        default=None,
+        help="real math benchmark(s), comma-separated (gsm8k, math500, aime24, aime25, amc23, "
+        "minerva_math, olympiadbench) or 'all' for eval.benchmarks; default: the task's test split",
+    )
+    p.add_argument(
+        "--protocol", default=None, choices=["standard", "paper"], help="default eval.protocol"
+    )
+    p.add_argument(
+        "--eval-seeds", default=None, help="comma-separated eval seeds (default eval.seeds)"
+    )
     p.add_argument("overrides", nargs="*")
 
     p = sub.add_parser(
@@ -152,6 +164,43 @@ def cmd_eval(a) -> int:
             f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {cfg.run.seed})"
         )
     out = a.out or run_dir(cfg) / "eval"
+    if a.benchmark:
+        from evals.evaluate import evaluate_benchmark
+
+        names = cfg.eval.benchmarks if a.benchmark == "all" else a.benchmark.split(",")
+        if not names:
+            raise UserError("--benchmark all: the profile lists no eval.benchmarks")
+        seeds = None
+        if a.eval_seeds:
+            try:
+                seeds = [int(x) for x in a.eval_seeds.split(",")]
+            except ValueError:
+                raise UserError(
+                    f"--eval-seeds: comma-separated integers, got {a.eval_seeds!r}"
+                ) from None
+        for name in names:
+            res = evaluate_benchmark(
+                cfg,
+                model,
+                out,
+                name.strip(),
+                protocol=a.protocol,
+                eval_seeds=seeds,
+                reproduction=cfg.reproduction,
+                seed=cfg.run.seed,
+                threads=a.threads,
+            )
+            m, ci = res["metrics"], res["ci"]
+            print(
+                f"{res['benchmark']} ({res['n_prompts']} problems, k={res['k']}, eval seeds "
+                f"{res['eval_seeds']}): "
+                + ", ".join(
+                    f"{k}={v:.3f}" + (f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "")
+                    for k, v in m.items()
+                )
+                + f"; grader timeouts {res['grader']['timeouts']}"
+            )
+        return 0
     res = evaluate(
         cfg, model, out, reproduction=cfg.reproduction, seed=cfg.run.seed, threads=a.threads
     )

@@ -205,6 +205,19 @@ class EvalCfg(Strict):
     max_new_tokens: int | None = None  # None: rollout.max_new_tokens
     seed: int = 0
     batch_size: int = 256
+    # real math benchmarks (evals.benchmarks): names, local files instead of the Hub, first-N
+    # cut, a token cap on the protocol's budget, the protocol (paper | standard), a template
+    # override (None: the protocol's), eval seeds, the pass@k list, the grader's per-sample timeout
+    benchmarks: list[str] = Field(default_factory=list)
+    benchmark_paths: dict[str, str] = Field(default_factory=dict)
+    benchmark_n_prompts: int | None = None
+    benchmark_max_new_tokens: int | None = None
+    template: str | None = None
+    protocol: Literal["standard", "paper"] = "standard"
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    pass_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    grader_timeout_s: float = Field(default=5.0, gt=0)
+    grader_workers: int = Field(default=1, ge=1)
 
 
 class WorkflowCfg(Strict):

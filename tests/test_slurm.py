@@ -23,7 +23,11 @@ def test_paper_grid_dry_run_on_slurm_profile(tmp_path):
     # 5 reproductions x 3 seeds, each trained and evaluated, + the start checkpoint's eval
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     assert counts["train"] == "15" and counts["evaluate"] == "15"
-    assert counts["evaluate_start"] == "1" and counts["total"] == "35"
+    assert counts["evaluate_start"] == "1"
+    # 7 real benchmarks x 3 eval seeds for the 15 runs and the start model (16 x 7 x 3 = 336),
+    # merged over eval seeds once per (run, benchmark): 16 x 7 = 112; total 35 + 336 + 112
+    assert counts["evaluate_benchmark"] == "336" and counts["merge_eval_seeds"] == "112"
+    assert counts["total"] == "483"
     train = [b for b in out.split("\n\n") if "rule train:" in b]
     assert len(train) == 15
     for block in train:  # one GPU, tasks=0 (no --ntasks-per-gpu double launch), paper budget
