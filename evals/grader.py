@@ -23,7 +23,8 @@ from grpo_core.errors import UserError
 # predictions longer than this are cut to their tail before math-verify sees them (answers sit at
 # the end; a 50,000-character completion would otherwise be scanned by every regex)
 MAX_PRED_CHARS = 4000
-_NUM_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# a number; thousands separators kept whole ("70,000"), a trailing comma dropped ("366,")
+_NUM_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 
 
 @dataclass

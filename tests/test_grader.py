@@ -138,3 +138,11 @@ def test_grade_math_and_bad_settings():
         MathGrader(timeout_s=0)
     with pytest.raises(UserError, match="workers"):
         MathGrader(workers=0)
+
+
+def test_last_number_fallback_keeps_thousands_but_not_trailing_commas():
+    from evals.grader import extract_prediction
+
+    assert extract_prediction("It had 366, in total", numeric_gold=True) == "366"
+    assert extract_prediction("The profit is $70,000.", numeric_gold=True) == "70,000"
+    assert extract_prediction("so 1,2 and 3", numeric_gold=True) == "3"

@@ -20,7 +20,6 @@ from lm_eval.api.model import LM  # noqa: E402
 
 from evals.aggregate import aggregate  # noqa: E402
 from evals.lm_eval_bridge import run_lm_eval, to_eval_records, write_eval  # noqa: E402
-from evals.tasks import extract_answer, numeric_match  # noqa: E402
 from grpo_core.errors import UserError  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -29,11 +28,14 @@ ROWS = [json.loads(x) for x in GSM8K.read_text().splitlines()]
 
 
 def our_score(completion: str, gold_field: str) -> float:
-    """The project's GSM8K-style score of one completion: evals.tasks.extract_answer (last
-    \\boxed{}, else <answer>, else the last number) + numeric_match against the number after
-    "#### ". The one place to switch to another grader."""
-    gold = gold_field.split("####")[-1].strip()
-    return numeric_match(extract_answer(completion), gold)
+    """The project's GSM8K score of one completion, as evaluation computes it: the gsm8k
+    benchmark's gold extraction ("#### N", commas removed) and evals.grader (last \\boxed{}, else
+    <answer>, else "answer is" / "####" / the last number; numeric comparison, else
+    math-verify). The one place to switch to another grader."""
+    from evals.benchmarks import _gsm8k_hash
+    from evals.grader import grade_math
+
+    return grade_math(completion, _gsm8k_hash(gold_field), timeout_s=20.0).score
 
 
 class FixedCompletions(LM):
