@@ -24,7 +24,7 @@ from grpo_core.errors import UserError
 # the end; a 50,000-character completion would otherwise be scanned by every regex)
 MAX_PRED_CHARS = 4000
 # a number; thousands separators kept whole ("70,000"), a trailing comma dropped ("366,")
-_NUM_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
+NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 
 
 @dataclass
@@ -76,7 +76,7 @@ def extract_prediction(completion: str, numeric_gold: bool) -> str | None:
         m = re.findall(r"(?:answer is|####)\s*:?\s*\$?\s*(-?[\d,]*\.?\d+)", tail, flags=re.I)
         if m:
             return m[-1]
-        nums = _NUM_RE.findall(tail)
+        nums = NUMBER_RE.findall(tail)
         return nums[-1] if nums else None
     return None
 

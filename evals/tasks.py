@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.grader import NUMBER_RE, last_boxed
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 
@@ -63,32 +64,18 @@ def render_prompt(template: str, p: Problem) -> str:
 # --------------------------------------------------------------------------------------------
 # answer extraction
 
-# a number, with thousands separators ("70,000") kept whole
-_NUM = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
-
-
-def _last_boxed(text: str) -> str | None:
-    i = text.rfind("\\boxed{")
-    if i < 0:
-        return None
-    j, depth = i + len("\\boxed{"), 1
-    start = j
-    while j < len(text) and depth:
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        j += 1
-    return text[start : j - 1].strip() if depth == 0 else None
-
-
+# one answer parser for training rewards and evaluation: the grader's (boxed with balanced and
+# escaped braces, thousands separators kept whole)
 def extract_answer(completion: str) -> str | None:
     """Final answer of a completion: the last \\boxed{...}, else <answer>...</answer>, else the
     last number. None when there is none."""
-    boxed = _last_boxed(completion)
+    boxed = last_boxed(completion)
     if boxed is not None:
         return boxed
     m = re.findall(r"<answer>(.*?)</answer>", completion, flags=re.S)
     if m:
         return m[-1].strip()
-    nums = _NUM.findall(completion)
+    nums = NUMBER_RE.findall(completion)
     return nums[-1] if nums else None
 
 
@@ -96,7 +83,7 @@ def is_well_formed(completion: str) -> bool:
     """Format check for the short-answer tasks: the completion is just the answer (a number,
     optionally boxed), nothing else."""
     c = completion.strip()
-    b = _last_boxed(c)
+    b = last_boxed(c)
     if b is not None and c.startswith("\\boxed{") and c.endswith("}"):
         c = b
     return bool(re.fullmatch(r"-?\d+(?:\.\d+)?", c))
