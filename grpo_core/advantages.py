@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from grpo_core import distributed as dist
 from grpo_core.config import AdvantageCfg
 from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
@@ -64,15 +65,17 @@ def grpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) -> torch.Tensor:
     """GRPO (Shao et al. 2024, DeepSeekMath): A_i = (r_i - mean_g) / (std + eps).
 
     ``cfg.std`` picks the unbiased (n-1) or biased (n) std; ``cfg.scale`` divides by the group's
-    std ("group"), the whole batch's std ("batch", as in REINFORCE++/Magistral) or nothing ("none",
-    which is Dr. GRPO's estimator).
+    reward std ("group"), the std of all the step's rewards, over every data-parallel rank
+    ("batch": TRL's scale_rewards="batch", which gathers the rewards first; REINFORCE++ and
+    Magistral instead divide by the std of the group-centred advantages, the
+    ``reinforce_pp_baseline`` estimator) or nothing ("none", which is Dr. GRPO's estimator).
     """
     centered = rewards - rewards.mean(dim=1, keepdim=True)
     unbiased = cfg.std == "unbiased"
     if cfg.scale == "group":
         return centered / (_std(rewards, 1, unbiased) + cfg.eps)
     if cfg.scale == "batch":
-        return centered / (_std(rewards, None, unbiased) + cfg.eps)
+        return centered / (_std(dist.gather_cat(rewards.reshape(-1)), None, unbiased) + cfg.eps)
     return centered
 
 
@@ -98,13 +101,15 @@ def rloo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) -> torch.Tensor:
 @ADVANTAGES.register("reinforce_pp_baseline")
 def reinforce_pp_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) -> torch.Tensor:
     """REINFORCE++-baseline (Hu et al. 2025): subtract the group mean, then whiten over the
-    whole batch: A = (a - mean_batch(a)) / (std_batch(a) + eps), a = r - mean_g.
+    whole batch: A = (a - mean_batch(a)) / (std_batch(a) + eps), a = r - mean_g; the batch is
+    the step's, over every data-parallel rank (gathered first).
 
     Whitening is over sequences (verl whitens over tokens; with outcome rewards the two differ
     only by length weighting).
     """
     a = rewards - rewards.mean(dim=1, keepdim=True)
-    return (a - a.mean()) / (_std(a, None, cfg.std == "unbiased") + cfg.eps)
+    a_all = dist.gather_cat(a.reshape(-1))
+    return (a - a_all.mean()) / (_std(a_all, None, cfg.std == "unbiased") + cfg.eps)
 
 
 @ADVANTAGES.register("xrpo_novelty")

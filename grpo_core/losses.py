@@ -49,6 +49,9 @@ class LossContext:
     # and [b] that group's size in the batch (see :func:`row_groups`)
     group_ids: torch.Tensor | None = None
     group_sizes: torch.Tensor | None = None
+    # minibatch-global statistics (sums over all micro-batches and ranks of the minibatch, no
+    # gradient) for a policy loss that declares ``minibatch_stats`` (see the trainer's optimize)
+    minibatch: dict | None = None
 
 
 def row_groups(group_sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,15 +123,18 @@ def gspo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None =
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, cfg: KLCfg) -> torch.Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) from samples of pi_theta (Schulman 2020).
 
-    With d = log pi_ref - log pi_theta (clamped to +-cfg.clamp):
-    k1 = -d, k2 = d^2 / 2, k3 = exp(d) - d - 1.
+    With d = log pi_ref - log pi_theta: k1 = -d, k2 = d^2 / 2 (neither clamped),
+    k3 = clamp(exp(d') - d' - 1, +-cfg.clamp) with d' = clamp(d, +-20), as verl's kl_penalty
+    (low_var_kl): the value is clamped after it is computed, so k1 / k2 keep their gradient on
+    tokens where the two policies disagree most (|d| > 10; KDRL's teacher term).
     """
-    d = torch.clamp(ref_logp - logp, -cfg.clamp, cfg.clamp)
+    d = ref_logp - logp
     if cfg.estimator == "k1":
         return -d
     if cfg.estimator == "k2":
         return 0.5 * d * d
-    return torch.exp(d) - d - 1.0
+    d = torch.clamp(d, -20.0, 20.0)  # exp overflow guard (verl)
+    return torch.clamp(torch.exp(d) - d - 1.0, -cfg.clamp, cfg.clamp)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -220,15 +226,17 @@ def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None 
     L-ratio); no clip, no reference. KL(pi_old || pi_theta), the token mean of the k3 estimate
     rho - 1 - log rho (``kl: k3``, the authors' low_var_kl; ``k1``: -log rho), is held by a
     squared hinge beta/2 * [KL - delta]_+^2. Every row of group g carries a share of -J_g (times
-    |g|, so the rows add up to the mean of -J over all groups under seq_mean_token_mean); the
-    hinge is on every row. ``clipped`` marks rows where the hinge is active. Needs whole groups
-    per micro-batch; the hinge uses the micro-batch's KL, which is the minibatch's when
-    train.micro_batch_size >= the minibatch size."""
-    p = _check_params(
-        cfg.params,
-        {"tau": 10.0, "beta": 1.0e3, "delta": 1.0e-4, "score": "logp", "kl": "k3"},
-        "loss.params",
-    )
+    |g|, so the rows add up to the mean of -J over all groups under seq_mean_token_mean).
+    ``clipped`` marks rows where the hinge is active. Needs whole groups per micro-batch.
+
+    ``hinge_on``: ``minibatch`` (default): one hinge on the KL of the whole minibatch (all its
+    micro-batches and ranks: ``ctx.minibatch`` from :func:`disco_minibatch_stats`), so the
+    update does not depend on train.micro_batch_size: each token carries the detached
+    coefficient beta [KL_mb - delta]_+ times its KL share (the gradient of the squared hinge,
+    as the authors' constraint = max(beta (kl - delta), 0).detach() * kl). ``micro_batch``:
+    the hinge on each micro-batch's own KL (the authors' code applies it per all-gathered
+    micro-batch, 32 sequences of a 256-sequence minibatch in their scripts)."""
+    p = _disco_params(cfg)
     if p["score"] == "logp":
         s = _seq_mean(logp, mask)
     elif p["score"] == "ratio":
@@ -248,14 +256,67 @@ def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None 
         for j in neg.tolist():
             per_row[j] = lme * size / len(neg)
     loss = torch.stack(per_row)
-    log_rho = logp - old_logp  # KL(pi_old || pi_theta), sampled from pi_old: token mean
-    kl_tok = torch.exp(log_rho) - 1.0 - log_rho if p["kl"] == "k3" else -log_rho
+    kl_tok = _disco_kl_tok(logp, old_logp, p["kl"])
     m = mask.to(logp.dtype)
-    kl = (kl_tok * m).sum() / m.sum().clamp(min=1)
-    hinge = torch.clamp(kl - float(p["delta"]), min=0.0)
-    loss = loss + 0.5 * float(p["beta"]) * hinge**2
-    active = bool(hinge.detach() > 0)
+    beta, delta = float(p["beta"]), float(p["delta"])
+    mb = ctx.minibatch if ctx is not None else None
+    if p["hinge_on"] == "minibatch" and mb is not None:
+        # value beta/2 h^2 on every row (they add up to it); gradient beta h * d KL_mb with
+        # KL_mb = sum of the minibatch's token KLs / its token count: row i carries
+        # beta h * sum_t kl_it * n_seqs / n_tokens (seq_mean_token_mean divides by n_seqs)
+        h = max(mb["kl_sum"] / max(mb["tokens"], 1.0) - delta, 0.0)
+        kl_row = (kl_tok * m).sum(-1)
+        share = (kl_row - kl_row.detach()) * (mb["seqs"] / max(mb["tokens"], 1.0))
+        loss = loss + 0.5 * beta * h**2 + beta * h * share
+        active = h > 0
+    else:
+        kl = (kl_tok * m).sum() / m.sum().clamp(min=1)
+        hinge = torch.clamp(kl - delta, min=0.0)
+        loss = loss + 0.5 * beta * hinge**2
+        active = bool(hinge.detach() > 0)
     return loss.unsqueeze(-1).expand_as(logp), torch.full_like(mask, active, dtype=torch.bool)
+
+
+def _disco_params(cfg: LossCfg) -> dict:
+    p = _check_params(
+        cfg.params,
+        {
+            "tau": 10.0,
+            "beta": 1.0e3,
+            "delta": 1.0e-4,
+            "score": "logp",
+            "kl": "k3",
+            "hinge_on": "minibatch",
+        },
+        "loss.params",
+    )
+    if p["hinge_on"] not in ("minibatch", "micro_batch"):
+        raise UserError(f"loss.params.hinge_on {p['hinge_on']!r}: want minibatch or micro_batch")
+    return p
+
+
+def _disco_kl_tok(logp, old_logp, kind: str) -> torch.Tensor:
+    """KL(pi_old || pi_theta) per token from samples of pi_old: k3 rho - 1 - log rho or k1."""
+    log_rho = logp - old_logp
+    return torch.exp(log_rho) - 1.0 - log_rho if kind == "k3" else -log_rho
+
+
+def disco_minibatch_stats(cfg: LossCfg):
+    """None (no minibatch statistics needed) or fn(logp, old_logp, mask) -> sums of this share
+    of the minibatch: {"kl_sum": summed token KL, "tokens": tokens, "seqs": sequences}."""
+    p = _disco_params(cfg)
+    if p["hinge_on"] != "minibatch":
+        return None
+
+    def stats(logp, old_logp, mask) -> dict:
+        m = mask.to(logp.dtype)
+        kl = float((_disco_kl_tok(logp, old_logp, p["kl"]) * m).sum())
+        return {"kl_sum": kl, "tokens": float(m.sum()), "seqs": float(len(logp))}
+
+    return stats
+
+
+disco_loss.minibatch_stats = disco_minibatch_stats
 
 
 @POLICY_LOSSES.register("reg_grpo")
@@ -355,7 +416,15 @@ def _conflict_run(ids: torch.Tensor, m: torch.Tensor, pos: torch.Tensor, neg: to
 
 @TOKEN_WEIGHTS.register("gtpo_conflict")
 def gtpo_conflict_weights(
-    ctx, advantages, old_logp, mask, pos_weight=2.0, neg_weight=0.0, norm_by_conflicts=True
+    ctx,
+    advantages,
+    old_logp,
+    mask,
+    pos_weight=2.0,
+    neg_weight=0.0,
+    norm_by_conflicts=True,
+    count="max",
+    on="policy",
 ):
     """GTPO (Simoni et al. 2025, arXiv:2508.03772; the authors' build_conflict_mask) conflict
     tokens: within a group, a token at position t is in conflict when the same token sits at t
@@ -364,7 +433,14 @@ def gtpo_conflict_weights(
     conflict weighs ``pos_weight`` in a positive completion and ``neg_weight`` in a negative
     one, per run (a position in both runs of a positive completion weighs pos_weight^2);
     others 1. With ``norm_by_conflicts`` each completion's weights are divided by its number
-    of conflict tokens (at least 1), as the authors' loss divides each completion's loss."""
+    of conflict tokens (at least 1), as the authors' loss divides each completion's loss.
+    That number (``count``): ``max`` (default) = max(forward run, backward run), what the
+    authors' build_conflict_mask computes (it takes the union of the forward mask and the
+    backward mask still in reversed coordinates, two leading runs: the longer one); ``union``
+    = |forward run U backward run| with both in forward positions (the conflict tokens
+    themselves; a token in both runs counts once)."""
+    if count not in ("max", "union"):
+        raise UserError(f"loss.token_weights.params.count: {count!r}; want max or union")
     ids, m = ctx.completion_ids, mask.bool()
     C = m.shape[1]
     w = torch.ones_like(old_logp)
@@ -387,16 +463,33 @@ def gtpo_conflict_weights(
         one = torch.ones_like(w[sl])
         delta = torch.where(fwd, side, one) * torch.where(bwd, side, one)
         both = (fwd | bwd) & mg
+        if count == "max":  # the authors' count: the longer of the two leading runs
+            n_conf = torch.maximum((fwd & mg).sum(-1), (bwd & mg).sum(-1))
+        else:
+            n_conf = both.sum(-1)
         if norm_by_conflicts:
-            delta = delta / both.sum(-1, keepdim=True).clamp(min=1).to(w.dtype)
+            delta = delta / n_conf.unsqueeze(-1).clamp(min=1).to(w.dtype)
         w[sl] = delta
         conflict[sl] = both
     n = m.sum().clamp(min=1)
     return w, {"conflict_frac": float(conflict.sum() / n), "mean": float((w * m).sum() / n)}
 
 
+def token_weight_target(fn, params: dict) -> str:
+    """Which loss terms the ``loss.token_weights`` weights multiply: ``policy`` (the
+    policy-gradient term only) or ``policy_kl`` (the policy term plus beta * KL, as TW-GRPO's
+    code weights its per-token loss); ``params.on``, else the weighting's own default."""
+    import inspect
+
+    decl = inspect.signature(fn).parameters.get("on")
+    on = params.get("on", decl.default if decl is not None else "policy")
+    if on not in ("policy", "policy_kl"):
+        raise UserError(f"loss.token_weights.params.on: {on!r}; want policy or policy_kl")
+    return on
+
+
 @TOKEN_WEIGHTS.register("tw_grpo")
-def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.4):
+def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.4, on="policy_kl"):
     """TW-GRPO (Dang et al. 2025, arXiv:2505.24718; the authors' code) token weights from the
     group's token distributions: per position t, with log p_i the sampling policy's
     log-distribution of completion i (uniform past its end), log q = mean_i log p_i and
@@ -406,7 +499,9 @@ def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.4):
 
     min-max normalised over the batch width's positions (+1e-8), w_t = 1 + (alpha - 1) * D_t,
     the same for every completion of the group. The full distributions are computed one group
-    at a time (ctx.logprobs_rows("dist", rows), [G, C, V])."""
+    at a time (ctx.logprobs_rows("dist", rows), [G, C, V]). ``on``: the weights multiply the
+    policy term plus the KL term (``policy_kl``, the authors' grpo_trainer.py:
+    (-(surrogate - beta KL)) * w) or the policy term only (``policy``)."""
     m = mask.bool()
     w = torch.ones_like(old_logp)
     for sl in ctx.groups():

@@ -62,7 +62,11 @@ class UniformSampler:
     def group_sizes(self, indices: list[int], group_size: int) -> list[int]:
         return [group_size] * len(indices)
 
-    def keep(self, groups: list[torch.Tensor]) -> torch.Tensor:
+    def keep(
+        self, groups: list[torch.Tensor], acc: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``groups``: each sampled group's total rewards; ``acc``: its per-sample accuracy
+        (1.0 where the task's grader scores the answer correct, before any shaping term)."""
         return torch.ones(len(groups), dtype=torch.bool)
 
     def update(self, stats: dict) -> dict | None:
@@ -84,15 +88,34 @@ class UniformSampler:
 
 @SAMPLERS.register("dynamic")
 class DynamicSampler(UniformSampler):
-    """DAPO dynamic sampling (Yu et al. 2025): drop groups whose rewards are all equal (zero
-    advantage, no gradient) and keep generating until the batch holds ``prompts_per_step`` groups,
-    at most ``cfg.max_rounds`` rounds; if the cap is hit the batch is trained as it is."""
+    """DAPO dynamic sampling (Yu et al. 2025): drop groups whose accuracies are all equal (all
+    right or all wrong) and keep generating until the batch holds ``prompts_per_step`` groups,
+    at most ``cfg.max_rounds`` rounds; if the cap is hit the batch is trained as it is.
+    ``params.metric``: ``acc`` (default; verl's recipe/dapo ``filter_groups.metric=acc``: the
+    correctness of each answer, before the overlong penalty) or ``reward`` (the total shaped
+    reward: a group whose answers are all right but differ in length penalty is kept)."""
+
+    METRICS = ("acc", "reward")
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.metric = cfg.params.get("metric", "acc")
+        if self.metric not in self.METRICS:
+            raise UserError(
+                f"sampler.params.metric: {self.metric!r}; want one of {list(self.METRICS)}"
+            )
 
     @property
     def max_rounds(self) -> int:
         return self.cfg.max_rounds
 
-    def keep(self, groups: list[torch.Tensor]) -> torch.Tensor:
+    def keep(
+        self, groups: list[torch.Tensor], acc: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        if self.metric == "acc":
+            if acc is None:
+                raise ValueError("dynamic sampler with metric acc needs the per-sample accuracy")
+            groups = acc
         return torch.tensor([bool(r.max() - r.min() > 1e-8) for r in groups], dtype=torch.bool)
 
 
@@ -104,8 +127,8 @@ class EntropyTargetSampler(UniformSampler):
     sets the next step's extra round (:meth:`grpo_core.trainer.Trainer._extra_round`): the first
     ``frac`` of the batch's prompts are sampled again (G each) at ``t_high`` if H <= ``target``
     else at ``t_low``; the completions whose advantage within their new group exceeds
-    ``min_adv`` join the batch with advantage ``advantage``, at most ``max_rows`` of them (half
-    that when cooling). No extra round before the first entropy is measured. Prompt order is
+    ``min_adv`` join the batch with advantage ``advantage``, at most ``max_rows`` of them; when
+    cooling half of that, min(max_rows, candidates) // 2 (the authors' ray_trainer.py). No extra round before the first entropy is measured. Prompt order is
     the uniform sampler's."""
 
     DEFAULTS = {
@@ -139,7 +162,8 @@ class EntropyTargetSampler(UniformSampler):
             "temperature": float(self.p["t_high"] if hot else self.p["t_low"]),
             "frac": float(self.p["frac"]),
             "min_adv": float(self.p["min_adv"]),
-            "max_rows": cap if hot else cap // 2,
+            "max_rows": cap,
+            "halve": not hot,  # cooling: min(cap, candidates) // 2 (the authors' code)
             "advantage": float(self.p["advantage"]),
         }
 
@@ -220,7 +244,11 @@ def knapsack_value(n: int, p: float) -> float:
 
 
 def knapsack_allocate(
-    rates: list[float | None], group_size: int, min_n: int = 2, max_n: int | None = None
+    rates: list[float | None],
+    group_size: int,
+    min_n: int = 2,
+    max_n: int | None = None,
+    base_value: str = "min_n",
 ) -> list[int]:
     """Split the budget len(rates) * G into rollouts per prompt (Li et al. 2025, Knapsack RL).
 
@@ -230,6 +258,11 @@ def knapsack_allocate(
     sum_i knapsack_value(min_n + k_i, p_i). Budget no prompt can take (every effective prompt at
     max_n) goes round-robin to the prompts with success rate 0 (they may still be solved),
     else to the unseen ones, else to all.
+
+    ``base_value``: what an effective prompt given no extra rollouts (k_i = 0) is worth:
+    ``min_n`` = knapsack_value(min_n, p_i) (the paper's objective, the default) or ``zero``
+    (the authors' solve_by_dp, whose "don't allocate" branch adds nothing, so each effective
+    prompt is pushed to take at least one extra rollout).
     """
     G = group_size
     max_n = max_n or 4 * G
@@ -243,6 +276,8 @@ def knapsack_allocate(
         choice = np.zeros((len(eff), rest + 1), dtype=np.int64)
         for j, i in enumerate(eff):
             gains = [knapsack_value(min_n + k, rates[i]) for k in range(min(K, rest) + 1)]
+            if base_value == "zero":
+                gains[0] = 0.0
             new = np.full(rest + 1, -np.inf)
             for k, v in enumerate(gains):
                 cand = np.full(rest + 1, -np.inf)
@@ -275,7 +310,13 @@ class KnapsackSampler(UniformSampler):
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.p = sampler_params(cfg, {"min_n": 2, "max_n": None, "success": 1.0})
+        self.p = sampler_params(
+            cfg, {"min_n": 2, "max_n": None, "success": 1.0, "base_value": "min_n"}
+        )
+        if self.p["base_value"] not in ("min_n", "zero"):
+            raise UserError(
+                f"sampler.params.base_value: {self.p['base_value']!r}; want min_n or zero"
+            )
         if int(self.p["min_n"]) < 2:
             raise UserError(
                 f"sampler.params.min_n: {self.p['min_n']}; want >= 2 (a group of one has no advantage)"
@@ -290,7 +331,13 @@ class KnapsackSampler(UniformSampler):
                 f"sampler.params: min_n {min_n} / max_n {max_n} must bracket rollout.group_size {group_size}"
             )
         rates = [self.rate.get(i) for i in indices]
-        sizes = knapsack_allocate(rates, group_size, min_n, None if max_n is None else int(max_n))
+        sizes = knapsack_allocate(
+            rates,
+            group_size,
+            min_n,
+            None if max_n is None else int(max_n),
+            base_value=self.p["base_value"],
+        )
         self._logs = {
             "n_max": max(sizes),
             "n_min": min(sizes),

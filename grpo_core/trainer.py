@@ -37,6 +37,7 @@ from grpo_core.losses import (
     kl_estimate,
     row_groups,
     schedule_value,
+    token_weight_target,
 )
 from grpo_core.models import (
     apply_lora,
@@ -141,9 +142,13 @@ def sampler_mismatch(
     mismatch_kl = mean over tokens of the k3 estimate of KL(sampler || train), rho - 1 - log rho
     (>= 0, samples come from the sampler); mismatch_ratio_max = max rho_t.
     mode "token": w_t = min(rho_t, cap); "sequence": w_i = min(prod_t rho_t, cap) on every token
-    of sequence i; "none": no weights. The weights carry no gradient.
+    of sequence i; "none": no weights. The weights carry no gradient. Rows whose sampler
+    log-probs are NaN (rows the engine did not sample at the training temperature: AEPO's extra
+    round) take no part: weight 1, left out of the metrics.
     """
-    m = mask.to(train_logp.dtype)
+    has = ~torch.isnan(sampler_logp).any(-1, keepdim=True)  # [N, 1]
+    sampler_logp = torch.where(has, sampler_logp, train_logp)
+    m = mask.to(train_logp.dtype) * has.to(train_logp.dtype)
     log_rho = ((train_logp - sampler_logp) * m).detach()
     rho = log_rho.exp()
     n = m.sum().clamp(min=1)
@@ -161,6 +166,7 @@ def sampler_mismatch(
         raise ValueError(f"unknown is_correction {mode!r}")
     w = w * m
     stats["is_weight_mean"] = float(w.sum() / n)
+    w = torch.where(has, w, mask.to(w.dtype))  # rows without sampler log-probs: weight 1
     return w, stats
 
 
@@ -248,6 +254,9 @@ class Trainer:
         ]
         tw = cfg.loss.token_weights
         self.token_weight_fn = TOKEN_WEIGHTS.get(tw.name, "loss.token_weights.name") if tw else None
+        self.token_weight_on = (
+            token_weight_target(self.token_weight_fn, tw.params) if tw else "policy"
+        )
         self._prompt_cache: dict[int, list[int]] = {}
         self.step = 0
         self._stop = False
@@ -323,7 +332,8 @@ class Trainer:
             all_acc.append(acc)
             all_len.append(lengths)
             term_logs.append(logs)
-            keep = self.sampler.keep(groups)
+            acc_groups = [acc[starts[k] : starts[k + 1]] for k in range(len(sizes))]
+            keep = self.sampler.keep(groups, acc=acc_groups)
             kept_groups = [k for k in range(len(groups)) if keep[k]][: want - n_kept_groups]
             n_kept_groups += len(kept_groups)
             mine = []
@@ -377,9 +387,10 @@ class Trainer:
         """A sampler's extra generation round (AEPO's temperature-adjusted samples).
 
         ``sampler.extra_round(step)`` returns None or {"temperature", "frac", "min_adv",
-        "max_rows", "advantage"}: the first ceil(frac * groups) prompts of the batch are sampled
-        again, G each, at that temperature; the first ``max_rows`` completions whose advantage
-        (the run's estimator, within their new group) exceeds min_adv join the batch (one group
+        "max_rows", "advantage", optional "halve"}: the first ceil(frac * groups) prompts of the
+        batch are sampled again, G each, at that temperature; the first ``max_rows`` completions
+        whose advantage (the run's estimator, within their new group) exceeds min_adv (with
+        ``halve``, the first min(max_rows, n) // 2 of the n such) join the batch (one group
         per prompt) with the fixed advantage, a REINFORCE term whose log-probs are the policy's
         at the rollout temperature. Training metrics (reward, accuracy) stay those of the main
         batch."""
@@ -400,13 +411,19 @@ class Trainer:
             seed=derive_seed(cfg.run.seed, step, 1 << 20),
         )
         ro = self.engine.generate([self.prompt_ids(i) for i in row_idx], params)
-        ro.sampler_logp = None  # drawn at another temperature: no train/sampler mismatch
+        # drawn at another temperature: no train/sampler mismatch to correct on these rows. When
+        # the main batch has sampler log-probs (vLLM), mark these rows NaN so that TIS still
+        # applies to the main rows (sampler_mismatch gives NaN rows weight 1)
+        has_slp = batch.rollouts.sampler_logp is not None
+        ro.sampler_logp = torch.full(ro.completion_ids.shape, float("nan")) if has_slp else None
         problems = [self.train_set[i] for i in row_idx]
         ctx = self._group_context(ro, problems, [G] * n_p, row_idx, step)
         rewards, _ = compute_rewards(cfg.rewards, ctx)
         adv, _ = compute_advantages_logged(rewards, [G] * n_p, cfg.advantage, ctx)
         keep = [i for i in range(len(ro)) if float(adv[i]) > float(req["min_adv"])]
         keep = keep[: int(req["max_rows"])]
+        if req.get("halve"):  # cooling: min(max_rows, candidates) // 2, as the authors' code
+            keep = keep[: len(keep) // 2]
         logs = {"extra/temperature": float(req["temperature"]), "extra/n_kept": float(len(keep))}
         if not keep:
             return logs
@@ -666,9 +683,10 @@ class Trainer:
                     n_iter = math.ceil(len(mb) / micro)
                     for _ in range(dist.all_max(n_iter) - n_iter):
                         self._empty_pass(ro, backward=True)
+                mb_stats = self._minibatch_stats(batch, mb, first=n_opt == 0)
                 for u in range(0, len(mb), micro):
                     ix = mb[u : u + micro]
-                    loss, st = self.micro_loss(batch, ix, n_seqs, n_tokens, norm_c)
+                    loss, st = self.micro_loss(batch, ix, n_seqs, n_tokens, norm_c, mb_stats)
                     loss.backward()
                     mb_loss += float(loss.detach())
                     if epoch == 0:  # metrics of the policy that generated the batch
@@ -688,8 +706,41 @@ class Trainer:
         out.update({k: sums[k] / max(tok_total, 1) for k in tok_keys})  # token-weighted means
         return out
 
-    def micro_loss(self, batch: Batch, ix: torch.Tensor, n_seqs: int, n_tokens: int, norm_c: float):
-        """Loss share of micro-batch ``ix`` and token-summed stats (entropy, kl, clipped)."""
+    def _minibatch_stats(self, batch: Batch, mb: torch.Tensor, first: bool) -> dict | None:
+        """Minibatch-global statistics for a policy loss that declares ``minibatch_stats``
+        (DisCO's KL hinge on the whole minibatch): its sums over this rank's micro-batches at
+        the current weights, without gradient, summed over ranks. Before the step's first
+        optimizer step the weights are those of the old log-probs (no extra pass)."""
+        decl = getattr(self.pg_loss, "minibatch_stats", None)
+        fn = decl(self.cfg.loss) if decl is not None else None
+        if fn is None:
+            return None
+        sub = batch.rollouts.select(mb.tolist())
+        if batch.old_logp is None:  # on-policy: the loss's old log-probs are the current ones
+            old = cur = torch.zeros(sub.completion_mask.shape)
+        else:
+            old = cur = batch.old_logp[mb]
+            if not first:  # the weights moved since the old log-probs: one no-grad pass
+                was_training = self.model.training
+                self.model.eval()
+                try:
+                    cur = self._logprobs_nograd(self.model, sub)
+                finally:
+                    self.model.train(was_training)
+        out = fn(cur, old, sub.completion_mask)
+        return {k: dist.all_sum(v) for k, v in out.items()}
+
+    def micro_loss(
+        self,
+        batch: Batch,
+        ix: torch.Tensor,
+        n_seqs: int,
+        n_tokens: int,
+        norm_c: float,
+        mb_stats: dict | None = None,
+    ):
+        """Loss share of micro-batch ``ix`` and token-summed stats (entropy, kl, clipped);
+        ``mb_stats``: the minibatch-global statistics of :meth:`_minibatch_stats`."""
         lc, ro = self.cfg.loss, batch.rollouts
         mask = ro.completion_mask[ix]
         need_ent_grad = lc.entropy_coef != 0
@@ -720,9 +771,10 @@ class Trainer:
             total_steps=self.cfg.train.steps,
             group_ids=gid[ix].to(dev),
             group_sizes=gsize[ix].to(dev),
+            minibatch=mb_stats,
         )
         loss_tok, clipped = self.pg_loss(logp, old, adv, mask, lc, ctx=lctx)
-        if tw is not None:  # per-token weights on the policy-gradient term
+        if tw is not None and self.token_weight_on == "policy":  # on the policy term only
             loss_tok = loss_tok * tw
         if batch.is_weight is not None:  # train-vs-sampler importance weights (no gradient)
             loss_tok = loss_tok * batch.is_weight[ix].to(dev)
@@ -734,6 +786,8 @@ class Trainer:
             beta = self.kl_beta()
             if beta > 0 and lc.kl.placement == "loss":
                 loss_tok = loss_tok + beta * kl_tok
+        if tw is not None and self.token_weight_on == "policy_kl":  # (policy + beta KL) * w
+            loss_tok = loss_tok * tw
         for r, fn in self.regs:
             term, logs = fn(logp, old, adv, mask, lctx, **r.params)
             w = schedule_value(r.weight, r.schedule, self.step, self.cfg.train.steps)

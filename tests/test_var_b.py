@@ -259,10 +259,15 @@ def test_gtpo_conflict_weights_two_short_completions():
     assert torch.equal(w, want)
     # conflict tokens: 3 + 3 + 0 + 2 + 3 = 11 of 4 + 5 + 4 + 2 + 3 = 18
     assert logs["conflict_frac"] == pytest.approx(11 / 18)
-    # the authors' loss divides each completion by its conflict count (row 0: 3, row 3: 2)
+    # the authors' loss divides each completion by its conflict count: their count is
+    # max(forward run, backward run) (row 0: max(2, 1) = 2; row 3: max(2, 2) = 2)
     wn, _ = fn(ctx, adv, torch.zeros(5, 5), mask)
-    assert torch.allclose(wn[0, :4], torch.tensor([2 / 3, 2 / 3, 1 / 3, 2 / 3]))
+    assert torch.allclose(wn[0, :4], torch.tensor([1.0, 1.0, 0.5, 1.0]))
     assert torch.equal(wn[2], want[2]) and torch.allclose(wn[3, :2], torch.tensor([2.0, 2.0]))
+    # count "union": |forward U backward| in forward positions (row 0: {0, 1, 3} = 3)
+    wu, _ = fn(ctx, adv, torch.zeros(5, 5), mask, count="union")
+    assert torch.allclose(wu[0, :4], torch.tensor([2 / 3, 2 / 3, 1 / 3, 2 / 3]))
+    assert torch.allclose(wu[3, :2], torch.tensor([2.0, 2.0]))
 
 
 def test_gtpo_advantage_entropy_filter():
@@ -339,12 +344,13 @@ def test_aepo_sampler_picks_the_temperature_from_the_last_entropy():
     assert s.extra_round(1)["temperature"] == 1.2  # at or below the target: hotter samples
     s.update({"entropy": 1.0})
     req = s.extra_round(2)
-    # above the target: cooler samples, half the REINFORCE rows (60 // 2)
+    # above the target: cooler samples, half the REINFORCE rows (min(60, candidates) // 2)
     assert req == {
         "temperature": 0.8,
         "frac": 0.25,
         "min_adv": 0.05,
-        "max_rows": 30,
+        "max_rows": 60,
+        "halve": True,
         "advantage": 1.0,
     }
     assert s.update({"entropy": float("nan")}) is None and s.entropy == 1.0
