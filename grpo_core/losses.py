@@ -292,6 +292,8 @@ def _disco_params(cfg: LossCfg) -> dict:
     )
     if p["hinge_on"] not in ("minibatch", "micro_batch"):
         raise UserError(f"loss.params.hinge_on {p['hinge_on']!r}: want minibatch or micro_batch")
+    if p["kl"] not in ("k1", "k3"):
+        raise UserError(f"loss.params.kl {p['kl']!r}: want k1 or k3")
     return p
 
 

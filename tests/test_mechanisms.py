@@ -195,6 +195,9 @@ def test_disco_hinge_on_the_minibatch_kl_does_not_depend_on_micro_batching():
     assert torch.allclose(g - g0, torch.tensor([-0.112708, -0.112708, 0.0, 0.0]), atol=1e-5)
     g, _ = _disco_grads("micro_batch", 2)  # one micro-batch = the minibatch: the same as above
     assert torch.allclose(g - g0, want, atol=1e-6)
+    for bad in ({"hinge_on": "group"}, {"kl": "k2"}):
+        with pytest.raises(UserError, match="want"):
+            disco_minibatch_stats(LossCfg(name="disco", params=bad))
 
 
 def test_disco_trainer_gradient_same_for_any_micro_batch_size(smoke_cfg):
