@@ -113,3 +113,18 @@ def test_cli_prepare_takes_a_seed(tmp_path, capsys):
     # a typo in an override still fails as one line before any work
     assert main(["prepare", "--profile", "smoke", "--seed", "3", "sft.stepz=1"]) == 2
     assert "unknown key 'sft.stepz'" in capsys.readouterr().err
+
+
+def test_kdrl_teacher_is_still_grpo_seed0_while_the_student_starts_from_its_seed(tmp_path):
+    from grpo_core.config import resolve_ref_path
+    from grpo_core.errors import UserError
+
+    cfg = load_config("kdrl", "tiny", [f"run.results_dir={tmp_path}"], seed=1)
+    assert cfg.model.ref_name_or_path == "run:grpo/seed0"
+    assert resolve_model_path(cfg) == str(tmp_path / "tiny" / "base" / "seed1" / "model")
+    with pytest.raises(UserError, match="train that run first"):
+        resolve_ref_path(cfg)
+    ckpt = tmp_path / "tiny" / "runs" / "grpo" / "seed0" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    assert resolve_ref_path(cfg) == str(ckpt)
