@@ -58,6 +58,16 @@ def config_hash(wildcards):
     )
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 START = "sft_start"
+# workflow.seeded_start (tiny, tiny_cot, smoke): seed s trains and evaluates from its own SFT
+# start base/seed<s>/model (`grpo prepare --seed s`), and sft_start is evaluated per seed; else
+# one start base/model serves every seed and sft_start is evaluated once (seed 0).
+SEEDED = bool(_wf.seeded_start)
+START_SEEDS = SEEDS if SEEDED else [0]
+
+
+def base_model(seed):
+    """The starting model of run seed ``seed``."""
+    return f"{RES}/base/seed{seed}/model" if SEEDED else f"{RES}/base/model"
 
 for _r in REPROS:  # fail at parse time, with the closest names, on a typo
     load_config(_r, PROFILE)
@@ -73,14 +83,30 @@ rule all:
         f"{RES}/report.html",
 
 
-rule prepare_model:
-    output:
-        directory(f"{RES}/base/model"),
-    log:
-        f"{RES}/logs/prepare.log",
-    threads: 2
-    shell:
-        "{GRPO} prepare --profile {PROFILE} --threads {threads} > {log} 2>&1"
+if SEEDED:
+
+    rule prepare_model:
+        output:
+            directory(f"{RES}/base/seed{{seed}}/model"),
+        log:
+            f"{RES}/logs/prepare_seed{{seed}}.log",
+        wildcard_constraints:
+            seed=r"\d+",
+        threads: 2
+        shell:
+            "{GRPO} prepare --profile {PROFILE} --seed {wildcards.seed} --threads {threads} "
+            "> {log} 2>&1"
+
+else:
+
+    rule prepare_model:
+        output:
+            directory(f"{RES}/base/model"),
+        log:
+            f"{RES}/logs/prepare.log",
+        threads: 2
+        shell:
+            "{GRPO} prepare --profile {PROFILE} --threads {threads} > {log} 2>&1"
 
 
 def train_inputs(wildcards):
@@ -88,7 +114,8 @@ def train_inputs(wildcards):
     "run:<reproduction>/seed<N>", e.g. KDRL's teacher)."""
     c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed))
     m = RUN_REF.match(c.model.ref_name_or_path or "")
-    return [f"{RES}/base/model"] + ([f"{RES}/runs/{m[1]}/seed{m[2]}/train.done"] if m else [])
+    teacher = [f"{RES}/runs/{m[1]}/seed{m[2]}/train.done"] if m else []
+    return [base_model(wildcards.seed)] + teacher
 
 
 rule train:
@@ -133,16 +160,19 @@ rule evaluate:
 
 rule evaluate_start:
     input:
-        f"{RES}/base/model",
+        lambda w: base_model(w.seed),
     output:
-        f"{RES}/runs/{START}/seed0/eval/{BENCH}.json",
+        f"{RES}/runs/{START}/seed{{seed}}/eval/{BENCH}.json",
     log:
-        f"{RES}/logs/eval_{START}.log",
+        f"{RES}/logs/eval_{START}_seed{{seed}}.log",
+    wildcard_constraints:
+        seed=r"\d+",
     threads: THREADS
     resources:
         **JOB_RES,
     shell:
-        "{GRPO} eval {START} --profile {PROFILE} --seed 0 --threads {threads} > {log} 2>&1"
+        "{GRPO} eval {START} --profile {PROFILE} --seed {wildcards.seed} --threads {threads} "
+        "> {log} 2>&1"
 
 
 ruleorder: evaluate_start > evaluate
@@ -150,7 +180,7 @@ ruleorder: evaluate_start > evaluate
 
 def _bench_model(wildcards):
     if wildcards.repro == START:
-        return f"{RES}/base/model"
+        return base_model(wildcards.seed)
     return f"{RES}/runs/{wildcards.repro}/seed{wildcards.seed}/train.done"
 
 
@@ -201,9 +231,9 @@ rule aggregate:
     input:
         [f"{RES}/runs/{r}/seed{s}/eval/{BENCH}.json" for r in REPROS for s in SEEDS],
         [f"{RES}/runs/{r}/seed{s}/train.done" for r in REPROS for s in SEEDS],
-        f"{RES}/runs/{START}/seed0/eval/{BENCH}.json",
+        [f"{RES}/runs/{START}/seed{s}/eval/{BENCH}.json" for s in START_SEEDS],
         [f"{RES}/runs/{r}/seed{s}/eval/{LABEL[b]}.json" for r in REPROS for s in SEEDS for b in MATH],
-        [f"{RES}/runs/{START}/seed0/eval/{LABEL[b]}.json" for b in MATH],
+        [f"{RES}/runs/{START}/seed{s}/eval/{LABEL[b]}.json" for s in START_SEEDS for b in MATH],
     output:
         f"{RES}/summary.csv",
     run:

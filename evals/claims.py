@@ -11,12 +11,16 @@ units (fractions for accuracies, so ``margin: 0.02`` is two points).
   CI lies entirely outside ``[-margin, margin]``, else inconclusive.
 
 A claim whose row is missing, or whose delta has no CI (fewer than two seeds on either side),
-is inconclusive, with the reason in ``note``.
+is inconclusive, with the reason in ``note``. Every verdict carries the comparison's minimum
+detectable effect (summary.csv ``mde``: 80% power, two-sided 5%, pooled seed std of the two
+rows; evals.aggregate.min_detectable_effect), and an inconclusive one says it: "effects below X
+cannot be seen here".
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +35,18 @@ SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
 
+RATE = re.compile(r"(avg|pass|maj|format)@\d+|accuracy|reward_mean|frac_.*")
+
+
+def is_rate(metric: str) -> bool:
+    """Metrics that are fractions (reported in percentage points)."""
+    return bool(RATE.fullmatch(metric))
+
+
+def fmt_effect(metric: str, x: float) -> str:
+    """An effect size in the metric's units: points for rates, 3 significant digits otherwise."""
+    return f"{100 * x:.1f} points" if is_rate(metric) else f"{x:.3g}"
+
 
 @dataclass
 class ClaimVerdict:
@@ -43,6 +59,7 @@ class ClaimVerdict:
     delta: float
     ci_low: float
     ci_high: float
+    mde: float  # minimum detectable effect at these seeds (80% power, two-sided 5%)
     n_seeds: int
     verdict: str
     note: str = ""
@@ -55,8 +72,18 @@ def _nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def verdict(claim: Claim, delta: float, ci_low: float, ci_high: float) -> tuple[str, str]:
-    """(verdict, note) for one claim given the measured delta and its 95% CI."""
+def verdict(
+    claim: Claim, delta: float, ci_low: float, ci_high: float, mde: float = float("nan")
+) -> tuple[str, str]:
+    """(verdict, note) for one claim given the measured delta, its 95% CI and the minimum
+    detectable effect of the comparison (an inconclusive verdict's note names it)."""
+    v, note = _verdict(claim, delta, ci_low, ci_high)
+    if v == INCONCLUSIVE and not _nan(mde):
+        note += f"; effects below {fmt_effect(claim.metric, mde)} cannot be seen here (MDE)"
+    return v, note
+
+
+def _verdict(claim: Claim, delta: float, ci_low: float, ci_high: float) -> tuple[str, str]:
     if _nan(delta):
         return INCONCLUSIVE, "no delta vs grpo (grpo not run on this metric?)"
     if _nan(ci_low) or _nan(ci_high):
@@ -126,7 +153,7 @@ def judge(
                 & (summary.metric == c.metric)
             ]
             if row.empty:
-                d = lo = hi = float("nan")
+                d = lo = hi = mde = float("nan")
                 n = 0
                 v, note = INCONCLUSIVE, f"not measured: no summary row {c.benchmark}/{c.metric}"
             else:
@@ -135,7 +162,8 @@ def judge(
                     float(r[k]) for k in ("delta_vs_grpo", "delta_ci_low", "delta_ci_high")
                 )
                 n = int(r["n_seeds"])
-                v, note = verdict(c, d, lo, hi)
+                mde = float(r["mde"]) if "mde" in r else float("nan")
+                v, note = verdict(c, d, lo, hi, mde)
             out.append(
                 ClaimVerdict(
                     reproduction=repro,
@@ -147,6 +175,7 @@ def judge(
                     delta=d,
                     ci_low=lo,
                     ci_high=hi,
+                    mde=mde,
                     n_seeds=n,
                     verdict=v,
                     note=note,

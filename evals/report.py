@@ -2,10 +2,14 @@
 summary.csv, the runs' metrics.jsonl, config.yaml (claims, budgets) and eval/*.json (protocol).
 
 Both render the same sections, built once by :func:`build_report`: the benchmark tables (mean
-over seeds with a Student-t CI, delta vs grpo with a Welch CI), the claims table (each paper's
+over seeds with a Student-t CI, delta vs grpo with a Welch CI and the minimum detectable effect
+at the run's seed count), the claims table (each paper's
 claimed effect beside the measured one and its verdict, evals.claims), training metrics, the
-protocol (profile, budget, sampling parameters, package versions) and plots. The HTML inlines its
-plots as base64 PNG, so the one file is the whole report; the Markdown links plots/*.png.
+protocol (profile, seeds with results per reproduction, budget, sampling parameters, package
+versions) and plots: per benchmark first the deltas vs grpo with their CIs (a forest plot around
+a zero line, the MDE band shaded), then the absolute values as dots with CIs on an axis that
+does not start at 0. The HTML inlines its plots as base64 PNG, so the one file is the whole
+report; the Markdown links plots/*.png.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from evals.aggregate import START_ROW, aggregate
+from evals.claims import RATE, is_rate  # noqa: F401 (RATE: re-exported)
 
 CURVES = {
     "reward_mean": "reward",
@@ -48,6 +53,12 @@ def _delta(r: pd.Series) -> str:
     if not math.isnan(r["delta_ci_low"]):
         d += f" [{100 * r['delta_ci_low']:+.1f}, {100 * r['delta_ci_high']:+.1f}]"
     return d
+
+
+def _mde(r: pd.Series) -> str:
+    """The minimum detectable effect of the row's delta vs grpo, in percentage points."""
+    m = r.get("mde", float("nan"))
+    return "" if m is None or math.isnan(m) or math.isnan(r["delta_vs_grpo"]) else f"{100 * m:.1f}"
 
 
 def _order(repros: list[str]) -> list[str]:
@@ -125,11 +136,7 @@ class Report:
     sections: list[Section]
 
 
-RATE = re.compile(r"(avg|pass|maj|format)@\d+|accuracy|reward_mean|frac_.*")
-
-
-def _is_rate(metric: str) -> bool:
-    return bool(RATE.fullmatch(metric))
+_is_rate = is_rate
 
 
 def _fmt_delta(metric: str, d: float, lo: float, hi: float) -> str:
@@ -141,6 +148,12 @@ def _fmt_delta(metric: str, d: float, lo: float, hi: float) -> str:
         return s if math.isnan(lo) else s + f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
     s = f"{d:+.3g}"
     return s if math.isnan(lo) else s + f" [{lo:+.3g}, {hi:+.3g}]"
+
+
+def _fmt_mde(metric: str, m: float) -> str:
+    if m is None or math.isnan(m):
+        return "n/a"
+    return f"{100 * m:.1f} pp" if _is_rate(metric) else f"{m:.3g}"
 
 
 def _claimed(metric: str, direction: str, margin: float) -> str:
@@ -168,21 +181,80 @@ def _bench_section(sub: pd.DataFrame, bench: str, repros: list[str], plots: Path
         if rr.empty:
             continue
         cells = [_cell(rr.loc[c]) if c in rr.index else "" for c in cols]
-        d = _delta(rr.loc[cols[0]]) if repro != "grpo" and cols[0] in rr.index else ""
-        rows.append([repro, *cells, d, str(int(rr["n_seeds"].max()))])
+        base = repro != "grpo" and cols[0] in rr.index
+        d = _delta(rr.loc[cols[0]]) if base else ""
+        mde = _mde(rr.loc[cols[0]]) if base else ""
+        rows.append([repro, *cells, d, mde, str(int(rr["n_seeds"].max()))])
     t = Table(
         id=f"bench-{bench}",
-        header=["reproduction", *cols, f"Δ {cols[0]} vs grpo", "seeds"],
+        header=["reproduction", *cols, f"Δ {cols[0]} vs grpo", "MDE (80% power)", "seeds"],
         rows=rows,
     )
-    sec = Section(id=f"bench-{bench}", heading=bench, tables=[t])
+    sec = Section(
+        id=f"bench-{bench}",
+        heading=bench,
+        text=[
+            f"MDE: the smallest true Δ {cols[0]} vs grpo that these seeds detect with 80% power "
+            "(two-sided 5%, pooled seed std of the two rows): an inconclusive delta means "
+            "effects below it cannot be seen here."
+        ],
+        tables=[t],
+    )
+    p = _plot_deltas(sub, cols[0], repros, plots / f"bench_{bench}_delta.png", bench)
+    if p:
+        sec.plots.append(
+            (
+                f"{bench}: Δ {cols[0]} vs grpo per reproduction (dot: mean delta; line: Welch 95% "
+                "CI; grey band: ± MDE at 80% power)",
+                p,
+            )
+        )
     p = _plot_bench(sub, cols[0], repros, plots / f"bench_{bench}.png", bench)
     if p:
-        sec.plots.append((f"{bench}: {cols[0]} per reproduction (mean, 95% CI over seeds)", p))
+        sec.plots.append(
+            (f"{bench}: {cols[0]} per reproduction (mean, 95% CI over seeds; axis not from 0)", p)
+        )
     return sec
 
 
+def _plot_deltas(sub: pd.DataFrame, metric: str, repros: list[str], path: Path, bench: str):
+    """Forest plot: each reproduction's delta vs grpo with its CI around a zero line, and its
+    ± MDE band (deltas inside it are below what the seeds can resolve)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [sub[(sub.reproduction == r) & (sub.metric == metric)] for r in repros if r != "grpo"]
+    rows = [x.iloc[0] for x in rows if len(x) and not math.isnan(x.iloc[0]["delta_vs_grpo"])]
+    if not rows:
+        return None
+    sc = 100 if _is_rate(metric) else 1
+    fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(rows) + 1.3))
+    for i, x in enumerate(rows):
+        mde = x.get("mde", float("nan"))
+        if mde is not None and not math.isnan(mde):
+            ax.fill_betweenx([i - 0.3, i + 0.3], -sc * mde, sc * mde, color="#dddddd", zorder=0)
+        if not math.isnan(x["delta_ci_low"]):
+            ax.plot([sc * x["delta_ci_low"], sc * x["delta_ci_high"]], [i, i], color="#1f5f8b")
+        ax.plot([sc * x["delta_vs_grpo"]], [i], "o", color="#1f5f8b")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([x["reproduction"] for x in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    unit = " (percentage points)" if sc == 100 else ""
+    ax.set_xlabel(f"Δ {metric} vs grpo{unit}")
+    ax.set_title(f"{bench}: Δ {metric} vs grpo, 95% CI")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _plot_bench(sub: pd.DataFrame, metric: str, repros: list[str], path: Path, bench: str):
+    """Absolute values: a dot per reproduction with its CI over seeds, on an axis fitted to the
+    values (not from 0, so differences of a few points stay visible); grpo's mean dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,17 +264,19 @@ def _plot_bench(sub: pd.DataFrame, metric: str, repros: list[str], path: Path, b
     rows = [(r, x.iloc[0]) for r, x in zip(repros, rows) if len(x)]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(rows) + 1.2))
-    names = [r for r, _ in rows]
-    means = [100 * x["mean"] for _, x in rows]
-    err = [
-        [0 if math.isnan(x["ci_low"]) else 100 * (x["mean"] - x["ci_low"]) for _, x in rows],
-        [0 if math.isnan(x["ci_high"]) else 100 * (x["ci_high"] - x["mean"]) for _, x in rows],
-    ]
-    ax.barh(names, means, xerr=err, color="#7aa6c2", capsize=3)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{metric} (%)")
-    ax.set_title(f"{bench}: {metric}")
+    sc = 100 if _is_rate(metric) else 1
+    fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(rows) + 1.3))
+    for i, (r, x) in enumerate(rows):
+        if not math.isnan(x["ci_low"]):
+            ax.plot([sc * x["ci_low"], sc * x["ci_high"]], [i, i], color="#7aa6c2", lw=2)
+        ax.plot([sc * x["mean"]], [i], "o", color="#1f5f8b")
+        if r == "grpo":
+            ax.axvline(sc * x["mean"], color="#1f5f8b", lw=0.8, ls="--")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r for r, _ in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel(f"{metric}" + (" (%)" if sc == 100 else ""))
+    ax.set_title(f"{bench}: {metric} (mean, 95% CI over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -222,9 +296,11 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
         heading="Claims",
         text=[
             "Each paper's claimed effect (`meta.claims` of its reproduction) beside the measured "
-            "delta vs grpo with its Welch 95% CI. Verdicts: *supported* when the CI lies on the "
+            "delta vs grpo with its Welch 95% CI and the minimum detectable effect (MDE: 80% "
+            "power, two-sided 5%, pooled seed std). Verdicts: *supported* when the CI lies on the "
             "claimed side of 0 (for a claim of no change: inside the margin), *not supported* when "
-            "it lies on the other side (outside the margin), else *inconclusive*."
+            "it lies on the other side (outside the margin), else *inconclusive*: then effects "
+            "below the MDE cannot be seen here."
         ],
     )
     if not verdicts:
@@ -242,6 +318,7 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
             f"{v.benchmark} / {v.metric}",
             _claimed(v.metric, v.direction, v.margin),
             _fmt_delta(v.metric, v.delta, v.ci_low, v.ci_high),
+            _fmt_mde(v.metric, v.mde),
             str(v.n_seeds),
             v.verdict,
             v.note,
@@ -254,6 +331,7 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
         "benchmark / metric",
         "claimed",
         "measured Δ vs grpo [95% CI]",
+        "MDE (80% power)",
     ]
     sec.tables.append(
         Table(
@@ -356,20 +434,62 @@ def _get(d: dict, path: tuple[str, ...]):
     return d
 
 
+def seeds_with_results(profile_dir: Path, repros: list[str]) -> dict[str, list[int]]:
+    """Per reproduction, the seeds that left results: an eval/*.json or a non-empty
+    metrics.jsonl (a run directory without either, e.g. a crashed or never-started run, is not
+    listed)."""
+    out: dict[str, list[int]] = {}
+    for repro in repros:
+        seeds = []
+        for d in sorted(Path(profile_dir).glob(f"runs/{repro}/seed*")):
+            num = d.name.removeprefix("seed")
+            mj = d / "metrics.jsonl"
+            has = any((d / "eval").glob("*.json")) or (mj.exists() and mj.stat().st_size > 0)
+            if num.isdigit() and has:
+                seeds.append(int(num))
+        if seeds:
+            out[repro] = sorted(seeds)
+    return out
+
+
+def _seeded_start(profile_dir: Path) -> bool:
+    """Whether the runs were trained from seeded starts (workflow.seeded_start in a run's
+    resolved config.yaml)."""
+    import yaml
+
+    for cfg in sorted(Path(profile_dir).glob("runs/*/seed*/config.yaml")):
+        c = yaml.safe_load(cfg.read_text()) or {}
+        return bool(_get(c, ("workflow", "seeded_start")))
+    return False
+
+
 def _protocol_section(profile_dir: Path, df: pd.DataFrame, repros: list[str]) -> Section:
     import yaml
 
-    runs = sorted(profile_dir.glob("runs/*/seed*"))
-    seeds = sorted({int(r.name.removeprefix("seed")) for r in runs if r.parent.name != START_ROW})
+    with_results = seeds_with_results(profile_dir, repros)
+    seeded = _seeded_start(profile_dir)
     sec = Section(
         id="protocol",
         heading="Protocol",
         text=[
             f"Profile `{profile_dir.name}`; reproductions: "
             + ", ".join(f"`{r}`" for r in repros if r != START_ROW)
-            + f"; seeds: {', '.join(map(str, seeds)) or 'none'}. Baseline for every delta: `grpo`."
+            + ". Baseline for every delta: `grpo`.",
+            "Seeds with results (an evaluation or training metrics), per reproduction: "
+            + (
+                "; ".join(f"`{r}` {', '.join(map(str, s))}" for r, s in with_results.items())
+                or "none"
+            )
+            + ".",
         ],
     )
+    if seeded:
+        sec.text.append(
+            "Seeded starts (`workflow.seeded_start`): seed s trains from its own SFT start "
+            "`base/seed<s>/model` (initial weights and SFT data order from seed s), and "
+            f"`{START_ROW}` seed s evaluates that start, so the seed CIs include the start's "
+            "variance."
+        )
     # training budget per reproduction, from the first seed's resolved config
     rows = []
     for repro in repros:
@@ -408,7 +528,8 @@ def build_report(profile_dir: Path, title: str | None = None) -> Report:
     intro = (
         f"Profile `{profile_dir.name}`: {len([r for r in repros if r != START_ROW])} reproductions, "
         f"up to {seeds} seeds each. Cells: mean over seeds [95% Student-t CI], in percent; "
-        f"delta vs grpo with a Welch 95% CI. `{START_ROW}` is the starting (SFT) checkpoint."
+        f"delta vs grpo with a Welch 95% CI, beside its minimum detectable effect (MDE: 80% "
+        f"power, two-sided 5%, pooled seed std). `{START_ROW}` is the starting (SFT) checkpoint."
     )
     sections = [
         _bench_section(df[df.benchmark == b], b, repros, plots)

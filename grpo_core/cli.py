@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare", help="build/convert the profile's base model and SFT warm-start it"
     )
     _common(p)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with workflow.seeded_start: the run seed whose start to build (base/seed<S>); "
+        "it seeds the initial weights and the SFT data order",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
 
     p = sub.add_parser("train", help="train one reproduction with one seed")
@@ -111,18 +118,20 @@ def cmd_prepare(a) -> int:
     from grpo_core.config import load_config
     from grpo_core.prepare import prepare
 
-    cfg = load_config(None, a.profile, a.overrides)
+    cfg = load_config(None, a.profile, a.overrides, seed=a.seed)
     print(f"prepared {prepare(cfg, a.threads)}")
     return 0
 
 
 def _ensure_base(cfg, threads) -> None:
-    from grpo_core.config import SPECIAL_MODELS, base_dir
+    from grpo_core.config import base_dir, prepared_start
     from grpo_core.prepare import prepare
 
-    if cfg.model.name_or_path in SPECIAL_MODELS and not (base_dir(cfg) / "model").exists():
+    if prepared_start(cfg) and not (base_dir(cfg) / "model").exists():
+        seed = f" --seed {cfg.run.seed}" if cfg.workflow.seeded_start else ""
         print(
-            f"no base model at {base_dir(cfg) / 'model'}: preparing it (grpo prepare --profile {cfg.profile})"
+            f"no base model at {base_dir(cfg) / 'model'}: preparing it "
+            f"(grpo prepare --profile {cfg.profile}{seed})"
         )
         prepare(cfg, threads)
 
@@ -150,7 +159,7 @@ def cmd_train(a) -> int:
 
 def cmd_eval(a) -> int:
     from evals.evaluate import evaluate
-    from grpo_core.config import base_dir, load_config, run_dir
+    from grpo_core.config import load_config, resolve_model_path, run_dir
 
     start = a.reproduction == START_ROW
     overrides = list(a.overrides) + ([f"run.threads={a.threads}"] if a.threads else [])
@@ -158,7 +167,8 @@ def cmd_eval(a) -> int:
     if start:
         cfg.reproduction = START_ROW
         _ensure_base(cfg, a.threads)
-    model = a.model or (base_dir(cfg) / "model" if start else run_dir(cfg) / "checkpoint")
+    # the start: base/model, or base/seed<S>/model with workflow.seeded_start (--seed S)
+    model = a.model or (resolve_model_path(cfg) if start else run_dir(cfg) / "checkpoint")
     if not Path(model).exists():
         raise UserError(
             f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {cfg.run.seed})"
@@ -228,13 +238,14 @@ def cmd_lmeval(a) -> int:
     import json
 
     from evals.lm_eval_bridge import run_lm_eval, write_eval
-    from grpo_core.config import base_dir, load_config, run_dir
+    from grpo_core.config import load_config, resolve_model_path, run_dir
 
     start = a.reproduction == START_ROW
     cfg = load_config(None if start else a.reproduction, a.profile, list(a.overrides), seed=a.seed)
     if start:
         cfg.reproduction = START_ROW
-    model = a.model or (base_dir(cfg) / "model" if start else run_dir(cfg) / "checkpoint")
+    # the start: base/model, or base/seed<S>/model with workflow.seeded_start (--seed S)
+    model = a.model or (resolve_model_path(cfg) if start else run_dir(cfg) / "checkpoint")
     if not Path(model).exists():
         raise UserError(f"no model at {model}: train it first, or give --model DIR")
     data = {}

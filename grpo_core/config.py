@@ -229,6 +229,12 @@ class WorkflowCfg(Strict):
     gpus: int = 0  # GPUs per train / eval job (Snakemake resources, SLURM gres)
     runtime_min: int = 60  # SLURM wall time per train job, minutes
     mem_mb: int = 16000  # memory per train / eval job
+    # every seed s gets its own start: `grpo prepare --seed s` builds (init weights) and SFTs
+    # (data order) it with seed s into <results>/<profile>/base/seed<s>/, and seed s trains and
+    # evaluates (sft_start seed s) from there, so the seed CI covers the start's variance too.
+    # False: one start (base/model) serves every seed (small, paper). Only models built here
+    # ('tiny', 'smollm2') have seeded starts; a given checkpoint serves every seed as it is.
+    seeded_start: bool = False
 
 
 class Claim(Strict):
@@ -303,15 +309,28 @@ def reproductions_dir() -> Path:
 SPECIAL_MODELS = ("tiny", "smollm2")
 
 
-def base_dir(cfg: Config) -> Path:
-    """Where `grpo prepare` puts a profile's base model: <results>/<profile>/base."""
-    return Path(cfg.run.results_dir) / cfg.profile / "base"
+def base_dir(cfg: Config, seed: int | None = None) -> Path:
+    """Where `grpo prepare` puts a profile's base model: <results>/<profile>/base, or
+    <results>/<profile>/base/seed<S> with workflow.seeded_start (S = ``seed``, default
+    run.seed)."""
+    root = Path(cfg.run.results_dir) / cfg.profile / "base"
+    if cfg.workflow.seeded_start:
+        return root / f"seed{cfg.run.seed if seed is None else seed}"
+    return root
+
+
+def prepared_start(cfg: Config) -> bool:
+    """Whether the run starts from the model `grpo prepare` writes (base_dir(cfg)/model, per
+    seed with workflow.seeded_start): the models built / converted here ('tiny', 'smollm2'). A
+    given checkpoint (a Hub id or a local directory) is the start of every seed, as it is."""
+    return cfg.model.name_or_path in SPECIAL_MODELS
 
 
 def resolve_model_path(cfg: Config) -> str:
-    """'tiny' / 'smollm2' name the profile's prepared base model (base/model); anything else is
-    a Hub id or a local directory, used as it is."""
-    if cfg.model.name_or_path in SPECIAL_MODELS:
+    """The run's starting model: for 'tiny' / 'smollm2' the prepared base model
+    (base_dir(cfg)/model: base/seed<run.seed>/model with workflow.seeded_start); anything else
+    is a Hub id or a local directory, used as it is."""
+    if prepared_start(cfg):
         return str(base_dir(cfg) / "model")
     return cfg.model.name_or_path
 
@@ -365,21 +384,27 @@ def reproduction_meta(slug: str) -> dict[str, Any]:
     return _read_yaml(reproductions_dir() / slug / "reproduction.yaml").get("meta", {}) or {}
 
 
+def controls() -> list[str]:
+    """The control reproductions (``meta.tier: control``, e.g. random_reward): rows of every
+    table, so every ``waveN`` group includes them."""
+    return [s for s in list_reproductions() if reproduction_meta(s).get("tier") == "control"]
+
+
 def expand_reproductions(names: list[str]) -> list[str]:
-    """Reproduction names with group names expanded: ``waveN`` = every reproduction whose
-    ``meta.wave`` is N, with the grpo baseline first (deltas are measured against it);
-    ``all`` = every reproduction. Order is kept, duplicates dropped."""
+    """Reproduction names with group names expanded: ``waveN`` = the grpo baseline first
+    (deltas are measured against it), then the controls (:func:`controls`), then every
+    reproduction whose ``meta.wave`` is N; ``all`` = every reproduction. Order is kept,
+    duplicates dropped."""
     out: list[str] = []
     for n in names:
         if n == "all":
             group = list_reproductions()
         elif n.startswith("wave") and n[4:].isdigit():
             wave = int(n[4:])
-            group = ["grpo"] + [
-                s for s in list_reproductions() if reproduction_meta(s).get("wave") == wave
-            ]
-            if len(group) == 1:
+            members = [s for s in list_reproductions() if reproduction_meta(s).get("wave") == wave]
+            if not members:
                 raise UserError(f"no reproduction has meta.wave: {wave} (group {n!r})")
+            group = ["grpo", *controls(), *members]
         else:
             group = [n]
         out += [g for g in group if g not in out]

@@ -2,7 +2,9 @@
 it on the task's train split so that GRPO starts from a policy that solves part of the test set.
 
 Writes <results>/<profile>/base/init (the untrained model) and <results>/<profile>/base/model
-(the GRPO starting point, after SFT when sft.steps > 0).
+(the GRPO starting point, after SFT when sft.steps > 0). With workflow.seeded_start each run
+seed has its own start: base/seed<S>/{init,model}, built (initial weights of the tiny model) and
+SFT'd (batch order) with run.seed = S (`grpo prepare --seed S`).
 """
 
 from __future__ import annotations

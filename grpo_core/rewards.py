@@ -51,6 +51,7 @@ class GroupContext:
     # batch (for large sources such as the [N, C, V] "dist"); see :meth:`logprobs_rows`
     rows_fn: Callable[[str, list[int]], torch.Tensor] | None = None
     tokenizer: Any = None  # the policy's tokenizer (token <-> text positions), when attached
+    seed: int = 0  # the run seed (run.seed): components that draw random numbers seed from it
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +142,7 @@ class GroupContext:
             completion_ids=None if self.completion_ids is None else self.completion_ids[ix],
             completion_mask=None if self.completion_mask is None else self.completion_mask[ix],
             tokenizer=self.tokenizer,
+            seed=self.seed,
         )
         for k, v in self._cache.items():
             sub._cache[k] = [v[i] for i in idx] if isinstance(v, list) else v[ix]
@@ -519,3 +521,37 @@ def compute_rewards(terms: list[RewardTerm], ctx: RewardContext) -> tuple[torch.
         logs[f"reward/{term.name}"] = float(r.mean())
         logs.update({f"reward/{term.name}/{k}": float(v) for k, v in term_logs.items()})
     return total, logs
+
+
+# --------------------------------------------------------------------------------------------
+# controls
+
+
+def _draw_seed(ctx: RewardContext, salt: str) -> int:
+    """A 63-bit seed from the run seed, the step and the batch itself (its prompts' train-set
+    indices and completions): stateless, so a resumed run draws exactly what an uninterrupted
+    one does, and two generation rounds (or two ranks) of one step draw differently."""
+    import hashlib
+
+    h = hashlib.sha256(f"{salt}|{ctx.seed}|{ctx.step}|{ctx.indices}".encode())
+    for t in ctx.texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    return int.from_bytes(h.digest()[:8], "little") >> 1
+
+
+@REWARDS.register("random_reward")
+def random_reward(ctx: RewardContext) -> tuple[torch.Tensor, dict]:
+    """The spurious-reward control (Shao et al. 2025, Spurious Rewards: Rethinking Training
+    Signals in RLVR, arXiv:2506.10947, their "random" reward): r_i ~ Bernoulli(p), drawn
+    independently of the completion, with p the batch's success rate (the mean of the
+    correctness term over this batch), so the reward has the correctness reward's mean and
+    carries no information about which completion is right. Drawn from a generator seeded by
+    the run seed, the step and the batch (:func:`_draw_seed`): runs are deterministic and
+    resume-exact. Logs ``p`` and ``agree`` (fraction of completions whose random reward equals
+    their correctness)."""
+    correct = _correct(ctx).float()
+    p = float(correct.mean().clamp(0.0, 1.0)) if len(correct) else 0.0
+    gen = torch.Generator().manual_seed(_draw_seed(ctx, "random_reward"))
+    r = (torch.rand(len(ctx.texts), generator=gen) < p).float()
+    agree = float((r == (correct >= 0.5).float()).float().mean()) if len(r) else 1.0
+    return r, {"p": p, "agree": agree}

@@ -505,6 +505,7 @@ class Trainer:
             logprob_fn=logprob_fn,
             rows_fn=logprob_fn,
             tokenizer=self.tok,
+            seed=self.cfg.run.seed,
         )
 
     def kl_beta(self, step: int | None = None) -> float:

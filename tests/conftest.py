@@ -16,7 +16,9 @@ def smoke_results(tmp_path_factory) -> Path:
     from grpo_core.prepare import prepare
 
     res = tmp_path_factory.mktemp("results")
-    cfg = load_config(None, "smoke", [f"run.results_dir={res}"])
+    # one shared start (base/model) for every seed; the seeded starts of the smoke profile are
+    # tested in tests/test_seeded_start.py
+    cfg = load_config(None, "smoke", [f"run.results_dir={res}", "workflow.seeded_start=false"])
     prepare(cfg, threads=1, log=lambda *a: None)
     return res
 
@@ -30,7 +32,12 @@ def smoke_cfg(smoke_results):
         return load_config(
             repro,
             "smoke",
-            [f"run.results_dir={smoke_results}", "run.threads=1", *overrides],
+            [
+                f"run.results_dir={smoke_results}",
+                "run.threads=1",
+                "workflow.seeded_start=false",
+                *overrides,
+            ],
             seed=seed,
         )
 

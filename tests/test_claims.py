@@ -73,13 +73,28 @@ def test_no_ci_or_no_delta_is_inconclusive():
     assert v == INCONCLUSIVE and "no delta" in note
 
 
+def test_inconclusive_verdicts_name_the_mde():
+    c = Claim(text="x", metric="avg@4")
+    v, note = verdict(c, 0.01, -0.02, 0.04, mde=0.0607)
+    assert v == INCONCLUSIVE
+    assert note == "CI contains 0; effects below 6.1 points cannot be seen here (MDE)"
+    # not a rate: in the metric's own units
+    c = Claim(text="x", benchmark="train", metric="completion_len_mean", direction="lower")
+    assert verdict(c, -1.0, -3.0, 1.0, mde=4.25)[1].endswith(
+        "effects below 4.25 cannot be seen here (MDE)"
+    )
+    # a conclusive verdict keeps its note; an unknown MDE adds nothing
+    assert verdict(Claim(text="x"), 0.1, 0.05, 0.15, mde=0.03)[1] == "CI above 0"
+    assert verdict(Claim(text="x"), 0.01, -0.02, 0.04)[1] == "CI contains 0"
+
+
 def test_judge_hand_made_rows():
     summary = pd.DataFrame(
         [
             _row("grpo", 0.0, 0.0, 0.0),
             _row("a", 0.10, 0.04, 0.16),
             _row("a", -3.0, -5.0, -1.0, bench="train", metric="completion_len_mean"),
-            _row("b", 0.01, -0.03, 0.05),
+            {**_row("b", 0.01, -0.03, 0.05), "mde": 0.07},
             _row("c", 0.2, NAN, NAN, n=1),
         ]
     )
@@ -106,6 +121,8 @@ def test_judge_hand_made_rows():
     nm = got[("a", "not measured")]
     assert nm.verdict == INCONCLUSIVE and "not measured" in nm.note and math.isnan(nm.delta)
     assert got[("b", "no change")].verdict == SUPPORTED  # [-0.03, 0.05] inside ±0.05
+    assert got[("b", "no change")].mde == pytest.approx(0.07)
+    assert math.isnan(got[("a", "more accurate")].mde)  # a summary without the column
     c = got[("c", "more accurate")]
     assert c.verdict == INCONCLUSIVE and c.n_seeds == 1
     assert len(got) == 6
@@ -128,6 +145,8 @@ def test_claims_from_run_configs(tmp_path):
     assert better.delta == pytest.approx(0.20)
     assert better.ci_low == pytest.approx(0.20 - 0.045340, abs=1e-4)
     assert better.ci_high == pytest.approx(0.20 + 0.045340, abs=1e-4)
+    # MDE: pooled sd 0.02, df 4: (2.776445 + 0.940965) * 0.02 * sqrt(2/3) = 0.060705
+    assert better.mde == pytest.approx(0.060705, abs=1e-5)
 
 
 def test_bad_claim_in_config_is_a_user_error(tmp_path):

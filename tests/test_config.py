@@ -184,7 +184,12 @@ def test_paper_profile_resolves_offline_with_the_papers_budgets(repro, monkeypat
 
 
 def test_reproduction_groups_expand():
-    from grpo_core.config import expand_reproductions, list_reproductions, reproduction_meta
+    from grpo_core.config import (
+        controls,
+        expand_reproductions,
+        list_reproductions,
+        reproduction_meta,
+    )
 
     assert expand_reproductions(["all"]) == list_reproductions()
     assert expand_reproductions(["dapo", "grpo", "dapo"]) == ["dapo", "grpo"]
@@ -193,4 +198,7 @@ def test_reproduction_groups_expand():
     waves = {reproduction_meta(s).get("wave", 0) for s in list_reproductions()}
     for w in waves - {0}:
         got = expand_reproductions([f"wave{w}"])
-        assert got[0] == "grpo" and all(reproduction_meta(s)["wave"] == w for s in got[1:])
+        # grpo, then the controls (meta.tier: control), then the wave's members
+        assert got[0] == "grpo" and got[1 : 1 + len(controls())] == controls()
+        assert all(reproduction_meta(s)["wave"] == w for s in got[1 + len(controls()) :])
+    assert "random_reward" in controls() and "random_reward" in expand_reproductions(["wave1"])

@@ -104,6 +104,7 @@ def test_fsdp_training_resumes_exactly(smoke_results, tmp_path):
                 "--profile",
                 "smoke",
                 f"run.results_dir={smoke_results}",
+                "workflow.seeded_start=false",  # the shared start prepared by tests/conftest.py
                 "train.fsdp=true",
                 "train.lr=1e-3",
                 "rewards=[{name: correctness}, {name: format, weight: 0.5}]",

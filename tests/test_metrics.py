@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from evals.aggregate import aggregate
+from evals.aggregate import aggregate, min_detectable_effect
 from evals.metrics import (
     bootstrap_ci,
     diff_ci,
@@ -56,6 +56,23 @@ def test_t_quantiles_and_intervals():
     assert (lo, hi) == bootstrap_ci([0, 1, 1, 0, 1], seed=3) and lo <= 0.6 <= hi
 
 
+def test_min_detectable_effect_hand_values():
+    # n = 3 per arm, sd 2.0 in both ([0, 2, 4] and [1, 3, 5]): pooled sd 2.0, df 4,
+    # t_{.975,4} = 2.776445, t_{.80,4} = 0.940965 -> 3.717410 * 2.0 * sqrt(1/3 + 1/3) = 6.0705
+    assert min_detectable_effect([0, 2, 4], [1, 3, 5]) == pytest.approx(6.0705, abs=1e-3)
+    # unequal arms: [1, 2, 3, 4] (n 4, var 5/3) and [0, 2] (n 2, var 2): pooled var
+    # (3 * 5/3 + 1 * 2) / 4 = 1.75, sd 1.322876, df 4, sqrt(1/4 + 1/2) = 0.866025
+    # -> 3.717410 * 1.322876 * 0.866025 = 4.2588
+    assert min_detectable_effect([1, 2, 3, 4], [0, 2]) == pytest.approx(4.2588, abs=1e-3)
+    # pooled, not Welch: swapping the arms changes nothing; a larger alpha or lower power shrinks it
+    assert min_detectable_effect([0, 2], [1, 2, 3, 4]) == pytest.approx(4.2588, abs=1e-3)
+    assert min_detectable_effect([0, 2, 4], [1, 3, 5], power=0.5) == pytest.approx(
+        2.776445 * 2.0 * math.sqrt(2 / 3), abs=1e-3
+    )  # t_{.5} = 0
+    assert math.isnan(min_detectable_effect([0.5], [0.1, 0.2]))  # one seed: no std
+    assert min_detectable_effect([0.3, 0.3], [0.3, 0.3]) == 0.0
+
+
 def _fake_tree(root, acc):
     for repro, seeds in acc.items():
         for seed, a in seeds.items():
@@ -99,6 +116,8 @@ def test_aggregate_and_report(tmp_path):
     row = s[(s.reproduction == "dapo") & (s.metric == "avg@4")].iloc[0]
     assert row["mean"] == pytest.approx(0.6) and row["n_seeds"] == 3
     assert row["delta_vs_grpo"] == pytest.approx(0.1)
+    # both arms sd 0.1, n 3: 3.717410 * 0.1 * sqrt(2/3) = 0.30353
+    assert row["mde"] == pytest.approx(0.30353, abs=1e-4)
     assert row["ci_high"] - row["mean"] == pytest.approx(4.303 * 0.1 / math.sqrt(3), abs=1e-3)
     start = s[(s.reproduction == "sft_start") & (s.metric == "avg@4")].iloc[0]
     assert start["n_seeds"] == 1 and math.isnan(start["ci_low"])
@@ -109,7 +128,30 @@ def test_aggregate_and_report(tmp_path):
     assert "| reproduction | avg@4 | pass@4 | maj@4 |" in report
     assert "| dapo | 60.0 [" in report and "+10.0 [" in report
     assert "| sft_start | 30.0 (1 seed)" in report
+    # dapo: Welch half width 2.7764 * sqrt(2 * 0.01 / 3) = 0.2267; MDE 30.4 pp; 3 seeds
+    assert "+10.0 [-12.7, +32.7] | 30.4 | 3 |" in report
     for f in ("reward_mean", "accuracy", "completion_len_mean", "entropy", "kl"):
         p = tmp_path / "plots" / f"{f}.png"
         assert p.exists() and p.stat().st_size > 1000
         assert f"(plots/{f}.png)" in report
+
+
+def test_seeded_sft_start_is_a_row_with_a_ci(tmp_path):
+    """With seeded starts sft_start has one evaluation per seed: a normal row with a CI over
+    its seeds, a delta vs grpo and an MDE, in summary.csv and in the report."""
+    _fake_tree(
+        tmp_path,
+        {"grpo": {0: 0.4, 1: 0.5, 2: 0.6}, "sft_start": {0: 0.30, 1: 0.32, 2: 0.34}},
+    )
+    aggregate(tmp_path)
+    s = pd.read_csv(tmp_path / "summary.csv")
+    start = s[(s.reproduction == "sft_start") & (s.metric == "avg@4")].iloc[0]
+    # mean 0.32, sd 0.02, half width 4.303 * 0.02 / sqrt(3) = 0.04969
+    assert start["n_seeds"] == 3 and start["mean"] == pytest.approx(0.32)
+    assert start["ci_high"] - start["mean"] == pytest.approx(0.04969, abs=1e-4)
+    assert start["delta_vs_grpo"] == pytest.approx(-0.18)
+    # pooled sd sqrt((0.01 + 0.0004) / 2) = 0.072111 -> 3.717410 * 0.072111 * 0.816497 = 0.21888
+    assert start["mde"] == pytest.approx(0.21888, abs=1e-4)
+    report = write_report(tmp_path).read_text()
+    assert "| sft_start | 32.0 [27.0, 37.0] |" in report
+    assert "`sft_start` 0, 1, 2" in report

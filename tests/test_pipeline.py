@@ -1,5 +1,6 @@
 """The smoke workflow end to end through Snakemake: prepare -> train -> eval -> aggregate -> report."""
 
+import json
 import os
 import subprocess
 import sys
@@ -45,8 +46,17 @@ def test_smoke_pipeline_through_snakemake(tmp_path):
         assert list((run / "checkpoint").glob("*.safetensors"))
         assert (run / "eval" / "arith_mix.json").exists()
         assert (run / "eval" / "arith_mix.samples.jsonl").exists()
+    # seeded starts (workflow.seeded_start in the smoke profile): seed 0's own SFT start,
+    # evaluated as sft_start seed 0; no shared base/model
+    assert (res / "base" / "seed0" / "model" / "config.json").exists()
+    assert not (res / "base" / "model").exists()
+    start = json.loads(
+        (res / "runs" / "sft_start" / "seed0" / "eval" / "arith_mix.json").read_text()
+    )
+    assert start["model"].endswith("base/seed0/model")
     summary = pd.read_csv(res / "summary.csv")
     assert {"grpo", "dapo", "sft_start"} <= set(summary["reproduction"])
+    assert "mde" in summary.columns
     assert list(summary.columns[:9]) == [
         "reproduction",
         "benchmark",

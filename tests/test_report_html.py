@@ -49,6 +49,11 @@ needs_driver = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     prof = make_results(tmp_path_factory.mktemp("results"))
+    # a run that started and left no results (crashed before its first step): not a seed that ran
+    crashed = prof / "runs" / "better" / "seed5"
+    crashed.mkdir()
+    (crashed / "config.yaml").write_text((prof / "runs/better/seed0/config.yaml").read_text())
+    (crashed / "metrics.jsonl").write_text("")
     write_report(prof, title="Synthetic report")
     return prof / "report.html"
 
@@ -57,7 +62,8 @@ def test_html_is_self_contained_and_matches_markdown(report):
     text = report.read_text()
     # nothing fetched from elsewhere: no http(s) links to scripts, styles or images
     assert not re.search(r"""(src|href)=["'](https?:)?//""", text)
-    assert text.count('src="data:image/png;base64,') >= 7  # bench + claims + 5 curves
+    # bench deltas + bench values + claims + 5 curves
+    assert text.count('src="data:image/png;base64,') >= 8
     md = (report.parent / "report.md").read_text()
     for heading in (
         "## arith_mix",
@@ -68,10 +74,24 @@ def test_html_is_self_contained_and_matches_markdown(report):
     ):
         assert heading in md
     assert "| better | better accuracy than GRPO | arith_mix / avg@4 | higher than grpo | " in md
-    assert "+20.0 pp [+15.5, +24.5] | 3 | supported | CI above 0 |" in md
+    # the MDE beside the delta: n = 3 per arm, pooled sd 0.02 (both arms 0.02):
+    # (t_.975,4 + t_.8,4) * 0.02 * sqrt(2/3) = (2.7764 + 0.9410) * 0.016330 = 0.0607 -> 6.1 pp
+    assert "+20.0 pp [+15.5, +24.5] | 6.1 pp | 3 | supported | CI above 0 |" in md
+    assert "| better | 62.0 [57.0, 67.0] | 82.0 [77.0, 87.0] | 62.0 [57.0, 67.0] | " in md
+    assert "| +20.0 [+15.5, +24.5] | 6.1 | 3 |" in md  # the benchmark table's MDE column
+    # an inconclusive verdict says what these seeds cannot see
+    assert "CI contains 0; effects below 28.7 points cannot be seen here (MDE)" in md
     assert "(plots/claims.png)" in md and "(plots/bench_arith_mix.png)" in md
+    # the deltas come first, then the absolute values
+    assert md.index("(plots/bench_arith_mix_delta.png)") < md.index("(plots/bench_arith_mix.png)")
+    # the protocol lists, per reproduction, only the seeds that have results
+    assert (
+        "Seeds with results (an evaluation or training metrics), per reproduction: `grpo` 0, 1, "
+        "2; `sft_start` 0; `better` 0, 1, 2; `noisy` 0, 1, 2; `single` 0; `worse` 0, 1, 2." in md
+    )
     claims_csv = (report.parent / "claims.csv").read_text()
     assert claims_csv.count("\n") == len(EXPECTED) + 1
+    assert ",ci_high,mde,n_seeds," in claims_csv.splitlines()[0]
 
 
 @needs_chromium
@@ -169,7 +189,7 @@ def test_rendered_dom_in_chromium(report, tmp_path):
             "return [...document.querySelectorAll('#table-claims tbody tr')].map(r => "
             "[...r.cells].map(c => c.innerText.trim()))"
         )
-        got = {(r[0], r[1]): r[6] for r in claims}
+        got = {(r[0], r[1]): r[7] for r in claims}
         assert got == EXPECTED
         # the verdict cell is coloured by its row's class (green / red / grey)
         colours = wd.js(
@@ -192,6 +212,7 @@ def test_rendered_dom_in_chromium(report, tmp_path):
             "i.naturalHeight])"
         )
         assert [i[0] for i in imgs] == [
+            "bench_arith_mix_delta",
             "bench_arith_mix",
             "claims",
             "reward_mean",

@@ -45,6 +45,7 @@ def main(results: str, repro: str, out: str, mode: str = "ddp") -> None:
         "smoke",
         [
             f"run.results_dir={results}",
+            "workflow.seeded_start=false",  # the shared start prepared by tests/conftest.py
             "train.micro_batch_size=3",
             "train.minibatches=1",
             f"train.fsdp={mode == 'fsdp'}",
