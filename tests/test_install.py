@@ -133,16 +133,21 @@ def _venv_with_wheel(tmp_path: Path, whl: Path) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(site, "_grpo_test_base.pth").write_text("".join(p + "\n" for p in sorted(here)))
+    # the wheel first (nothing else visible yet: pip sees no installed grpo-bench and never
+    # touches another environment's; no PYTHONPATH, whose checkout may hold an egg-info)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRPO_ROOT")}
     r = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps"]
-        + ["--no-build-isolation", str(whl)],
+        + ["--no-build-isolation", "--ignore-installed", str(whl)],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(site, "_grpo_test_base.pth").write_text("".join(p + "\n" for p in sorted(here)))
     return venv
 
 
