@@ -2,8 +2,8 @@
 # Create .venv and install the pinned environment: torch first (a bare `torch` requirement would
 # pull a multi-GB CUDA build), then the exact versions of requirements.lock (scripts/lock.sh
 # writes it), then the project itself, editable, with --no-deps. Idempotent and fast when done:
-# a stamp in .venv remembers the lock / pyproject / this script / checkout it installed, so a second run only
-# checks the imports.
+# a stamp in .venv remembers the lock / pyproject / this script / checkout it installed, so a
+# second run only checks the imports.
 #   TORCH_VERSION=2.13.0+cu128 bash scripts/setup.sh   # another torch build (its line of the lock
 #                                                     # is then left out)
 set -euo pipefail
