@@ -12,28 +12,17 @@ per sample) per the output contract.
 from __future__ import annotations
 
 import json
-import platform
 import time
-from importlib import metadata
 from pathlib import Path
 
 from evals.metrics import bootstrap_ci, per_problem_scores, score_groups, summarize_runs
 from evals.tasks import TEMPLATES, extract_answer, is_well_formed, make_task, render_prompt
 from grpo_core.config import Config
+from grpo_core.environment import environment_info, package_versions
 from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
 from grpo_core.rollout import SamplingParams, make_engine
 from grpo_core.trainer import chat_prompt_ids, derive_seed, setup_torch
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "reasoning-gym", "math-verify", "vllm"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def evaluate(
@@ -53,7 +42,14 @@ def evaluate(
         test = test[: ev.n_prompts]
     model, tok = load_model_and_tokenizer(str(model_dir), cfg.run.dtype, cfg.run.device)
     model.eval()
-    engine = make_engine(cfg.rollout.engine, model, tok, batch_size=ev.batch_size)
+    engine = make_engine(
+        cfg.rollout.engine,
+        model,
+        tok,
+        cfg=cfg,
+        model_path=str(model_dir),
+        batch_size=ev.batch_size,
+    )
     k = ev.k
     max_new = ev.max_new_tokens or cfg.rollout.max_new_tokens
     prompts = []
@@ -70,6 +66,7 @@ def evaluate(
     t0 = time.perf_counter()
     ro = engine.generate(prompts, params)
     gen_s = time.perf_counter() - t0
+    engine.close()
     lengths = ro.completion_mask.sum(-1).tolist()
 
     scores, answers, samples = [], [], []
@@ -126,6 +123,8 @@ def evaluate(
             "eval_seed": ev.seed,
             "grader": f"{type(task).__name__}.grade",
             "versions": package_versions(),
+            # torch CPU capability / GPU, python, git commit (+ dirty) of the code
+            "environment": environment_info(cfg.run.device),
         },
         "generation_s": gen_s,
     }
@@ -221,7 +220,14 @@ def evaluate_benchmark(
     ks = sorted({x for x in ev.pass_ks if x <= k} | {1})
     model, tok = load_model_and_tokenizer(str(model_dir), cfg.run.dtype, cfg.run.device)
     model.eval()
-    engine = make_engine(cfg.rollout.engine, model, tok, batch_size=ev.batch_size)
+    engine = make_engine(
+        cfg.rollout.engine,
+        model,
+        tok,
+        cfg=cfg,
+        model_path=str(model_dir),
+        batch_size=ev.batch_size,
+    )
     prompt_ids = [chat_prompt_ids(tok, render_prompt(proto["template"], p)) for p in problems]
     params_base = dict(
         temperature=proto["temperature"],
@@ -290,6 +296,7 @@ def evaluate_benchmark(
                 f"length@{k}": float(np.mean(lengths)),
                 f"truncated@{k}": float(np.mean([r != "stop" for r in reasons])),
             }
+    engine.close()
     summ = summarize_runs(runs, ks)
     per_seed = {str(es): {**m, **extra[str(es)]} for es, m in zip(seeds, summ["per_seed"])}
     metrics = dict(summ["metrics"])
@@ -323,6 +330,8 @@ def evaluate_benchmark(
                 "timeout_s": ev.grader_timeout_s,
             },
             "versions": package_versions(),
+            # torch CPU capability / GPU, python, git commit (+ dirty) of the code
+            "environment": environment_info(cfg.run.device),
         },
         "generation_s": gen_s,
         "grading_s": grade_s,

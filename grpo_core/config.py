@@ -285,16 +285,26 @@ class Config(Strict):
 # locating files
 
 
+PACKAGED_ROOT = PACKAGE_DIR / "_data"  # a wheel's copy of config/profiles/ and reproductions/
+
+
+def _is_root(d: Path) -> bool:
+    return (d / "reproductions").is_dir() and (d / "config" / "profiles").is_dir()
+
+
 def project_root() -> Path:
     """The directory holding reproductions/ and config/: $GRPO_ROOT, the cwd or a parent of it,
-    or the source checkout the package was installed from."""
+    the source checkout the package was installed from (editable), or else the copy shipped in
+    the installed package (grpo_core/_data, written by setup.py)."""
     env = os.environ.get("GRPO_ROOT")
     if env:
         return Path(env).resolve()
     here = Path.cwd().resolve()
     for d in [here, *here.parents]:
-        if (d / "reproductions").is_dir() and (d / "config" / "profiles").is_dir():
+        if _is_root(d):
             return d
+    if not _is_root(PACKAGE_DIR.parent) and _is_root(PACKAGED_ROOT):
+        return PACKAGED_ROOT
     return PACKAGE_DIR.parent
 
 

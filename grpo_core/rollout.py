@@ -85,7 +85,16 @@ class Rollouts:
 
 
 class RolloutEngine:
-    """Interface of a rollout engine."""
+    """Interface of a rollout engine.
+
+    Every engine is constructed the same way, ``Engine(model, tokenizer, *, cfg, model_path,
+    batch_size=512)``: the policy model and its tokenizer, the run's validated config, the
+    directory the model was loaded from (vLLM reads its config and tokenizer there) and the
+    generate() chunk size. No catch-all ``**kwargs``: a call site that leaves one out fails at
+    once for every engine, not only for the one that happens to need it."""
+
+    def __init__(self, model, tokenizer, *, cfg, model_path: str | None, batch_size: int = 512):
+        raise NotImplementedError
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollouts:
         raise NotImplementedError
@@ -152,7 +161,8 @@ class HFEngine(RolloutEngine):
     are always in sync). Every sampling knob is set explicitly: no top_k, no repetition penalty
     from a model's generation_config leaks in."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 512, **_):
+    def __init__(self, model, tokenizer, *, cfg, model_path: str | None, batch_size: int = 512):
+        # cfg / model_path: unused (it samples from the model object itself)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     def sync_weights(self, model) -> None:
@@ -216,7 +226,8 @@ class VLLMEngine(RolloutEngine):
     The process using it must guard its entry point with ``if __name__ == "__main__":``.
     """
 
-    def __init__(self, model, tokenizer, cfg=None, model_path: str | None = None, **_):
+    def __init__(self, model, tokenizer, *, cfg, model_path: str | None, batch_size: int = 512):
+        # batch_size: unused (vLLM schedules the whole list of prompts itself)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU
         try:
@@ -336,5 +347,10 @@ class VLLMEngine(RolloutEngine):
             gc.collect()
 
 
-def make_engine(name: str, model, tokenizer, **kw) -> RolloutEngine:
-    return ENGINES.get(name, "rollout.engine")(model, tokenizer, **kw)
+def make_engine(
+    name: str, model, tokenizer, *, cfg, model_path: str | None, batch_size: int = 512
+) -> RolloutEngine:
+    """The engine registered as ``name`` (rollout.engine), built with the interface's arguments
+    (see :class:`RolloutEngine`)."""
+    cls = ENGINES.get(name, "rollout.engine")
+    return cls(model, tokenizer, cfg=cfg, model_path=model_path, batch_size=batch_size)

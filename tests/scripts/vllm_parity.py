@@ -31,7 +31,7 @@ def main(out_dir: str) -> None:
     tok.save_pretrained(out / "model")
     prompts = [chat_prompt_ids(tok, t) for t in ["1+2=", "7*3-4=", "hello", "(9+9)*2=", "x"]]
     greedy = SamplingParams(temperature=0.0, max_new_tokens=12, seed=0)
-    hf = HFEngine(model, tok).generate(prompts, greedy)
+    hf = HFEngine(model, tok, cfg=cfg, model_path=None).generate(prompts, greedy)
     engine = VLLMEngine(model, tok, cfg=cfg, model_path=str(out / "model"))
     vl = engine.generate(prompts, greedy)
     sampled = engine.generate(
@@ -57,7 +57,7 @@ def main(out_dir: str) -> None:
             p.add_(torch.randn_like(p) * 0.5)
     engine.sync_weights(model)
     vl2 = engine.generate(prompts, greedy)
-    hf2 = HFEngine(model, tok).generate(prompts, greedy)
+    hf2 = HFEngine(model, tok, cfg=cfg, model_path=None).generate(prompts, greedy)
     engine.close()
     print(
         "RESULT "
