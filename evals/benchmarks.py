@@ -49,6 +49,8 @@ def _plain(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         raise ValueError(f"expected a number or string, got {v!r}")
     if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(f"expected a finite number, got {v!r}")
         return str(int(v)) if v.is_integer() else repr(v)
     if isinstance(v, int):
         return str(v)

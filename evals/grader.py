@@ -14,6 +14,7 @@ miss can be listed with why it missed.
 from __future__ import annotations
 
 import decimal
+import functools
 import re
 import select
 import time
@@ -25,6 +26,7 @@ from grpo_core.errors import UserError
 # at the end); a \boxed{} or <answer> is found anywhere by a linear scan. An extracted answer
 # longer than this is not given to math-verify (reason answer_too_long) unless it matches exactly
 MAX_PRED_CHARS = 4000
+MEMO_MAX = 200_000  # remembered math-verify verdicts per grader
 # a number; thousands separators kept whole ("70,000"), a trailing comma dropped ("366,")
 NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 
@@ -225,13 +227,22 @@ def _n_elements(x) -> int:
     return 1
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(gold: str):
+    """A gold parsed once per worker (a step grades G completions per gold; sympy objects are
+    immutable, so sharing the parse is safe)."""
+    from math_verify import parse
+
+    return parse(_wrap(gold), parsing_timeout=None)
+
+
 def _verify(gold: str, pred: str) -> tuple[float, str]:
     """math-verify: parse gold first, then the prediction; compare (gold, pred), never the
     other way round (verify is not symmetric). Guard: a gold with several answers needs a
     prediction with as many."""
     from math_verify import parse, verify
 
-    g = parse(_wrap(gold), parsing_timeout=None)
+    g = _parse_gold(gold)
     if not g:
         return 0.0, "error:gold_unparsed"
     p = parse(_wrap(pred), parsing_timeout=None)
@@ -356,6 +367,10 @@ class MathGrader:
         self.timeout_s, self.n_workers, self.start_timeout_s = timeout_s, workers, start_timeout_s
         self._workers: list[_Worker] = []
         self.stats: dict[str, int] = {}
+        # (gold, prediction) -> (score, reason) of math-verify's deterministic verdicts (not
+        # timeouts or dead workers): a group's G completions often repeat one answer, and
+        # prompts come back every epoch; cleared when it reaches MEMO_MAX entries
+        self._memo: dict[tuple[str, str], tuple[float, str]] = {}
 
     # -- lifecycle
     def close(self) -> None:
@@ -399,13 +414,29 @@ class MathGrader:
     def grade_many(self, pairs: list[tuple[str, str]]) -> list[Grade]:
         out: list[Grade | None] = [None] * len(pairs)
         jobs: list[tuple[int, str, str]] = []
+        first: dict[tuple[str, str], int] = {}  # (gold, pred) -> index of its job
+        dups: list[tuple[int, int]] = []  # (index, index of the job with the same pair)
         for i, (completion, gold) in enumerate(pairs):
             g = self._pre(completion, gold)
             if isinstance(g, Grade):
                 out[i] = g
+            elif (gold, g) in self._memo:
+                score, reason = self._memo[(gold, g)]
+                out[i] = Grade(score, g, reason)
+            elif (gold, g) in first:
+                dups.append((i, first[(gold, g)]))
             else:
+                first[(gold, g)] = i
                 jobs.append((i, gold, g))
         self._run(jobs, out)
+        if len(self._memo) + len(jobs) > MEMO_MAX:
+            self._memo.clear()
+        for i, gold, pred in jobs:
+            g = out[i]
+            if g.reason in ("match", "mismatch", "multi_answer", "error:gold_unparsed"):
+                self._memo[(gold, pred)] = (g.score, g.reason)
+        for i, j in dups:
+            out[i] = Grade(out[j].score, out[j].pred, out[j].reason)  # type: ignore[union-attr]
         for g in out:
             self.stats[g.reason] = self.stats.get(g.reason, 0) + 1  # type: ignore[union-attr]
         return out  # type: ignore[return-value]

@@ -374,14 +374,22 @@ def gold_text(v: Any) -> str:
     raise ValueError(f"expected a non-empty string or a number, got {type(v).__name__}")
 
 
+def default_grader_workers() -> int:
+    """Grader processes of the math task: half the CPUs, 1 to 4."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 @TASKS.register("jsonl")
 class JsonlTask(Task):
     """Math problems from a local JSONL file (``task.path``): one object per line with a
     question (``question`` or ``problem``) and an ``answer``; the last ``n_test`` rows are the
     test split. Graded by the benchmarks' math-verify grader (evals.grader.MathGrader: boxed
     answer, numeric fallback, per-sample timeout in killable worker processes) in training and
-    evaluation alike. ``task.params``: ``grader_workers`` (default 2), ``grader_timeout_s``
-    (default 5). Lines over ``task.max_line_bytes`` raise, as malformed rows do."""
+    evaluation alike. ``task.params``: ``grader_workers`` (default half the CPUs, 1 to 4),
+    ``grader_timeout_s`` (default 5). Lines over ``task.max_line_bytes`` raise, as malformed
+    rows do."""
 
     name = "jsonl"
     max_line_bytes = DEFAULT_MAX_LINE_BYTES
@@ -406,7 +414,7 @@ class JsonlTask(Task):
 
             self._grader = MathGrader(
                 timeout_s=float(self.params.get("grader_timeout_s", 5.0)),
-                workers=int(self.params.get("grader_workers", 2)),
+                workers=int(self.params.get("grader_workers", default_grader_workers())),
             )
         return self._grader
 
