@@ -74,6 +74,7 @@ def evaluate(
 
     # the task's one grading function, the one the training reward calls
     grades = grade_texts(task, ro.texts, [p for p in test for _ in range(k)])
+    task.close()  # grader workers (the math task) are not needed any more
     scores, answers, samples = [], [], []
     for i, p in enumerate(test):
         s_row, a_row = [], []
