@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.grader import last_boxed
-from evals.tasks import Problem
+from evals.tasks import DEFAULT_MAX_LINE_BYTES, Problem, iter_lines
 from grpo_core.errors import UserError
 
 # --------------------------------------------------------------------------------------------
@@ -49,6 +49,8 @@ def _plain(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         raise ValueError(f"expected a number or string, got {v!r}")
     if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(f"expected a finite number, got {v!r}")
         return str(int(v)) if v.is_integer() else repr(v)
     if isinstance(v, int):
         return str(v)
@@ -246,37 +248,70 @@ class LoadReport:
     source: str = ""
 
 
-def _read_local(path: Path) -> list[tuple[str, Any]]:
-    """(location, row) pairs of a local JSONL / JSON / Parquet file; undecodable lines come
-    back as (location, JSONDecodeError) for the caller to report."""
+class BadLine(ValueError):
+    """A line (or row) that could not be read: not UTF-8, not JSON, over the size cap."""
+
+
+def _row_bytes(row: Any) -> int:
+    """Rough size of a row's text (the characters of its string values, recursively)."""
+    if isinstance(row, str):
+        return len(row)
+    if isinstance(row, dict):
+        return sum(_row_bytes(v) for v in row.values())
+    if isinstance(row, (list, tuple)):
+        return sum(_row_bytes(v) for v in row)
+    return 8
+
+
+def _read_local(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[tuple[str, Any]]:
+    """(location, row) pairs of a local JSONL / JSON / Parquet file; unreadable JSONL lines
+    (not UTF-8, not JSON, longer than ``max_line_bytes``: never read whole) come back as
+    (location, BadLine) for the caller to report."""
     if not path.exists():
         raise UserError(f"benchmark path {path} does not exist")
     suf = path.suffix.lower()
-    if suf == ".parquet":
-        import pyarrow.parquet as pq
+    if suf in (".parquet", ".json"):
+        if suf == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        return [(f"{path}:row{i + 1}", r) for i, r in enumerate(pq.read_table(path).to_pylist())]
-    if suf == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(data, dict):
-            data = next((v for v in data.values() if isinstance(v, list)), None)
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON list of rows")
+            try:
+                data = pq.read_table(path).to_pylist()
+            except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+                msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                raise UserError(f"{path}: not a readable Parquet file ({msg})") from None
+        else:
+            raw = path.read_bytes()
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                ln = raw.count(b"\n", 0, e.start) + 1
+                raise UserError(
+                    f"{path}:{ln}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); "
+                    "save the file as UTF-8"
+                ) from None
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            if isinstance(data, dict):
+                data = next((v for v in data.values() if isinstance(v, list)), None)
+            if not isinstance(data, list):
+                raise UserError(f"{path}: expected a JSON list of rows")
         return [(f"{path}:row{i + 1}", r) for i, r in enumerate(data)]
     if suf not in (".jsonl", ".ndjson"):
         raise UserError(f"benchmark path {path}: use a .jsonl, .json or .parquet file")
     rows: list[tuple[str, Any]] = []
-    with path.open() as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"{path}:{ln}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                rows.append((f"{path}:{ln}", e))
+    for ln, line, problem in iter_lines(path, max_line_bytes, "eval.max_line_bytes"):
+        if problem is not None:
+            rows.append((f"{path}:{ln}", BadLine(problem)))
+            continue
+        if not line.strip():
+            continue
+        try:
+            rows.append((f"{path}:{ln}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            rows.append((f"{path}:{ln}", BadLine(f"not valid JSON ({e.msg})")))
     return rows
 
 
@@ -296,6 +331,8 @@ def _read_hub(b: Benchmark) -> list[tuple[str, Any]]:
 
 def row_to_problem(b: Benchmark, loc: str, row: Any, index: int) -> Problem:
     """One row -> Problem; ValueError("<field>: why") when the row is malformed."""
+    if isinstance(row, BadLine):
+        raise ValueError(f"<line>: {row}")
     if isinstance(row, Exception):
         raise ValueError(f"<line>: not valid JSON ({getattr(row, 'msg', row)})")
     if not isinstance(row, dict):
@@ -330,20 +367,27 @@ def load_benchmark(
     on_error: str = "raise",
     n: int | None = None,
     report: LoadReport | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> list[Problem]:
     """The benchmark's problems, from ``path`` (local JSONL/JSON/Parquet) or else the Hub.
 
     on_error="raise": the first malformed row raises UserError "<file>:<line>: <field>: why";
-    "skip": malformed rows are left out and listed in ``report.skipped``. ``n``: the first n."""
+    "skip": malformed rows are left out and listed in ``report.skipped``. ``n``: the first n.
+    Lines (rows) over ``max_line_bytes`` (eval.max_line_bytes) and lines that are not UTF-8 are
+    malformed rows too."""
     if on_error not in ("raise", "skip"):
         raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     b = get_benchmark(name)
-    rows = _read_local(Path(path).expanduser()) if path else _read_hub(b)
+    rows = _read_local(Path(path).expanduser(), max_line_bytes) if path else _read_hub(b)
     rep = report if report is not None else LoadReport()
     rep.source = str(path) if path else f"hf://{b.hf_id}@{b.revision}"
     out: list[Problem] = []
     seen: set[str] = set()
     for i, (loc, row) in enumerate(rows):
+        if not isinstance(row, Exception) and _row_bytes(row) > max_line_bytes:
+            row = BadLine(
+                f"row is about {_row_bytes(row)} bytes, over eval.max_line_bytes={max_line_bytes}"
+            )
         try:
             p = row_to_problem(b, loc, row, i)
         except ValueError as e:

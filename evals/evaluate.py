@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from evals.metrics import bootstrap_ci, per_problem_scores, score_groups, summarize_runs
-from evals.tasks import TEMPLATES, extract_answer, is_well_formed, make_task, render_prompt
+from evals.tasks import TEMPLATES, grade_texts, is_well_formed, make_task, render_prompt
 from grpo_core.config import Config
 from grpo_core.environment import environment_info, package_versions
 from grpo_core.errors import UserError
@@ -69,14 +69,16 @@ def evaluate(
     engine.close()
     lengths = ro.completion_mask.sum(-1).tolist()
 
+    # the task's one grading function, the one the training reward calls
+    grades = grade_texts(task, ro.texts, [p for p in test for _ in range(k)])
+    task.close()  # grader workers (the math task) are not needed any more
     scores, answers, samples = [], [], []
     for i, p in enumerate(test):
         s_row, a_row = [], []
         for j in range(k):
             n = i * k + j
             text = ro.texts[n]
-            ans = extract_answer(text)
-            raw = task.grade(ans, p)
+            ans, raw = grades[n].pred, grades[n].score
             s_row.append(float(raw >= 1.0))
             a_row.append(ans)
             samples.append(
@@ -88,6 +90,7 @@ def evaluate(
                     "gold": p.answer,
                     "score": raw,
                     "correct": raw >= 1.0,
+                    "grade_reason": grades[n].reason,
                     "finish_reason": ro.finish_reasons[n],
                     "length": lengths[n],
                 }
@@ -213,6 +216,7 @@ def evaluate_benchmark(
         on_error="skip",
         n=ev.benchmark_n_prompts,
         report=rep,
+        max_line_bytes=ev.max_line_bytes,
     )
     for msg in rep.skipped:
         log(f"skipped malformed row {msg}")

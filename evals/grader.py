@@ -13,6 +13,8 @@ miss can be listed with why it missed.
 
 from __future__ import annotations
 
+import decimal
+import functools
 import re
 import select
 import time
@@ -20,9 +22,11 @@ from dataclasses import asdict, dataclass
 
 from grpo_core.errors import UserError
 
-# predictions longer than this are cut to their tail before math-verify sees them (answers sit at
-# the end; a 50,000-character completion would otherwise be scanned by every regex)
+# the fallback regexes (answer is / last number) read only this tail of a completion (answers sit
+# at the end); a \boxed{} or <answer> is found anywhere by a linear scan. An extracted answer
+# longer than this is not given to math-verify (reason answer_too_long) unless it matches exactly
 MAX_PRED_CHARS = 4000
+MEMO_MAX = 200_000  # remembered math-verify verdicts per grader
 # a number; thousands separators kept whole ("70,000"), a trailing comma dropped ("366,")
 NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 
@@ -31,7 +35,9 @@ NUMBER_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+"
 class Grade:
     score: float
     pred: str | None  # the extracted answer that was compared (None: none found)
-    reason: str  # match | numeric | mismatch | no_answer | multi_answer | timeout | error:<...>
+    # match | numeric | exact | mismatch | no_answer | unbalanced_boxed | answer_too_long |
+    # multi_answer | timeout | error:<...>
+    reason: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,48 +47,89 @@ class Grade:
 # answer extraction (pure string work, done in the caller)
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces."""
+# a brace, or a backslash and the character it escapes (\{ \} \\ do not open or close)
+_BRACE_RE = re.compile(r"\\.|[{}]", re.S)
+
+
+def find_last_boxed(text: str) -> tuple[str | None, str]:
+    """The last ``\\boxed{...}`` (or ``\\fbox{...}``) of the whole text, however long or far
+    back: (content, "ok"); (None, "none") when there is none; (None, "unbalanced") when the last
+    one never closes. One linear scan (rfind, then the braces after it), no backtracking regex."""
     i = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
     if i < 0:
         # "\boxed 5" (no braces)
-        m = list(re.finditer(r"\\boxed\s+([^\s$]+)", text))
-        return m[-1].group(1) if m else None
-    j = text.index("{", i) + 1
-    start, depth = j, 1
-    while j < len(text) and depth:
-        c = text[j]
-        if c == "\\" and j + 1 < len(text):  # skip escaped braces \{ \}
-            j += 2
-            continue
-        depth += {"{": 1, "}": -1}.get(c, 0)
-        j += 1
-    return text[start : j - 1].strip() if depth == 0 else None
+        last = None
+        for last in re.finditer(r"\\boxed\s+([^\s$]+)", text):  # noqa: B007 - keep the last
+            pass
+        return (last.group(1), "ok") if last else (None, "none")
+    start = text.index("{", i) + 1
+    depth = 1
+    for m in _BRACE_RE.finditer(text, start):
+        c = m.group()
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : m.start()].strip(), "ok"
+    return None, "unbalanced"
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces (None when
+    there is none or it never closes)."""
+    return find_last_boxed(text)[0]
+
+
+def last_answer_tag(text: str) -> str | None:
+    """Content of the last ``<answer>...</answer>`` (linear: rfind, not a lazy regex that
+    rescans the rest of the text from every unclosed ``<answer>``)."""
+    j = text.rfind("</answer>")
+    if j < 0:
+        return None
+    i = text.rfind("<answer>", 0, j)
+    return None if i < 0 else text[i + len("<answer>") : j].strip()
+
+
+def _extract(completion, numeric_gold: bool) -> tuple[str | None, str]:
+    """(prediction, status) with status "ok" | "none" | "unbalanced" (the last \\boxed{ never
+    closes: the final answer is cut off, nothing else is taken instead)."""
+    if not isinstance(completion, str) or not completion.strip():
+        return None, "none"
+    b, status = find_last_boxed(completion)  # the whole text: a box may start anywhere
+    if status != "none":
+        return b, status
+    a = last_answer_tag(completion)
+    if a is not None:
+        return a, "ok"
+    if numeric_gold:
+        tail = completion[-MAX_PRED_CHARS:]  # the regex fallbacks read the tail only
+        m = re.findall(r"(?:answer is|####)\s*:?\s*\$?\s*(-?[\d,]*\.?\d+)", tail, flags=re.I)
+        if m:
+            return m[-1], "ok"
+        nums = NUMBER_RE.findall(tail)
+        return (nums[-1], "ok") if nums else (None, "none")
+    return None, "none"
 
 
 def extract_prediction(completion: str, numeric_gold: bool) -> str | None:
     """The answer a completion commits to: the last boxed answer; else an <answer> tag; else
     (numeric golds only) the number after "answer is" / "####", or the last number."""
-    if not isinstance(completion, str) or not completion.strip():
-        return None
-    tail = completion[-MAX_PRED_CHARS:]
-    b = last_boxed(tail)
-    if b is not None:
-        return b
-    m = re.findall(r"<answer>(.*?)</answer>", tail, flags=re.S)
-    if m:
-        return m[-1].strip()
-    if numeric_gold:
-        m = re.findall(r"(?:answer is|####)\s*:?\s*\$?\s*(-?[\d,]*\.?\d+)", tail, flags=re.I)
-        if m:
-            return m[-1]
-        nums = NUMBER_RE.findall(tail)
-        return nums[-1] if nums else None
-    return None
+    return _extract(completion, numeric_gold)[0]
 
 
-def to_number(s: str | None) -> float | None:
-    """'1,234.50' / '$18' / '18.' / '50%' -> float; None when it is not a plain number."""
+# a plain number: digits with an optional point and exponent (no "_", "nan", "inf", hex)
+_PLAIN_NUM_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+# exact arithmetic on any size: 5000-digit integers and 1e400 stay exact (a float makes them
+# inf, and inf != inf); quotients and differences carry 60 significant digits
+_CTX = decimal.Context(
+    prec=60, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[decimal.InvalidOperation]
+)
+
+
+def to_number(s: str | None) -> decimal.Decimal | None:
+    """'1,234.50' / '$18' / '18.' / '50%' / '\\frac{3}{4}' / '1e400' -> an exact Decimal; None
+    when it is not a plain finite number."""
     if s is None:
         return None
     t = s.strip().strip("$").strip()
@@ -92,26 +139,41 @@ def to_number(s: str | None) -> float | None:
     t = t.replace(",", "").rstrip(".")
     if re.fullmatch(r"\\(?:d|t)?frac\{-?\d+\}\{\d+\}", t):
         a, b = re.findall(r"-?\d+", t)
-        return int(a) / int(b) if int(b) else None
+        da, db = decimal.Decimal(a), decimal.Decimal(b)
+        return _CTX.divide(da, db) if db else None
+    if not _PLAIN_NUM_RE.fullmatch(t):
+        return None
     try:
-        return float(t)
-    except ValueError:
+        return decimal.Decimal(t)
+    except decimal.DecimalException:  # an exponent beyond any range
         return None
 
 
 def answer_key(pred: str | None) -> str | None:
     """The key majority voting groups answers by: the number for numeric answers (18, 18.0 and
-    18.00 vote together), else the answer with whitespace collapsed."""
+    18.00 vote together; exact for any size), else the answer with whitespace collapsed."""
     if pred is None:
         return None
     x = to_number(pred)
     if x is not None:
-        return repr(float(x))
+        sign, digits, exp = x.as_tuple()
+        ds = "".join(map(str, digits)).lstrip("0")
+        if not ds:
+            return "0"
+        stripped = ds.rstrip("0")
+        return f"{'-' if sign else ''}{stripped}e{exp + len(ds) - len(stripped)}"
     return " ".join(pred.split())
 
 
-def numbers_equal(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+def numbers_equal(a, b) -> bool:
+    """a == b exactly; else, unless both are integers, |a - b| <= 1e-6 * max(1, |b|)."""
+    a, b = decimal.Decimal(a), decimal.Decimal(b)
+    if a == b:
+        return True
+    if a == a.to_integral_value(context=_CTX) and b == b.to_integral_value(context=_CTX):
+        return False  # integers compare exactly (2000001 is not 2000000)
+    diff = _CTX.abs(_CTX.subtract(a, b))
+    return diff <= _CTX.multiply(decimal.Decimal("1e-6"), max(decimal.Decimal(1), _CTX.abs(b)))
 
 
 def split_top_level(s: str) -> list[str]:
@@ -165,13 +227,22 @@ def _n_elements(x) -> int:
     return 1
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(gold: str):
+    """A gold parsed once per worker (a step grades G completions per gold; sympy objects are
+    immutable, so sharing the parse is safe)."""
+    from math_verify import parse
+
+    return parse(_wrap(gold), parsing_timeout=None)
+
+
 def _verify(gold: str, pred: str) -> tuple[float, str]:
     """math-verify: parse gold first, then the prediction; compare (gold, pred), never the
     other way round (verify is not symmetric). Guard: a gold with several answers needs a
     prediction with as many."""
     from math_verify import parse, verify
 
-    g = parse(_wrap(gold), parsing_timeout=None)
+    g = _parse_gold(gold)
     if not g:
         return 0.0, "error:gold_unparsed"
     p = parse(_wrap(pred), parsing_timeout=None)
@@ -187,6 +258,23 @@ def _verify(gold: str, pred: str) -> tuple[float, str]:
     return (1.0, "match") if ok else (0.0, "mismatch")
 
 
+def _exit_with_parent() -> None:
+    """A worker ends when its parent does, even mid-sample (a stuck sympy call never reads
+    the stdin EOF): a daemon thread polls the parent pid once a second."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def serve() -> None:
     """Worker loop (run as ``python -c "from evals.grader import serve; serve()"``): one JSON
     request per stdin line -> one JSON reply per stdout line."""
@@ -196,6 +284,8 @@ def serve() -> None:
 
     logging.disable(logging.WARNING)
     import math_verify  # noqa: F401  (imported before "ready": not part of any timeout)
+
+    _exit_with_parent()
 
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints of the libraries must not corrupt the protocol
@@ -277,6 +367,10 @@ class MathGrader:
         self.timeout_s, self.n_workers, self.start_timeout_s = timeout_s, workers, start_timeout_s
         self._workers: list[_Worker] = []
         self.stats: dict[str, int] = {}
+        # (gold, prediction) -> (score, reason) of math-verify's deterministic verdicts (not
+        # timeouts or dead workers): a group's G completions often repeat one answer, and
+        # prompts come back every epoch; cleared when it reaches MEMO_MAX entries
+        self._memo: dict[tuple[str, str], tuple[float, str]] = {}
 
     # -- lifecycle
     def close(self) -> None:
@@ -320,13 +414,29 @@ class MathGrader:
     def grade_many(self, pairs: list[tuple[str, str]]) -> list[Grade]:
         out: list[Grade | None] = [None] * len(pairs)
         jobs: list[tuple[int, str, str]] = []
+        first: dict[tuple[str, str], int] = {}  # (gold, pred) -> index of its job
+        dups: list[tuple[int, int]] = []  # (index, index of the job with the same pair)
         for i, (completion, gold) in enumerate(pairs):
             g = self._pre(completion, gold)
             if isinstance(g, Grade):
                 out[i] = g
+            elif (gold, g) in self._memo:
+                score, reason = self._memo[(gold, g)]
+                out[i] = Grade(score, g, reason)
+            elif (gold, g) in first:
+                dups.append((i, first[(gold, g)]))
             else:
+                first[(gold, g)] = i
                 jobs.append((i, gold, g))
         self._run(jobs, out)
+        if len(self._memo) + len(jobs) > MEMO_MAX:
+            self._memo.clear()
+        for i, gold, pred in jobs:
+            g = out[i]
+            if g.reason in ("match", "mismatch", "multi_answer", "error:gold_unparsed"):
+                self._memo[(gold, pred)] = (g.score, g.reason)
+        for i, j in dups:
+            out[i] = Grade(out[j].score, out[j].pred, out[j].reason)  # type: ignore[union-attr]
         for g in out:
             self.stats[g.reason] = self.stats.get(g.reason, 0) + 1  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
@@ -337,9 +447,9 @@ class MathGrader:
         if not isinstance(gold, str) or not gold.strip():
             return Grade(0.0, None, "error:no_gold")
         gnum = to_number(gold)
-        pred = extract_prediction(
-            completion if isinstance(completion, str) else "", gnum is not None
-        )
+        pred, status = _extract(completion, gnum is not None)
+        if status == "unbalanced":  # the last \boxed{ never closes (cut off): no answer given
+            return Grade(0.0, None, "unbalanced_boxed")
         if pred is None or not pred.strip():
             return Grade(0.0, None, "no_answer")
         if gnum is not None:
@@ -349,6 +459,8 @@ class MathGrader:
                 return Grade(float(ok), pred, "numeric" if ok else "mismatch")
         if _norm_text(pred) == _norm_text(gold):  # the same string (text answers math-verify
             return Grade(1.0, pred, "exact")  # cannot parse, e.g. \text{Venus})
+        if len(pred) > MAX_PRED_CHARS:  # no real answer is this long; sympy would only stall
+            return Grade(0.0, pred, "answer_too_long")
         return pred
 
     def _run(self, jobs: list[tuple[int, str, str]], out: list) -> None:

@@ -1,19 +1,25 @@
 """Tasks: prompts with gold answers, fixed train/test splits, prompt templates and graders.
 
-A task yields :class:`Problem` rows and grades an extracted answer with its own grader. The
-training reward (grpo_core.rewards.correctness) and the evaluation score (evals.evaluate) both
-call :meth:`Task.grade`, so they can never disagree.
+A task yields :class:`Problem` rows and grades whole completions with its one grading function,
+:meth:`Task.grade_texts` (through :func:`grade_texts`): the training reward
+(grpo_core.rewards.correctness), the training accuracy and the evaluation score (evals.evaluate)
+all call it, so they can never disagree. The arithmetic tasks grade the extracted answer exactly
+(:meth:`Task.grade`); the math task (``jsonl``) grades with the benchmarks' math-verify grader
+(evals.grader.MathGrader), in training and evaluation alike.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.grader import NUMBER_RE, last_boxed
+from evals.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 
@@ -64,6 +70,7 @@ def render_prompt(template: str, p: Problem) -> str:
 # --------------------------------------------------------------------------------------------
 # answer extraction
 
+
 # one answer parser for training rewards and evaluation: the grader's (boxed with balanced and
 # escaped braces, thousands separators kept whole)
 def extract_answer(completion: str) -> str | None:
@@ -72,9 +79,9 @@ def extract_answer(completion: str) -> str | None:
     boxed = last_boxed(completion)
     if boxed is not None:
         return boxed
-    m = re.findall(r"<answer>(.*?)</answer>", completion, flags=re.S)
-    if m:
-        return m[-1].strip()
+    tag = last_answer_tag(completion)
+    if tag is not None:
+        return tag
     nums = NUMBER_RE.findall(completion)
     return nums[-1] if nums else None
 
@@ -129,9 +136,37 @@ class Task:
     def grade(self, answer: str | None, problem: Problem) -> float:
         return numeric_match(answer, problem.answer)
 
+    def grade_texts(self, texts: list[str], problems: list[Problem]) -> list[Grade]:
+        """The task's one grade of whole completions (reward, training accuracy, evaluation):
+        here :meth:`grade` of the extracted answer, reason no_answer / match / mismatch."""
+        return default_grade_texts(self, texts, problems)
+
+    def close(self) -> None:
+        """Release what grading holds (worker processes); the task stays usable."""
+
     def sft_target(self, problem: Problem) -> str:
         """The completion SFT teaches (the gold answer in the task's answer format)."""
         return problem.answer
+
+
+def default_grade_texts(task, texts: list[str], problems: list[Problem]) -> list[Grade]:
+    """``task.grade(extract_answer(text), problem)`` per completion, as a :class:`Grade`."""
+    out = []
+    for t, p in zip(texts, problems):
+        a = extract_answer(t) if isinstance(t, str) else None
+        score = float(task.grade(a, p))
+        reason = "no_answer" if a is None else "match" if score >= 1.0 else "mismatch"
+        out.append(Grade(score, a, reason))
+    return out
+
+
+def grade_texts(task, texts: list[str], problems: list[Problem]) -> list[Grade]:
+    """The one grading call of training and evaluation: ``task.grade_texts`` where the task has
+    it (every :class:`Task`), else its ``grade`` on the extracted answers (duck-typed tasks)."""
+    fn = getattr(task, "grade_texts", None)
+    if fn is not None:
+        return fn(list(texts), list(problems))
+    return default_grade_texts(task, texts, problems)
 
 
 def numeric_match(answer: str | None, gold: str) -> float:
@@ -258,7 +293,9 @@ class ArithCoT(ArithMix):
         super()._split()
         bad = {p.meta["level"] for p in self._train + self._test} - {"add1", "add2"}
         if bad:
-            raise UserError(f"task arith_cot: only add1 / add2 levels have a scratchpad, got {sorted(bad)}")
+            raise UserError(
+                f"task arith_cot: only add1 / add2 levels have a scratchpad, got {sorted(bad)}"
+            )
         frac = float(self.params.get("cot_frac", 0.5))
         if not 0.0 <= frac <= 1.0:
             raise UserError(f"task.params.cot_frac must be in [0, 1], got {frac}")
@@ -283,13 +320,125 @@ class ArithCoT(ArithMix):
         return problem.answer
 
 
+DEFAULT_MAX_LINE_BYTES = 1_000_000
+
+
+def iter_lines(
+    path: Path, max_line_bytes: int, cap_name: str = "max_line_bytes"
+) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text, problem) for each line of a text file, read as bytes: ``problem`` is
+    None for a good line, else why the line is unusable (not UTF-8; longer than
+    ``max_line_bytes``: such a line is never held whole, its rest is skipped in 1 MiB chunks).
+    A UTF-8 byte-order mark on line 1 is dropped."""
+    with path.open("rb") as f:
+        ln = 0
+        while True:
+            raw = f.readline(max_line_bytes + 1)
+            if not raw:
+                return
+            ln += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                n = len(raw)
+                while True:
+                    chunk = f.readline(1 << 20)
+                    n += len(chunk)
+                    if not chunk or chunk.endswith(b"\n"):
+                        break
+                n -= int(bool(chunk) and chunk.endswith(b"\n"))
+                yield ln, None, f"line is {n} bytes, over {cap_name}={max_line_bytes}"
+                continue
+            if ln == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield ln, raw.decode("utf-8"), None
+            except UnicodeDecodeError as e:
+                bad = raw[e.start]
+                yield ln, None, f"not valid UTF-8 (byte 0x{bad:02x} at byte {e.start + 1})"
+
+
+def gold_text(v: Any) -> str:
+    """A row's gold answer as text: a non-empty string, or a finite number (27.0 -> "27");
+    ValueError otherwise (an empty gold would score an empty completion 1.0)."""
+    if isinstance(v, bool) or v is None:
+        raise ValueError(f"expected a non-empty string or a number, got {v!r}")
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {v!r}")
+        return str(int(v)) if v.is_integer() else repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        if not v.strip():
+            raise ValueError(f"empty answer {v!r} (an empty completion would score 1.0)")
+        return v.strip()
+    raise ValueError(f"expected a non-empty string or a number, got {type(v).__name__}")
+
+
+def default_grader_workers() -> int:
+    """Grader processes of the math task: half the CPUs, 1 to 4."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 @TASKS.register("jsonl")
 class JsonlTask(Task):
-    """Problems from a local JSONL file (``task.path``): one object per line with a question
-    (``question`` or ``problem``) and an ``answer``; the last ``n_test`` rows are the test split.
-    Graded by numeric match (exact string match for non-numeric golds)."""
+    """Math problems from a local JSONL file (``task.path``): one object per line with a
+    question (``question`` or ``problem``) and an ``answer``; the last ``n_test`` rows are the
+    test split. Graded by the benchmarks' math-verify grader (evals.grader.MathGrader: boxed
+    answer, numeric fallback, per-sample timeout in killable worker processes) in training and
+    evaluation alike. ``task.params``: ``grader_workers`` (default half the CPUs, 1 to 4),
+    ``grader_timeout_s`` (default 5). Lines over ``task.max_line_bytes`` raise, as malformed
+    rows do."""
 
     name = "jsonl"
+    max_line_bytes = DEFAULT_MAX_LINE_BYTES
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._grader = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # worker processes and locks do not travel
+        st = dict(self.__dict__)
+        st["_grader"], st["_lock"] = None, None
+        return st
+
+    def __setstate__(self, st):
+        self.__dict__.update(st)
+        self._lock = threading.Lock()
+
+    def _math_grader(self):
+        if self._grader is None:
+            from evals.grader import MathGrader
+
+            self._grader = MathGrader(
+                timeout_s=float(self.params.get("grader_timeout_s", 5.0)),
+                workers=int(self.params.get("grader_workers", default_grader_workers())),
+            )
+        return self._grader
+
+    def grade_texts(self, texts: list[str], problems: list[Problem]) -> list[Grade]:
+        """MathGrader.grade_many on (completion, gold): the call benchmark evaluation makes."""
+        with self._lock:
+            return self._math_grader().grade_many([(t, p.answer) for t, p in zip(texts, problems)])
+
+    def grade(self, answer: str | None, problem: Problem) -> float:
+        """An already extracted answer (e.g. a majority vote), graded as ``\\boxed{answer}``."""
+        if answer is None:
+            return 0.0
+        return self.grade_texts(["\\boxed{" + answer + "}"], [problem])[0].score
+
+    def close(self) -> None:
+        if self._grader is not None:
+            self._grader.close()
+            self._grader = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
 
     def _split(self) -> None:
         if not self.path:
@@ -298,7 +447,9 @@ class JsonlTask(Task):
         if not path.exists():
             raise UserError(f"task.path: file {path} does not exist")
         rows = []
-        for ln, line in enumerate(path.read_text().splitlines(), 1):
+        for ln, line, problem in iter_lines(path, self.max_line_bytes, "task.max_line_bytes"):
+            if problem is not None:
+                raise UserError(f"{path}:{ln}: {problem}")
             if not line.strip():
                 continue
             try:
@@ -314,10 +465,14 @@ class JsonlTask(Task):
                     f"{path}:{ln}: row needs a string 'question' (or 'problem') and an 'answer'; "
                     f"it has fields {have}"
                 )
+            if not q.strip():
+                raise UserError(f"{path}:{ln}: question: empty")
+            try:
+                gold = gold_text(obj["answer"])
+            except ValueError as e:
+                raise UserError(f"{path}:{ln}: answer: {e}") from None
             meta = {k: v for k, v in obj.items() if k not in ("question", "problem", "answer")}
-            rows.append(
-                Problem(id=str(obj.get("id", ln)), question=q, answer=str(obj["answer"]), meta=meta)
-            )
+            rows.append(Problem(id=str(obj.get("id", ln)), question=q, answer=gold, meta=meta))
         if len(rows) <= self.n_test:
             raise UserError(f"{path}: {len(rows)} rows, need more than task.n_test={self.n_test}")
         self._train = rows[: len(rows) - self.n_test][: self.n_train]
@@ -338,6 +493,6 @@ def _rg_scorer(name: str):
 def make_task(cfg) -> Task:
     """Build the task of a TaskCfg."""
     cls = TASKS.get(cfg.name, "task.name")
-    return cls(
-        cfg.n_train, cfg.n_test, cfg.seed, dict(cfg.difficulty), cfg.path, dict(cfg.params)
-    )
+    task = cls(cfg.n_train, cfg.n_test, cfg.seed, dict(cfg.difficulty), cfg.path, dict(cfg.params))
+    task.max_line_bytes = getattr(cfg, "max_line_bytes", DEFAULT_MAX_LINE_BYTES)
+    return task

@@ -90,6 +90,7 @@ class TaskCfg(Strict):
     template: str = "plain"  # evals.tasks prompt template
     path: str | None = None  # for file-backed tasks (task.name: jsonl): a local JSONL file
     params: dict[str, Any] = Field(default_factory=dict)  # task-specific options
+    max_line_bytes: int = Field(1_000_000, ge=1)  # longer task-file lines: an error
 
 
 class RolloutCfg(Strict):
@@ -218,6 +219,7 @@ class EvalCfg(Strict):
     pass_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     grader_timeout_s: float = Field(default=5.0, gt=0)
     grader_workers: int = Field(default=1, ge=1)
+    max_line_bytes: int = Field(1_000_000, ge=1)  # longer benchmark lines are skipped
 
 
 class WorkflowCfg(Strict):

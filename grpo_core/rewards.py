@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from evals.tasks import Problem, Task, extract_answer, is_well_formed
+from evals.tasks import Problem, Task, extract_answer, grade_texts, is_well_formed
 from grpo_core.config import RewardTerm
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
@@ -157,12 +157,19 @@ class GroupContext:
 RewardContext = GroupContext  # the name reward functions were written against
 
 
+def task_grades(ctx: RewardContext) -> list:
+    """[N] the task's :class:`~evals.grader.Grade` of each completion: its one grading function
+    (evals.tasks.grade_texts), the same call evaluation makes; computed once per context."""
+    if "grades" not in ctx._cache:
+        ctx._cache["grades"] = grade_texts(ctx.task, ctx.texts, ctx.problems)
+    return ctx._cache["grades"]
+
+
 @REWARDS.register("correctness")
 def correctness_reward(ctx: RewardContext) -> torch.Tensor:
-    """The task's own grader on the extracted final answer (the same call evaluation makes)."""
-    return torch.tensor(
-        [ctx.task.grade(a, p) for a, p in zip(ctx.answers(), ctx.problems)], dtype=torch.float32
-    )
+    """The task's own grade of each completion (the same call evaluation makes): exact match of
+    the extracted answer on the arithmetic tasks, math-verify on the math task."""
+    return torch.tensor([g.score for g in task_grades(ctx)], dtype=torch.float32)
 
 
 @REWARDS.register("format")

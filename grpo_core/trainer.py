@@ -48,7 +48,7 @@ from grpo_core.models import (
     merged_state_dict,
     reference_logprobs_context,
 )
-from grpo_core.rewards import GroupContext, compute_rewards
+from grpo_core.rewards import GroupContext, compute_rewards, task_grades
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.samplers import make_sampler
 
@@ -333,9 +333,7 @@ class Trainer:
             lengths = ro.completion_mask.sum(-1).tolist()
             ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step)
             rewards, logs = compute_rewards(cfg.rewards, ctx)
-            acc = torch.tensor(
-                [float(self.task.grade(a, p) >= 1.0) for a, p in zip(ctx.answers(), problems)]
-            )
+            acc = torch.tensor([float(g.score >= 1.0) for g in task_grades(ctx)])  # as reward
             # stats and keep decisions over all ranks' groups (identical on every rank)
             local_rewards, rewards = rewards, dist.gather_cat(rewards)
             texts = dist.gather_list(ro.texts)

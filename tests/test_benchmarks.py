@@ -119,6 +119,10 @@ def test_benchmark_evaluation_end_to_end(tmp_path):
         tmp_path / "g.jsonl",
         GOOD + [{"question": "2+2?"}, {"question": "1+1?", "answer": "#### 2"}],
     )
+    # line 5 is not UTF-8, line 6 is over eval.max_line_bytes=200: both skipped and reported
+    with data.open("ab") as fh:
+        fh.write(b'{"question": "caf\xe9?", "answer": "#### 1"}\n')
+        fh.write(b'{"question": "' + b"x" * 300 + b'", "answer": "#### 1"}\n')
     cfg = load_config(
         None,
         "smoke",
@@ -129,6 +133,7 @@ def test_benchmark_evaluation_end_to_end(tmp_path):
             "eval.k=2",  # below the protocol's k=4: the protocol's wins
             "eval.pass_ks=[1,2,8]",  # 8 > k: left out
             "eval.grader_timeout_s=5",
+            "eval.max_line_bytes=200",
         ],
     )
     log: list[str] = []
@@ -136,7 +141,11 @@ def test_benchmark_evaluation_end_to_end(tmp_path):
         cfg, tmp_path / "m", tmp_path / "both", "gsm8k", eval_seeds=[0, 1], log=log.append
     )
     assert res["n_prompts"] == 3 and res["k"] == 4 and res["eval_seeds"] == [0, 1]
-    assert len(res["skipped_rows"]) == 1 and "g.jsonl:3" in res["skipped_rows"][0]
+    assert len(res["skipped_rows"]) == 3 and "g.jsonl:3" in res["skipped_rows"][0]
+    assert res["skipped_rows"][1:] == [
+        f"{data}:5: <line>: not valid UTF-8 (byte 0xe9 at byte 18)",
+        f"{data}:6: <line>: line is 336 bytes, over eval.max_line_bytes=200",
+    ]
     assert any("skipped malformed row" in x for x in log)
     assert p_ks(res) == [1, 2]
     for m in ("avg@4", "pass@1", "pass@2", "maj@4"):

@@ -146,3 +146,110 @@ def test_last_number_fallback_keeps_thousands_but_not_trailing_commas():
     assert extract_prediction("It had 366, in total", numeric_gold=True) == "366"
     assert extract_prediction("The profit is $70,000.", numeric_gold=True) == "70,000"
     assert extract_prediction("so 1,2 and 3", numeric_gold=True) == "3"
+
+
+def test_huge_numbers_compare_exactly(grader):
+    """Old code: to_number gave floats, so two identical 5000-digit numbers (or 1e400 and
+    1e400) were inf and inf, and abs(inf - inf) = nan: a mismatch."""
+    from evals.grader import numbers_equal
+
+    big = "7" * 5000
+    assert to_number(big) == to_number(big) and str(to_number(big)) == big  # exact, no inf
+    assert numbers_equal(to_number("1e400"), to_number("1e400"))
+    assert numbers_equal(to_number("1e400"), to_number("10e399"))
+    assert not numbers_equal(to_number(big), to_number("7" * 4999 + "8"))
+    assert not numbers_equal(to_number("1e400"), to_number("1.0000001e400"))
+    # integers compare exactly: 2,000,001 is not 2,000,000 (old: |diff| = 1 <= 1e-6 * 2e6)
+    assert not numbers_equal(2000001, 2000000) and numbers_equal(to_number("18.0"), 18)
+    # non-integers keep the 1e-6 relative tolerance: 0.333333 vs 1/3 differ by 3.3e-7
+    assert numbers_equal(to_number("0.333333"), to_number("\\frac{1}{3}"))
+    assert not numbers_equal(to_number("0.3333"), to_number("\\frac{1}{3}"))
+    # not plain finite numbers
+    for s in ("nan", "inf", "-inf", "1_000", "0x10", "1e", "--1"):
+        assert to_number(s) is None, s
+    assert to_number("1e99999999999999999999") is None  # an exponent beyond any range
+    res = grader.grade_many(
+        [
+            (f"\\boxed{{{big}}}", big),
+            (f"\\boxed{{{big}}}", "7" * 4999 + "8"),
+            ("\\boxed{1e400}", "1e400"),
+            ("\\boxed{2,000,001}", "2000000"),
+        ]
+    )
+    assert [(r.score, r.reason) for r in res] == [
+        (1.0, "numeric"),
+        (0.0, "mismatch"),
+        (1.0, "numeric"),
+        (0.0, "mismatch"),
+    ]
+    # majority-vote keys stay exact too: different huge numbers do not vote together
+    assert answer_key(big) != answer_key("7" * 4999 + "8")
+    assert answer_key("1e400") == answer_key("10e399") and answer_key("-0") == answer_key("0")
+    assert answer_key("18") == answer_key("18.00") == answer_key("1.8e1") != answer_key("180")
+
+
+def test_last_boxed_found_anywhere_in_linear_time(grader):
+    """Old code looked for the box in the last 4000 characters only: a box followed by more
+    text, or a long box starting before that window, graded no_answer."""
+    from evals.grader import MAX_PRED_CHARS, find_last_boxed
+
+    after = "\\boxed{3}" + " and that is all." * 500  # 8,500 characters after the box
+    long_box = "\\boxed{" + "1+" * 3000 + "1}"  # 6,000 characters inside the box
+    assert find_last_boxed(after) == ("3", "ok")
+    assert find_last_boxed(long_box)[0] == "1+" * 3000 + "1"
+    assert find_last_boxed("\\boxed{\\frac{1}{\\sqrt{4}}} x") == ("\\frac{1}{\\sqrt{4}}", "ok")
+    assert find_last_boxed("\\boxed{\\{1\\}} and \\\\{") == ("\\{1\\}", "ok")
+    assert find_last_boxed("\\boxed{1} then \\boxed{2") == (None, "unbalanced")
+    assert find_last_boxed("\\boxed{5}}") == ("5", "ok")
+    assert find_last_boxed("\\boxed 5 end") == ("5", "ok") and find_last_boxed("x") == (
+        None,
+        "none",
+    )
+    res = grader.grade_many(
+        [
+            (after, "3"),
+            (long_box, "3001"),  # found; longer than MAX_PRED_CHARS: not given to math-verify
+            ("\\boxed{" + "x" * 5000 + "}", "x" * 5000),  # the same text still matches
+            ("\\boxed{3", "3"),  # cut off inside the box: no answer, not the last number
+            ("<answer>so \\boxed{7}</answer>", "7"),
+            ("<answer> 7 </answer>", "7"),
+        ]
+    )
+    assert len(long_box) > MAX_PRED_CHARS
+    assert [(r.score, r.reason) for r in res] == [
+        (1.0, "numeric"),
+        (0.0, "answer_too_long"),
+        (1.0, "exact"),
+        (0.0, "unbalanced_boxed"),
+        (1.0, "numeric"),
+        (1.0, "numeric"),
+    ]
+    # linear-time scans: 50,000-character completions of the worst shapes stay fast
+    t0 = time.perf_counter()
+    for text in [
+        "{" * 50_000,
+        "\\boxed{" + "{" * 50_000,
+        "<answer>" * 6_000,
+        "\\boxed " * 7_000,
+        "1," * 25_000,
+        "\\boxed{" + "}" * 50_000,
+        "\\" * 50_000,
+    ]:
+        for numeric in (True, False):
+            extract_prediction(text, numeric_gold=numeric)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_repeated_pairs_are_graded_once_and_give_the_same_grade():
+    """Dedup within a call and the memo across calls return what math-verify said."""
+    with MathGrader(timeout_s=5.0) as g:
+        pairs = [("\\boxed{\\frac{2}{4}}", "\\frac12")] * 5 + [("\\boxed{x^2}", "x^{3}")] * 3
+        first = g.grade_many(pairs)
+        n_memo = len(g._memo)
+        again = g.grade_many(pairs)
+    assert [(r.score, r.reason) for r in first] == [(1.0, "match")] * 5 + [(0.0, "mismatch")] * 3
+    assert [(r.score, r.reason, r.pred) for r in again] == [
+        (r.score, r.reason, r.pred) for r in first
+    ]
+    assert n_memo == 2  # two distinct (gold, prediction) pairs went to math-verify
+    assert g.stats == {"match": 10, "mismatch": 6}
