@@ -335,7 +335,9 @@ def cmd_diff(a) -> int:
         slugs = list_reproductions() if target == "all" else [target]
         for slug in slugs:
             if not (reproductions_dir() / slug / "reproduction.yaml").exists():
-                raise UserError(f"unknown reproduction {slug!r}; {closest(slug, list_reproductions())}")
+                raise UserError(
+                    f"unknown reproduction {slug!r}; {closest(slug, list_reproductions())}"
+                )
         for slug in slugs:
             changed = write_readme_block(slug)
             print(f"{'updated' if changed else 'unchanged'}: reproductions/{slug}/README.md")

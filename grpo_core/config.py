@@ -168,7 +168,9 @@ class LossCfg(Strict):
     agg: Literal[
         "token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"
     ] = "seq_mean_token_mean"
-    norm_constant: float | None = Field(None, gt=0)  # seq_mean_token_sum_norm divisor; None = max_new_tokens
+    norm_constant: float | None = Field(
+        None, gt=0
+    )  # seq_mean_token_sum_norm divisor; None = max_new_tokens
     entropy_coef: float = 0.0  # loss -= entropy_coef * H (negative: an entropy penalty)
     kl: KLCfg = Field(default_factory=KLCfg)
     regularisers: list[ComponentRef] = Field(default_factory=list)  # losses.REGULARISERS
@@ -265,7 +267,9 @@ class Meta(Strict):
     tier: str = "A"
     status: str = "planned"
     signature: str = ""
-    wave: int = Field(0, ge=0)  # 0 = baseline; 1 = seed variants wave 1 (`--config reproductions=wave1`)
+    wave: int = Field(
+        0, ge=0
+    )  # 0 = baseline; 1 = seed variants wave 1 (`--config reproductions=wave1`)
     claims: list[Claim] = Field(default_factory=list)
 
 
@@ -773,8 +777,8 @@ def _path_tuple(key: str) -> tuple:
 def _fmt_value(v: Any) -> str:
     if v is UNSET:
         return "(unset)"
-    if isinstance(v, str):
-        return v if v else "''"
+    if isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_./:+-]+", v):
+        return v
     return json.dumps(v)
 
 
@@ -794,9 +798,7 @@ def config_diff(
     cfg = validate(data, sources)
     base = load_config(cfg.base, profile) if cfg.base else load_config(None, profile)
     mine = _flatten({k: v for k, v in cfg.model_dump(mode="json").items() if k not in DIFF_SKIP})
-    theirs = _flatten(
-        {k: v for k, v in base.model_dump(mode="json").items() if k not in DIFF_SKIP}
-    )
+    theirs = _flatten({k: v for k, v in base.model_dump(mode="json").items() if k not in DIFF_SKIP})
 
     def drop_null_parents(a: dict, b: dict) -> None:
         # `token_weights: null` (or `regularisers: []`) in one and `token_weights.name: ...` in
