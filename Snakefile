@@ -50,11 +50,12 @@ def config_hash(wildcards):
     """The resolved training config: a params rerun trigger (code changes do not retrain).
     Only values that differ from the defaults count, so adding a new option with a default
     (a new component hook) leaves existing runs valid; meta (status, claims), eval and workflow
-    settings do not change training and do not count."""
+    settings do not change training and do not count, nor does the name of the base (its
+    settings are in the resolved values)."""
     import hashlib, json
 
     c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed)).model_dump(
-        mode="json", exclude_defaults=True, exclude={"meta", "eval", "workflow"}
+        mode="json", exclude_defaults=True, exclude={"meta", "eval", "workflow", "base"}
     )
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 START = "sft_start"

@@ -21,6 +21,7 @@ from typing import Any
 
 from evals.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
 from grpo_core.errors import UserError
+from grpo_core.params import ArithCotParams
 from grpo_core.registry import Registry
 
 TASKS: Registry = Registry("task")
@@ -278,7 +279,7 @@ class ArithMix(Task):
         return float(score >= 1.0)
 
 
-@TASKS.register("arith_cot")
+@TASKS.register("arith_cot", params=ArithCotParams)
 class ArithCoT(ArithMix):
     """Two-term additions whose SFT targets mix a direct answer ("83") with a digit-by-digit
     scratchpad ("5+8=13;4+3+1=8;83") in proportion ``task.params.cot_frac`` (default 0.5), so

@@ -20,6 +20,7 @@ import math
 import torch
 
 from grpo_core import distributed as dist
+from grpo_core import params as P
 from grpo_core.config import AdvantageCfg
 from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
@@ -112,7 +113,7 @@ def reinforce_pp_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) ->
     return (a - a_all.mean()) / (_std(a_all, None, cfg.std == "unbiased") + cfg.eps)
 
 
-@ADVANTAGES.register("xrpo_novelty")
+@ADVANTAGES.register("xrpo_novelty", params=P.XrpoNoveltyParams)
 def xrpo_novelty_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     """XRPO novelty-aware advantage sharpening (Bamba et al. 2025, arXiv:2510.06672).
 
@@ -152,7 +153,7 @@ def _params(cfg: AdvantageCfg, allowed: dict) -> dict:
     return {**allowed, **cfg.params}
 
 
-@ADVANTAGES.register("reinforce_baseline")
+@ADVANTAGES.register("reinforce_baseline", params=P.ReinforceBaselineParams)
 def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
     """Group-relative REINFORCE baselines (Yao et al. 2025, "Group-Relative REINFORCE Is Secretly
     an Off-Policy Algorithm", arXiv:2509.24203): A = scale * (r - b - delta) with
@@ -181,7 +182,7 @@ def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
     return adv, {"baseline": float(b.mean())}
 
 
-@ADVANTAGES.register("gtpo")
+@ADVANTAGES.register("gtpo", params=P.GtpoParams)
 def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     """GTPO (Simoni et al. 2025, arXiv:2508.03772) entropy filter on top of the GRPO advantage:
     with H_i the mean token entropy of completion i under the sampling policy, completions with
@@ -222,7 +223,7 @@ def semantic_entropy(answers: list, logp: torch.Tensor | None = None) -> float:
     return -sum((m / total) * math.log(m / total) for m in mass.values() if m > 0)
 
 
-@ADVANTAGES.register("seed_grpo")
+@ADVANTAGES.register("seed_grpo", params=P.SeedGrpoParams)
 def seed_grpo_advantage(
     rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None
 ) -> tuple[torch.Tensor, dict]:

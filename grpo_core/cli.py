@@ -1,4 +1,4 @@
-"""The `grpo` command: prepare, train, eval, report, lmeval, list, new.
+"""The `grpo` command: prepare, train, eval, report, lmeval, list, diff, new.
 
 Errors caused by input (config, reproduction or component names, dataset rows, checkpoints)
 print one line without a traceback; ``--traceback`` shows it.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from grpo_core.errors import UserError
+from grpo_core.errors import UserError, closest
 
 START_ROW = "sft_start"  # the evaluation row of the profile's starting model
 
@@ -105,7 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
     p.add_argument("overrides", nargs="*")
 
-    p = sub.add_parser("list", help="list reproductions with tier and status")
+    p = sub.add_parser("list", help="list reproductions: base, tier, status, wave")
+    p.add_argument("--traceback", action="store_true")
+
+    p = sub.add_parser(
+        "diff",
+        help="print the resolved settings in which a reproduction differs from its base",
+    )
+    p.add_argument("reproduction", nargs="?", default=None)
+    p.add_argument("--profile", default="tiny", help="scale profile (config/profiles/<name>.yaml)")
+    p.add_argument(
+        "--write-readme",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="SLUG|all",
+        help="regenerate the settings block of reproductions/<slug>/README.md (tiny profile)",
+    )
     p.add_argument("--traceback", action="store_true")
 
     p = sub.add_parser("new", help="scaffold reproductions/<slug>/")
@@ -279,31 +295,77 @@ def cmd_lmeval(a) -> int:
     return 0
 
 
-def cmd_list(a) -> int:
-    from grpo_core.config import list_reproductions, reproduction_meta
+LIST_WIDTH = 100  # `grpo list` fits a 100-column terminal; details are in the READMEs
 
+
+def cmd_list(a) -> int:
+    from grpo_core.config import list_reproductions, reproduction_base, reproduction_meta
+
+    head = ("reproduction", "base", "tier", "status", "wave")
     rows = []
     for slug in list_reproductions():
         meta = reproduction_meta(slug)
-        wave = meta.get("wave", 0)
         rows.append(
             (
                 slug,
-                str(meta.get("tier", "?")),
-                str(meta.get("status", "?")),
-                "baseline" if not wave else f"wave{wave}",
-                str(meta.get("title", "")),
+                reproduction_base(slug) or "-",
+                str(meta.get("tier", "?")).split()[0] if meta.get("tier") else "?",
+                " ".join(str(meta.get("status", "?")).split()),
+                str(meta.get("wave", 0)),
             )
         )
-    head = ("reproduction", "tier", "status", "group", "")
-    w = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
-    print("  ".join(f"{h:<{w[i]}}" for i, h in enumerate(head[:4])) + "  title")
-    for r in rows:
-        print("  ".join(f"{r[i]:<{w[i]}}" for i in range(4)) + f"  {r[4]}")
+    w = [max(len(r[i]) for r in [*rows, head]) for i in range(5)]
+    # the status column takes what the others leave of LIST_WIDTH
+    w[3] = min(w[3], LIST_WIDTH - (w[0] + w[1] + w[2] + w[4] + 8))
+
+    def fit(text: str, n: int) -> str:
+        return text if len(text) <= n else text[: n - 3] + "..."
+
+    for r in [head, *rows]:
+        cells = [fit(c, w[i]) for i, c in enumerate(r)]
+        print("  ".join(f"{c:<{w[i]}}" for i, c in enumerate(cells)).rstrip())
     return 0
 
 
-SCAFFOLD_YAML = """# {slug}: what this reproduction changes relative to reproductions/grpo/reproduction.yaml.
+def cmd_diff(a) -> int:
+    from grpo_core.config import (
+        README_PROFILE,
+        config_diff,
+        format_diff,
+        list_reproductions,
+        reproductions_dir,
+        write_readme_block,
+    )
+
+    if a.write_readme is not None:
+        if a.profile != README_PROFILE:
+            raise UserError(
+                f"--write-readme: the README blocks come from --profile {README_PROFILE}"
+            )
+        target = a.write_readme if a.reproduction is None else a.reproduction
+        slugs = list_reproductions() if target == "all" else [target]
+        for slug in slugs:
+            if not (reproductions_dir() / slug / "reproduction.yaml").exists():
+                raise UserError(
+                    f"unknown reproduction {slug!r}; {closest(slug, list_reproductions())}"
+                )
+        for slug in slugs:
+            changed = write_readme_block(slug)
+            print(f"{'updated' if changed else 'unchanged'}: reproductions/{slug}/README.md")
+        return 0
+    if a.reproduction is None:
+        raise UserError("grpo diff: name a reproduction (grpo diff SLUG [--profile P])")
+    lines = format_diff(config_diff(a.reproduction, a.profile))
+    print("\n".join(lines) if lines else f"{a.reproduction}: no differences from its base")
+    return 0
+
+
+SCAFFOLD_YAML = """# {slug}: a diff over its base reproduction. The loader layers core defaults < profile <
+# the base (reproductions/grpo/reproduction.yaml and its profile_overrides.<profile>; another
+# reproduction with `base: <slug>`) < this file (+ its profile_overrides) < command line.
+# Everything not written here is the base's, KL (grpo: loss.kl.beta 0.04) included; `meta` is
+# not inherited. `grpo diff {slug} --profile tiny` prints what this file changes.
+# base: grpo
 meta:
   title: "{slug}"
   paper: ""          # citation / arXiv id
@@ -311,12 +373,9 @@ meta:
   status: planned    # planned | ran | partial | inconclusive | reproduced | not-reproduced
   signature: ""      # the effect a run must show against grpo
 
-# Only the keys that differ from grpo. Components are looked up by name in grpo_core
+# Only the keys that differ from the base. Components are looked up by name in grpo_core
 # (advantages.py, losses.py, rewards.py, samplers.py); add one there only if the paper needs it.
-advantage:
-  name: grpo
-loss:
-  name: ppo_clip
+# A paper without a KL penalty says so: loss: {{kl: {{beta: 0.0}}}}  # <source>
 
 profile_overrides:
   paper: {{}}
@@ -326,7 +385,8 @@ SCAFFOLD_README = """# {slug}
 
 - **Paper:**
 - **Mechanism:** (two or three sentences and one formula)
-- **Settings used:** see reproduction.yaml
+- **Settings used:** the generated block below (`grpo diff --write-readme {slug}` after editing
+  reproduction.yaml); why each value, with its source
 - **Paper's headline claim:**
 - **Reproduced at tiny scale:**
 - **Deviations:**
@@ -348,6 +408,9 @@ def cmd_new(a) -> int:
     d.mkdir(parents=True)
     (d / "reproduction.yaml").write_text(SCAFFOLD_YAML.format(slug=a.slug))
     (d / "README.md").write_text(SCAFFOLD_README.format(slug=a.slug))
+    from grpo_core.config import write_readme_block
+
+    write_readme_block(a.slug)
     print(f"created {d}/reproduction.yaml and README.md; try: grpo train {a.slug} --profile smoke")
     return 0
 
@@ -359,6 +422,7 @@ COMMANDS = {
     "report": cmd_report,
     "lmeval": cmd_lmeval,
     "list": cmd_list,
+    "diff": cmd_diff,
     "new": cmd_new,
 }
 

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 
 import torch
 
+from grpo_core import params as P
 from grpo_core.config import KLCfg, LossCfg, ScheduleCfg
 from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
 POLICY_LOSSES: Registry = Registry("policy loss")
 # fn(logp, old_logp, adv, mask, ctx: LossContext, **params) -> (term_tok [b,T], logs)
-REGULARISERS: Registry = Registry("regulariser")
+REGULARISERS: Registry = Registry("regulariser", leading_args=5)
 # fn(ctx: GroupContext, advantages [N], old_logp [N,T], mask [N,T], **params) -> (w [N,T], logs)
-TOKEN_WEIGHTS: Registry = Registry("token weighting")
+TOKEN_WEIGHTS: Registry = Registry("token weighting", leading_args=4)
 
 
 @dataclass
@@ -215,7 +216,7 @@ def reinforce_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | N
     return -a * logp, torch.zeros_like(logp, dtype=torch.bool)
 
 
-@POLICY_LOSSES.register("disco")
+@POLICY_LOSSES.register("disco", params=P.DiscoParams)
 def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None = None):
     """DisCO (Li et al. 2025, arXiv:2505.12366): a discriminative objective per prompt with both
     positive (A > 0) and negative (A < 0) completions,
@@ -321,7 +322,7 @@ def disco_minibatch_stats(cfg: LossCfg):
 disco_loss.minibatch_stats = disco_minibatch_stats
 
 
-@POLICY_LOSSES.register("reg_grpo")
+@POLICY_LOSSES.register("reg_grpo", params=P.RegGrpoParams)
 def reg_grpo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None = None):
     """Reg-GRPO (Park et al. 2025, DeepVideo-R1, arXiv:2506.07464): regress the advantage with
     the group-normalised sequence log-ratio, no clip, no min:
@@ -352,7 +353,7 @@ def reg_grpo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | No
     return loss.unsqueeze(-1).expand_as(logp), torch.zeros_like(mask, dtype=torch.bool)
 
 
-@REGULARISERS.register("llds")
+@REGULARISERS.register("llds", params=P.LldsParams)
 def llds_regulariser(logp, old_logp, adv, mask, ctx, min_adv: float = 0.0):
     """LLDS (lazy-likelihood-displacement regulariser, Search-R1 collapse paper): per token
     max(0, log pi_old - log pi_theta), only on responses with A >= ``min_adv`` whose summed
@@ -370,7 +371,7 @@ def llds_regulariser(logp, old_logp, adv, mask, ctx, min_adv: float = 0.0):
     }
 
 
-@REGULARISERS.register("kd_reverse_kl")
+@REGULARISERS.register("kd_reverse_kl", params=P.KdReverseKlParams)
 def kd_reverse_kl_regulariser(
     logp,
     old_logp,
@@ -416,7 +417,7 @@ def _conflict_run(ids: torch.Tensor, m: torch.Tensor, pos: torch.Tensor, neg: to
     return torch.cumprod(raw.long(), dim=1).bool()
 
 
-@TOKEN_WEIGHTS.register("gtpo_conflict")
+@TOKEN_WEIGHTS.register("gtpo_conflict", params=P.GtpoConflictParams)
 def gtpo_conflict_weights(
     ctx,
     advantages,
@@ -490,7 +491,7 @@ def token_weight_target(fn, params: dict) -> str:
     return on
 
 
-@TOKEN_WEIGHTS.register("tw_grpo")
+@TOKEN_WEIGHTS.register("tw_grpo", params=P.TwGrpoParams)
 def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.4, on="policy_kl"):
     """TW-GRPO (Dang et al. 2025, arXiv:2505.24718; the authors' code) token weights from the
     group's token distributions: per position t, with log p_i the sampling policy's

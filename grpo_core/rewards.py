@@ -23,7 +23,7 @@ from grpo_core.config import RewardTerm
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 
-REWARDS: Registry = Registry("reward function")
+REWARDS: Registry = Registry("reward function", leading_args=1)  # fn(ctx, **params)
 
 
 @dataclass

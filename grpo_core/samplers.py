@@ -21,11 +21,12 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
+from grpo_core import params as P
 from grpo_core.config import SamplerCfg
 from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
 
-SAMPLERS: Registry = Registry("sampler")
+SAMPLERS: Registry = Registry("sampler", default_params=P.SamplerParams)
 
 
 @SAMPLERS.register("uniform")
@@ -86,7 +87,7 @@ class UniformSampler:
         self.order, self.pos, self.epoch = list(s["order"]), s["pos"], s["epoch"]
 
 
-@SAMPLERS.register("dynamic")
+@SAMPLERS.register("dynamic", params=P.DynamicParams)
 class DynamicSampler(UniformSampler):
     """DAPO dynamic sampling (Yu et al. 2025): drop groups whose accuracies are all equal (all
     right or all wrong) and keep generating until the batch holds ``prompts_per_step`` groups,
@@ -119,7 +120,7 @@ class DynamicSampler(UniformSampler):
         return torch.tensor([bool(r.max() - r.min() > 1e-8) for r in groups], dtype=torch.bool)
 
 
-@SAMPLERS.register("aepo")
+@SAMPLERS.register("aepo", params=P.AepoParams)
 class EntropyTargetSampler(UniformSampler):
     """AEPO (Wang et al. 2025, arXiv:2510.08141; the authors' verl trainer): hold the policy's
     entropy at a target with a REINFORCE term on samples of a temperature-adjusted policy.
@@ -301,7 +302,7 @@ def knapsack_allocate(
     return sizes
 
 
-@SAMPLERS.register("knapsack")
+@SAMPLERS.register("knapsack", params=P.KnapsackParams)
 class KnapsackSampler(UniformSampler):
     """Knapsack RL (Li et al. 2025, arXiv:2509.25849): prompts in epochs as ``uniform``; the step's
     rollout budget (prompts x G) is split across them by :func:`knapsack_allocate` from each
@@ -375,7 +376,7 @@ def neyman_allocate(sigma: list[float], budget: int, min_n: int, max_n: int) -> 
     return n
 
 
-@SAMPLERS.register("cures")
+@SAMPLERS.register("cures", params=P.CuresParams)
 class CuresSampler(UniformSampler):
     """CurES (CurES: From Gradient Analysis to Efficient Curriculum Learning for Reasoning LLMs,
     2025): a Beta posterior of each prompt's accuracy from all its past
@@ -433,7 +434,7 @@ class CuresSampler(UniformSampler):
         self.succ, self.tries = list(s["succ"]), list(s["tries"])
 
 
-@SAMPLERS.register("vade")
+@SAMPLERS.register("vade", params=P.VadeParams)
 class VadeSampler(UniformSampler):
     """VADE (Hu et al. 2025, arXiv:2511.18902, a non-stationary bandit over prompts):
     a Beta(a_i, b_i) per prompt from its past successes and failures;
@@ -511,7 +512,7 @@ def distinct_n(texts: list[str], n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-@SAMPLERS.register("vas")
+@SAMPLERS.register("vas", params=P.VasParams)
 class VasSampler(UniformSampler):
     """MMR1 Variance-Aware Sampling (Leng et al. 2025, arXiv:2509.21268): Variance Promotion Score
     VPS_i = w_var * p_i (1 - p_i) + w_div * TDS_i (p_i the prompt's last pass rate, TDS_i the
@@ -610,7 +611,7 @@ def ci_halfwidth(std: float, n: int, alpha: float = 0.05) -> float:
     return t_quantile(1 - alpha / 2, n - 1) * std / math.sqrt(n)
 
 
-@SAMPLERS.register("xrpo")
+@SAMPLERS.register("xrpo", params=P.XrpoParams)
 class XrpoSampler(UniformSampler):
     """XRPO's rollout allocator (Bamba et al. 2025, arXiv:2510.06672): prompts in epochs as
     ``uniform``; each gets ``base`` rollouts, and the rest of the step's budget (prompts x G) goes

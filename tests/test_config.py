@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_core.config import list_reproductions, load_config, validate_profile_overrides
+from grpo_core.config import LossCfg, list_reproductions, load_config, validate_profile_overrides
 from grpo_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +202,311 @@ def test_reproduction_groups_expand():
         assert got[0] == "grpo" and got[1 : 1 + len(controls())] == controls()
         assert all(reproduction_meta(s)["wave"] == w for s in got[1 + len(controls()) :])
     assert "random_reward" in controls() and "random_reward" in expand_reproductions(["wave1"])
+
+
+# ------------------------------------------------------------------ a reproduction is a diff over
+# its base: layering, `grpo diff`, typed params, ranges
+
+
+def _write(project, slug, text, readme=None):
+    d = project / "reproductions" / slug
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "reproduction.yaml").write_text(text)
+    if readme is not None:
+        (d / "README.md").write_text(readme)
+    return d / "reproduction.yaml"
+
+
+def test_a_variant_inherits_grpos_kl_and_paper_budget_but_not_its_meta(project):
+    _write(project, "plain_variant", "meta: {title: plain}\nsampler: {name: dynamic}\n")
+    cfg = load_config("plain_variant", "tiny")
+    assert cfg.base == "grpo" and cfg.reproduction == "plain_variant"
+    # grpo's reproduction.yaml: loss.kl.beta 0.04 (the defaults say 0.0)
+    assert cfg.loss.kl.beta == 0.04 and cfg.loss.kl.estimator == "k3"
+    assert cfg.sampler.name == "dynamic"
+    assert cfg.meta.title == "plain" and cfg.meta.status == "planned"  # grpo's: "reproduced"
+    # grpo's profile_overrides.paper come along: 64 x 16, 1024 tokens, micro-batch 16
+    p = load_config("plain_variant", "paper")
+    assert (p.rollout.group_size, p.rollout.prompts_per_step) == (64, 16)
+    assert p.rollout.max_new_tokens == 1024 and p.train.micro_batch_size == 16
+    # no meta at all: the defaults', not grpo's
+    _write(project, "no_meta", "sampler: {name: dynamic}\n")
+    assert load_config("no_meta", "tiny").meta.title == ""
+    # grpo itself has no base
+    assert load_config("grpo", "tiny").base is None
+
+
+def test_the_wave1_variants_now_train_with_grpos_kl():
+    # these twelve wrote no loss.kl and trained with beta 0 before the base layer existed
+    for slug in (
+        "ada_grpo", "cures", "knapsack_rl", "mm_upt", "mmr1_vas", "s_grpo",
+        "seed_grpo", "tlts", "ttrv", "unlikeliness", "vade", "xrpo",
+    ):  # fmt: skip
+        assert load_config(slug, "tiny").loss.kl.beta == 0.04, slug
+    # the papers' own KL coefficients at paper scale (profile_overrides.paper)
+    assert load_config("unlikeliness", "paper").loss.kl.beta == 0.1
+    assert load_config("mm_upt", "paper").loss.kl.beta == 0.01
+    assert load_config("mmr1_vas", "paper").loss.kl.beta == 0.01
+    assert load_config("ada_grpo", "paper").loss.kl.beta == 0.001
+    # and the ones whose papers drop KL say so
+    for slug in ("dapo", "dr_grpo", "gspo", "gtpo", "disco", "grpo_care", "kdrl"):
+        assert load_config(slug, "tiny").loss.kl.beta == 0.0, slug
+
+
+def test_base_chain_layers_each_base_with_its_profile_overrides(project):
+    _write(
+        project,
+        "child",
+        "base: dapo\nmeta: {title: child}\nloss: {eps_high: 0.3}\n"
+        "profile_overrides:\n  paper:\n    rollout: {group_size: 4}\n",
+    )
+    cfg = load_config("child", "tiny")
+    assert cfg.base == "dapo"
+    # from dapo: token_mean, dynamic sampling, beta 0 over grpo's 0.04; the child's eps_high
+    assert cfg.loss.agg == "token_mean" and cfg.sampler.name == "dynamic"
+    assert cfg.loss.kl.beta == 0.0 and cfg.loss.eps_high == 0.3
+    assert [r.name for r in cfg.rewards] == ["correctness", "overlong"]
+    # paper: grpo's block (64 x 16), then dapo's (16 x 512, lr 1e-6, minibatches 16), then child
+    p = load_config("child", "paper")
+    assert p.rollout.group_size == 4 and p.rollout.prompts_per_step == 512
+    assert p.train.minibatches == 16 and p.sampler.max_rounds == 10
+    assert p.meta.title == "child"
+    # a grandchild: child < dapo < grpo
+    _write(project, "grandchild", "base: child\n")
+    g = load_config("grandchild", "tiny")
+    assert g.base == "child" and g.loss.eps_high == 0.3 and g.meta.title == ""
+    from grpo_core.config import base_chain
+
+    assert base_chain("grandchild") == ["grpo", "dapo", "child", "grandchild"]
+
+
+def test_errors_name_the_base_file_that_set_the_key(project):
+    f = project / "reproductions" / "grpo" / "reproduction.yaml"
+    f.write_text(f.read_text().replace("eps_low: 0.2", "eps_low: -0.2"))
+    with pytest.raises(UserError) as e:
+        load_config("cures", "tiny")  # cures writes no eps_low: grpo's file set it
+    assert str(e.value).startswith(f"{f}: key 'loss.eps_low'")
+
+
+def test_base_cycle_and_unknown_base(project):
+    a = _write(project, "cyc_a", "base: cyc_b\n")
+    _write(project, "cyc_b", "base: cyc_a\n")
+    with pytest.raises(UserError, match="base cycle cyc_a -> cyc_b -> cyc_a") as e:
+        load_config("cyc_a", "tiny")
+    assert "key 'base'" in str(e.value)
+    s = _write(project, "selfish", "base: selfish\n")
+    with pytest.raises(UserError, match=f"{s}: key 'base': base cycle selfish -> selfish"):
+        load_config("selfish", "tiny")
+    a.write_text("base: dappo\n")
+    with pytest.raises(UserError, match=r"key 'base': unknown reproduction 'dappo'.*'dapo'"):
+        load_config("cyc_a", "tiny")
+
+
+def test_renaming_a_component_drops_the_params_of_the_one_it_replaces(project):
+    # xrpo's tiny block sets sampler params for xrpo; a child switching to uniform gets none
+    _write(project, "xchild", "base: xrpo\nsampler: {name: uniform}\n")
+    cfg = load_config("xchild", "tiny")
+    assert cfg.sampler.name == "uniform" and cfg.sampler.params == {}
+    assert cfg.advantage.params == {"lam": 1.0, "kappa": 0.5}  # not renamed: kept
+    # params given with the new name are used
+    cfg = load_config("xrpo", "tiny", ["sampler={name: uniform, params: {pool: 480}}"])
+    assert cfg.sampler.params == {"pool": 480}
+
+
+def test_diff_of_dapo_hand_checked():
+    from grpo_core.config import UNSET, config_diff, format_diff
+
+    f = "reproductions/dapo/reproduction.yaml"
+    rows = config_diff("dapo", "tiny")
+    # dapo.yaml against grpo.yaml under tiny: the overlong reward, clip-higher, token mean,
+    # no KL, dynamic sampling with 3 rounds; nothing else differs
+    assert rows == [
+        ("rewards[1].name", UNSET, "overlong", f),
+        ("rewards[1].weight", UNSET, 1.0, f),
+        ("rewards[1].params.buffer", UNSET, 2, f),
+        ("loss.eps_high", 0.2, 0.28, f),
+        ("loss.agg", "seq_mean_token_mean", "token_mean", f),
+        ("loss.kl.beta", 0.04, 0.0, f),
+        ("sampler.name", "uniform", "dynamic", f),
+        ("sampler.max_rounds", 4, 3, f),
+    ]
+    assert format_diff(rows)[3] == f"loss.eps_high: 0.2 -> 0.28   ({f})"
+    assert format_diff(rows)[0] == f"rewards[1].name: (unset) -> overlong   ({f})"
+    # paper profile: both sides take their profile_overrides.paper; grpo's 64 x 16 -> 16 x 512
+    paper = {k: (a, b, s) for k, a, b, s in config_diff("dapo", "paper")}
+    assert paper["rollout.group_size"] == (64, 16, f + " (profile_overrides.paper)")
+    assert paper["rollout.prompts_per_step"] == (16, 512, f + " (profile_overrides.paper)")
+    assert "run.device" not in paper and "meta.title" not in paper
+    # grpo (no base) against the profile without a reproduction: only its KL
+    g = "reproductions/grpo/reproduction.yaml"
+    assert config_diff("grpo", "tiny") == [("loss.kl.beta", 0.0, 0.04, g)]
+
+
+def _written_paths(v, prefix=()):
+    out = {prefix}
+    if isinstance(v, dict):
+        for k, x in v.items():
+            out |= _written_paths(x, (*prefix, k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            out |= _written_paths(x, (*prefix, i))
+    return out
+
+
+@pytest.mark.parametrize("repro", list_reproductions())
+def test_nothing_differs_from_the_base_unless_the_yaml_says_so(repro):
+    import yaml
+
+    from grpo_core.config import _path_tuple, config_diff, list_profiles
+
+    raw = yaml.safe_load((ROOT / "reproductions" / repro / "reproduction.yaml").read_text())
+    for profile in list_profiles():
+        own = {k: v for k, v in raw.items() if k not in ("meta", "profile_overrides")}
+        written = _written_paths(own)
+        written |= _written_paths((raw.get("profile_overrides") or {}).get(profile) or {})
+        for key, *_ in config_diff(repro, profile):
+            path = _path_tuple(key)
+            prefixes = {path[:i] for i in range(1, len(path) + 1)}
+            assert prefixes & written, f"{repro} --profile {profile}: {key} differs unwritten"
+
+
+@pytest.mark.parametrize("repro", list_reproductions())
+def test_readme_settings_block_is_the_current_diff(repro):
+    from grpo_core.config import readme_settings_block, readme_settings_in_file
+
+    have = readme_settings_in_file(repro)
+    assert have is not None, f"{repro}/README.md has no `grpo diff` block"
+    assert have == readme_settings_block(repro), (
+        f"reproductions/{repro}/README.md: settings block is stale; "
+        f"run `grpo diff --write-readme {repro}`"
+    )
+
+
+def _main(capsys, *args):
+    """The CLI in-process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from grpo_core.cli import main
+
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_diff_and_write_readme(project, capsys):
+    rc, out, _ = _main(capsys, "diff", "dapo")
+    assert rc == 0
+    want = "loss.agg: seq_mean_token_mean -> token_mean   (reproductions/dapo/reproduction.yaml)"
+    assert want in out.splitlines()
+    readme = project / "reproductions" / "dapo" / "README.md"
+    readme.write_text(readme.read_text().replace("token_mean   (", "STALE   ("))
+    rc, out, _ = _main(capsys, "diff", "--write-readme", "dapo")
+    assert rc == 0 and "updated: reproductions/dapo/README.md" in out
+    assert "STALE" not in readme.read_text()
+    rc, out, _ = _main(capsys, "diff", "--write-readme", "dapo")
+    assert "unchanged: reproductions/dapo/README.md" in out
+    rc, _, err = _main(capsys, "diff", "dappo")
+    assert rc == 2 and "unknown reproduction 'dappo'" in err
+
+
+def test_cli_list_fits_100_columns_with_base_and_wave(capsys):
+    rc, out, _ = _main(capsys, "list")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["reproduction", "base", "tier", "status", "wave"]
+    assert max(len(ln) for ln in lines) <= 100
+    rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
+    assert rows["grpo"][1:3] == ["-", "A"] and rows["grpo"][-1] == "0"
+    assert rows["dapo"][1] == "grpo" and rows["xrpo"][-1] == "1"
+
+
+def test_new_scaffold_is_a_diff_over_grpo_with_a_settings_block(project, capsys):
+    assert _main(capsys, "new", "my_variant2")[0] == 0
+    d = project / "reproductions" / "my_variant2"
+    assert "# base: grpo" in (d / "reproduction.yaml").read_text()
+    text = (d / "README.md").read_text()
+    assert "<!-- grpo diff: begin -->" in text and "(no differences)" in text
+    cfg = load_config("my_variant2", "tiny")
+    assert cfg.base == "grpo" and cfg.loss.kl.beta == 0.04
+
+
+def test_every_component_declares_params_and_defaults_match_the_runtime():
+    from evals import tasks
+    from grpo_core import advantages, losses, rewards, samplers
+    from grpo_core.config import SamplerCfg
+    from grpo_core.registry import Params
+
+    regs = [
+        advantages.ADVANTAGES, losses.POLICY_LOSSES, losses.REGULARISERS,
+        losses.TOKEN_WEIGHTS, rewards.REWARDS, samplers.SAMPLERS, tasks.TASKS,
+    ]  # fmt: skip
+    for reg in regs:
+        for name in reg.names():
+            model = reg.params_model(name)
+            assert issubclass(model, Params), (reg.kind, name)
+            assert model.model_config["extra"] in ("forbid", "allow")
+    # derived from the signature: overlong_reward(ctx, buffer: int = 4, max_len: int | None)
+    ov = rewards.REWARDS.params_model("overlong")
+    assert ov().model_dump() == {"buffer": 4, "max_len": None}
+    assert rewards.REWARDS.params_model("correctness").model_fields == {}
+    # the samplers' runtime defaults (sampler_params / DEFAULTS) are the models' defaults
+    for name in ("knapsack", "cures", "vade", "vas", "xrpo"):
+        s = samplers.SAMPLERS.get(name)(100, SamplerCfg(name=name), 0)
+        want = samplers.SAMPLERS.params_model(name)().model_dump()
+        assert want.pop("pool") is None and s.p == want, name
+    aepo = samplers.SAMPLERS.get("aepo")(100, SamplerCfg(name="aepo"), 0)
+    assert aepo.p == samplers.SAMPLERS.params_model("aepo")().model_dump()
+    # the advantage / loss defaults, read off the estimators' code
+    P = advantages.ADVANTAGES.params_model
+    assert P("gtpo")().model_dump() == {"h_max": 0.7, "gamma": 0.1}
+    assert P("xrpo_novelty")().model_dump() == {"lam": 1.0, "kappa": 0.5}
+    assert P("seed_grpo")().model_dump() == {"alpha": 0.5, "f": "linear", "mass": "likelihood"}
+    assert P("reinforce_baseline")().model_dump() == {
+        "baseline": "mean", "tau": 1.0, "delta": 0.0, "scale": 1.0,
+    }  # fmt: skip
+    L = losses.POLICY_LOSSES.params_model
+    assert L("disco")().model_dump() == {
+        "tau": 10.0, "beta": 1000.0, "delta": 1e-4, "score": "logp", "kl": "k3",
+        "hinge_on": "minibatch",
+    }  # fmt: skip
+    assert losses._disco_params(LossCfg(name="disco")) == L("disco")().model_dump()
+    dyn = samplers.SAMPLERS.get("dynamic")(100, SamplerCfg(name="dynamic"), 0)
+    assert dyn.metric == samplers.SAMPLERS.params_model("dynamic")().metric == "acc"
+    T = losses.TOKEN_WEIGHTS.params_model
+    assert T("tw_grpo")().on == "policy_kl" and T("gtpo_conflict")().count == "max"
+    assert L("reg_grpo")().model_dump() == {"scale": "std", "min_std": 0.1, "beta": 1.0}
+    assert L("ppo_clip").model_fields == {}
+
+
+def test_a_params_model_must_match_a_keyword_signature():
+    from grpo_core.params import LldsParams
+    from grpo_core.registry import Registry
+
+    reg = Registry("thing", leading_args=1)
+    with pytest.raises(TypeError, match="does not match the signature"):
+        reg.register("x", params=LldsParams)(lambda ctx, min_adv=0.5: None)
+    reg.register("y", params=LldsParams)(lambda ctx, min_adv=0.0: None)
+    reg.register("z")(lambda ctx, k=3, **rest: None)
+    assert reg.params_model("z").model_validate({"k": 1, "other": 2})  # **rest lets keys through
+
+
+def test_range_boundaries_accepted():
+    ok = [
+        "rollout.group_size=2", "rollout.top_p=1.0", "rollout.temperature=0.01",
+        "loss.eps_low=0.0", "loss.eps_high=0.0", "loss.dual_clip=1.01", "loss.kl.beta=0.0",
+        "train.steps=1", "train.mu=1", "train.warmup_steps=0", "eval.k=1",
+        "eval.temperature=0.0", "sft.steps=0", "train.max_grad_norm=null",
+    ]  # fmt: skip
+    cfg = load_config("grpo", "tiny", ok)
+    assert cfg.rollout.group_size == 2 and cfg.eval.temperature == 0.0
+    assert cfg.train.max_grad_norm is None and cfg.loss.dual_clip == 1.01
+
+
+def test_duplicate_yaml_key_names_file_line_and_key(project):
+    f = project / "config" / "profiles" / "tiny.yaml"
+    f.write_text(f.read_text().replace("  group_size: 8\n", "  group_size: 8\n  group_size: 4\n"))
+    with pytest.raises(UserError) as e:
+        load_config("grpo", "tiny")
+    lines = f.read_text().splitlines()
+    n = lines.index("  group_size: 4") + 1
+    assert str(e.value) == (
+        f"{f}:{n}: duplicate key 'rollout.group_size' (first set on line {n - 1}); keep one of them"
+    )

@@ -1,0 +1,157 @@
+"""Typed params of the registered components (``<kind>.params`` in the config).
+
+Each model lists a component's params with their defaults (the numbers the component uses
+when a key is absent) and range constraints; unknown keys are errors. The registries attach them
+(``@ADVANTAGES.register("gtpo", params=GtpoParams)``) and grpo_core.config.check_components
+validates every ``advantage.params``, ``loss.params``, ``loss.regularisers[i].params``,
+``loss.token_weights.params``, ``rewards[i].params``, ``sampler.params`` and ``task.params`` at
+load time. Reward functions need no model here: theirs is derived from their keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grpo_core.registry import NoParams, Params
+
+__all__ = ["NoParams", "Params"]
+
+# ------------------------------------------------------------------ advantage estimators
+
+
+class XrpoNoveltyParams(Params):
+    lam: float = Field(1.0, ge=0)
+    kappa: float = Field(0.5, ge=0)
+
+
+class ReinforceBaselineParams(Params):
+    baseline: Literal["mean", "logavgexp"] = "mean"
+    tau: float = Field(1.0, gt=0)
+    delta: float = 0.0
+    scale: float = 1.0
+
+
+class GtpoParams(Params):
+    h_max: float = Field(0.7, ge=0)
+    gamma: float = 0.1
+
+
+class SeedGrpoParams(Params):
+    alpha: float = Field(0.5, ge=0)  # <= 1 with f linear (checked by the estimator)
+    f: Literal["linear", "exp", "inverse"] = "linear"
+    mass: Literal["likelihood", "count"] = "likelihood"
+
+
+# ------------------------------------------------------------------ policy losses
+
+
+class DiscoParams(Params):
+    tau: float = Field(10.0, gt=0)
+    beta: float = Field(1.0e3, ge=0)
+    delta: float = Field(1.0e-4, ge=0)
+    score: Literal["logp", "ratio"] = "logp"
+    kl: Literal["k1", "k3"] = "k3"
+    hinge_on: Literal["minibatch", "micro_batch"] = "minibatch"
+
+
+class RegGrpoParams(Params):
+    scale: Literal["std", "fixed"] = "std"
+    min_std: float = Field(0.1, gt=0)
+    beta: float = Field(1.0, gt=0)
+
+
+# ------------------------------------------------------------------ regularisers, token weights
+# (called with **params: names and defaults must equal the function's keyword arguments)
+
+
+class LldsParams(Params):
+    min_adv: float = 0.0
+
+
+class KdReverseKlParams(Params):
+    estimator: Literal["k1", "k2", "k3"] = "k2"
+    skip_correct: bool = True
+    correct_reward: float = 1.0
+
+
+class GtpoConflictParams(Params):
+    pos_weight: float = Field(2.0, ge=0)
+    neg_weight: float = Field(0.0, ge=0)
+    norm_by_conflicts: bool = True
+    count: Literal["max", "union"] = "max"
+    on: Literal["policy", "policy_kl"] = "policy"
+
+
+class TwGrpoParams(Params):
+    alpha: float = Field(1.4, ge=0)
+    on: Literal["policy", "policy_kl"] = "policy_kl"
+
+
+# ------------------------------------------------------------------ samplers
+
+
+class SamplerParams(Params):
+    """Every sampler built on the uniform one: train on the first ``pool`` prompts only."""
+
+    pool: int | None = Field(None, ge=1, strict=True)
+
+
+class DynamicParams(SamplerParams):
+    metric: Literal["acc", "reward"] = "acc"  # what must vary within a kept group
+
+
+class AepoParams(Params):  # no pool: the aepo sampler rejects it
+    target: float = Field(0.5, ge=0)
+    t_high: float = Field(1.2, gt=0)
+    t_low: float = Field(0.8, gt=0)
+    frac: float = Field(0.25, gt=0, le=1)
+    min_adv: float = 0.05
+    max_rows: int = Field(60, ge=0)
+    advantage: float = 1.0
+
+
+class KnapsackParams(SamplerParams):
+    min_n: int = Field(2, ge=2)
+    max_n: int | None = Field(None, ge=2)
+    success: float = 1.0
+    base_value: Literal["min_n", "zero"] = "min_n"
+
+
+class CuresParams(SamplerParams):
+    min_n: int = Field(2, ge=1)
+    max_n: int | None = Field(None, ge=1)
+    success: float = 1.0
+
+
+class VadeParams(SamplerParams):
+    prior_a: float = Field(1.0, gt=0)
+    prior_b: float = Field(1.0, gt=0)
+    decay_slow: float = Field(0.99, ge=0, le=1)
+    decay_fast: float = Field(0.5, ge=0, le=1)
+    success: float = 1.0
+
+
+class VasParams(SamplerParams):
+    w_var: float = 1.0
+    w_div: float = 0.0
+    mix: float = Field(0.5, ge=0, le=1)
+    update_every: int = Field(4, ge=1)
+    ngram: int = Field(2, ge=1)
+    success: float = 1.0
+
+
+class XrpoParams(SamplerParams):
+    base: int | None = Field(None, ge=2)
+    max_n: int | None = Field(None, ge=2)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    c: float = Field(0.1, ge=0)
+    prior_std: float = Field(0.5, ge=0)
+
+
+# ------------------------------------------------------------------ tasks
+
+
+class ArithCotParams(Params):
+    cot_frac: float = Field(0.5, ge=0, le=1)
