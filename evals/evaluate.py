@@ -11,6 +11,7 @@ per sample) per the output contract.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -22,6 +23,7 @@ from evals.tasks import TEMPLATES, extract_answer, is_well_formed, make_task, re
 from grpo_core.config import Config
 from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
+from grpo_core.rundir import RunLock
 from grpo_core.rollout import SamplingParams, make_engine
 from grpo_core.trainer import chat_prompt_ids, derive_seed, setup_torch
 
@@ -36,6 +38,19 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def locked_output(fn):
+    """One writer per eval output directory (grpo_core.rundir.RunLock on ``out_dir``): a second
+    evaluation into it is a one-line error instead of interleaved files."""
+
+    @functools.wraps(fn)
+    def run(cfg, model_dir, out_dir, *args, **kwargs):
+        with RunLock(Path(out_dir), what="eval output directory"):
+            return fn(cfg, model_dir, out_dir, *args, **kwargs)
+
+    return run
+
+
+@locked_output
 def evaluate(
     cfg: Config,
     model_dir: str | Path,
@@ -177,6 +192,7 @@ def benchmark_label(benchmark: str, protocol: str) -> str:
     return benchmark if protocol == "standard" else f"{benchmark}-{protocol}"
 
 
+@locked_output
 def evaluate_benchmark(
     cfg: Config,
     model_dir: str | Path,
