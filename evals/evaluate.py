@@ -23,8 +23,8 @@ from evals.tasks import TEMPLATES, extract_answer, is_well_formed, make_task, re
 from grpo_core.config import Config
 from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
-from grpo_core.rundir import RunLock
 from grpo_core.rollout import SamplingParams, make_engine
+from grpo_core.rundir import RunLock
 from grpo_core.trainer import chat_prompt_ids, derive_seed, setup_torch
 
 

@@ -62,9 +62,11 @@ NOT_TRAINING = {
 # ------------------------------------------------------------------------------ identity
 
 
-def training_config(cfg) -> dict:
-    """The part of a resolved config that decides what training produces (see the module doc)."""
-    d = cfg.model_dump(mode="json", exclude_defaults=True, exclude=NOT_TRAINING)
+def training_config(cfg, full: bool = False) -> dict:
+    """The part of a resolved config that decides what training produces (see the module doc):
+    the values that differ from the defaults (what the hash covers), or ``full``: all of them
+    (what run.json shows and error messages compare)."""
+    d = cfg.model_dump(mode="json", exclude_defaults=not full, exclude=NOT_TRAINING)
     d["reproduction"], d["profile"] = cfg.reproduction, cfg.profile
     return d
 
@@ -84,11 +86,14 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def diff_keys(old: dict, new: dict, n: int = 3) -> str:
-    """'key: old -> new' for the first ``n`` differing keys (default values read as absent)."""
+    """'key: old -> new' for the first ``n`` differing keys (the run's name first)."""
     a, b = _flat(old), _flat(new)
-    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<default>") != b.get(k, "<default>"))
+    keys = sorted(
+        (k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>")),
+        key=lambda k: (k not in ("reproduction", "profile"), k),  # the run's name first
+    )
     parts = [
-        f"{k}: {json.dumps(a.get(k, '<default>'))} -> {json.dumps(b.get(k, '<default>'))}"
+        f"{k}: {json.dumps(a.get(k, '<absent>'))} -> {json.dumps(b.get(k, '<absent>'))}"
         for k in keys[:n]
     ]
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
@@ -116,7 +121,7 @@ def read_identity(out: Path) -> tuple[str, dict] | None:
             c = load_saved_config(cy)
         except UserError:
             return "unknown", {"config.yaml": "unreadable with this version"}
-        return config_hash(c), training_config(c)
+        return config_hash(c), training_config(c, full=True)
     return None
 
 
@@ -126,7 +131,7 @@ def write_identity(out: Path, cfg) -> None:
         "reproduction": cfg.reproduction,
         "profile": cfg.profile,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "training_config": training_config(cfg),
+        "training_config": training_config(cfg, full=True),
     }
     write_atomic(out / RUN_FILE, json.dumps(d, indent=1, sort_keys=True) + "\n")
 
@@ -172,7 +177,8 @@ def prepare(out: Path, cfg, fresh: bool = False, if_changed: str = "error", log=
         if ident is None:
             what = "a run whose config is unknown (no run.json or config.yaml)"
         else:
-            what = f"a run of another config ({diff_keys(ident[1], training_config(cfg))})"
+            diff = diff_keys(ident[1], training_config(cfg, full=True)) or "hash " + ident[0]
+            what = f"a run of another config ({diff})"
         if if_changed == "replace":
             log(f"{out} held {what}: moved it aside to {move_aside(out)}; starting fresh")
             return "new"
