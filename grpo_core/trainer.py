@@ -275,8 +275,12 @@ class Trainer:
         self._stop = False
         ck = self.out_dir / "checkpoint" if self.out_dir else None
         if ck is not None and resume and ck.exists():
-            rundir.check_state_present(ck)  # weights without their state: not a restart
-            self.load_checkpoint(ck)
+            try:
+                rundir.check_state_present(ck)  # weights without their state: not a restart
+                self.load_checkpoint(ck)
+            except BaseException:
+                self.release()
+                raise
 
     @property
     def finished(self) -> bool:
