@@ -200,7 +200,8 @@ class RunLock:
 
     def __init__(self, target: Path | str, what: str = "run directory"):
         self.target = Path(target)
-        self.path = self.target.parent / f".{self.target.name}.lock"
+        t = self.target.resolve()  # ("." or "run/" name the directory itself)
+        self.path = t.parent / f".{t.name}.lock"
         self.what = what
         self.fd: int | None = None
 
