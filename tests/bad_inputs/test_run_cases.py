@@ -620,3 +620,52 @@ def test_snakefile_train_rule_uses_the_run_hash_and_replaces_changed_runs():
     rule = text[text.index("rule train:") : text.index("rule evaluate:")]
     assert "params:\n        config=config_hash" in rule and "--replace-changed" in rule
     assert "from grpo_core.rundir import config_hash" in text
+
+
+@pytest.mark.slow
+def test_snakemake_rerun_after_editing_a_reproduction_trains_the_new_config_fresh(tmp_path):
+    """End to end through Snakemake: train grpo, edit its reproduction.yaml (eps_high 0.5,
+    beta 0.5), rerun: the train job reruns ("params changed") and trains the new config from
+    step 0 with the old run moved aside whole; a third run has nothing to do."""
+    root = tmp_path / "proj"
+    for sub in ("config", "reproductions"):
+        shutil.copytree(ROOT / sub, root / sub)
+    prof = root / "config" / "profiles" / "smoke.yaml"
+    prof.write_text(
+        prof.read_text().replace("steps: 3", "steps: 2").replace("steps: 20", "steps: 4")
+    )
+    env = {
+        **os.environ,
+        "GRPO_ROOT": str(root),
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    run = tmp_path / "work" / "results" / "smoke" / "runs" / "grpo" / "seed0"
+    cmd = [
+        sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(ROOT / "Snakefile"),
+        "-d", str(tmp_path / "work"), str(run.relative_to(tmp_path / "work") / "train.done"),
+        "--config", "profile=smoke", "reproductions=[grpo]",
+    ]  # fmt: skip
+
+    def snake():
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout + r.stderr
+
+    snake()
+    first = snapshot(run)
+    y = root / "reproductions" / "grpo" / "reproduction.yaml"
+    y.write_text(
+        y.read_text().replace("eps_high: 0.2", "eps_high: 0.5").replace("beta: 0.04", "beta: 0.5")
+    )
+    snake()
+    log = (tmp_path / "work" / "results" / "smoke" / "logs" / "train_grpo_seed0.log").read_text()
+    assert "moved it aside to" in log and "loss.eps_high: 0.2 -> 0.5" in log
+    (aside,) = (run.parent / ".replaced").iterdir()
+    assert {k: v for k, v in snapshot(aside).items() if k != "train.done"} == {
+        k: v for k, v in first.items() if k != "train.done"
+    }
+    cfg = json.loads((run / rundir.RUN_FILE).read_text())["training_config"]["loss"]
+    assert (cfg["eps_high"], cfg["kl"]["beta"]) == (0.5, 0.5)
+    assert [r["step"] for r in rows(run)] == [0, 1]
+    assert "Nothing to be done" in snake()
