@@ -156,13 +156,22 @@ def cmd_train(a) -> int:
     cfg = load_config(a.reproduction, a.profile, overrides, seed=a.seed)
     _ensure_base(cfg, a.threads)
     out = run_dir(cfg)
-    trainer = Trainer(
-        cfg, out, resume=not a.fresh, if_changed="replace" if a.replace_changed else "error"
-    )
-    if trainer.finished:
-        trainer.release()
+    done = None
+    if not a.fresh:  # a finished run of this config: say so without loading anything
+        from grpo_core.rundir import RunLock, finished_step
+
+        with RunLock(out):
+            done = finished_step(out, cfg)
+    if done is None:
+        trainer = Trainer(
+            cfg, out, resume=not a.fresh, if_changed="replace" if a.replace_changed else "error"
+        )
+        if trainer.finished:
+            trainer.release()
+            done = trainer.step
+    if done is not None:
         print(
-            f"already finished: {out} (step {trainer.step} of {cfg.train.steps}, same config); "
+            f"already finished: {out} (step {done} of {cfg.train.steps}, same config); "
             "nothing to do (--fresh retrains it)"
         )
         return 0

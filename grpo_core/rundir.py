@@ -190,6 +190,23 @@ def prepare(out: Path, cfg, fresh: bool = False, if_changed: str = "error", log=
     return "resume"
 
 
+def finished_step(out: Path, cfg) -> int | None:
+    """The checkpoint's step when ``out`` holds a finished run of this very config (checked
+    without loading a model, so a rerun of a finished run costs nothing); else None."""
+    out = Path(out)
+    ck = out / "checkpoint"
+    if not used(out) or not (ck / STATE_JSON).exists() or (ck.parent / "checkpoint.tmp").exists():
+        return None
+    ident = read_identity(out)
+    if ident is None or ident[0] != config_hash(cfg):
+        return None
+    try:
+        step = int(json.loads((ck / STATE_JSON).read_text())["step"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+    return step if step >= cfg.train.steps else None
+
+
 # ------------------------------------------------------------------------------ locks
 
 

@@ -847,7 +847,8 @@ class Trainer:
     def _train(self, progress: bool, stop_at: int | None) -> Path | None:
         cfg = self.cfg
         out = self.out_dir if dist.is_main() else None  # rank 0 writes metrics and checkpoints
-        if self.finished:
+        if self.finished:  # nothing to do; nothing is rewritten
+            self.engine.close()
             return self.out_dir
         end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
         if dist.is_main():

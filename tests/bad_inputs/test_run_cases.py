@@ -213,6 +213,22 @@ def test_finished_run_with_the_same_config_is_a_noop(smoke_results, run_copy, ca
     assert {p: p.stat().st_mtime_ns for p in d.rglob("*")} == mtimes
 
 
+def test_finished_run_is_recognised_without_loading_a_model(
+    smoke_results, run_copy, monkeypatch, capsys
+):
+    d = run_copy("finished")
+
+    def no(*a, **k):
+        raise AssertionError("the trainer (model, rollout engine) was built for a finished run")
+
+    monkeypatch.setattr(Trainer, "__init__", no)
+    rc = cli.main(_train_args(smoke_results, d, "grpo", 2, "--replace-changed"))
+    assert rc == 0 and "already finished" in capsys.readouterr().out
+    with rundir.RunLock(d):  # and a second writer is still refused
+        rc = cli.main(_train_args(smoke_results, d))
+        assert "is in use by pid" in one_line_error(capsys, rc)
+
+
 def test_fresh_moves_the_earlier_run_aside(smoke_results, run_copy, capsys):
     d = run_copy("finished")
     before = snapshot(d)
