@@ -102,27 +102,27 @@ def diff_keys(old: dict, new: dict, n: int = 3) -> str:
 
 def read_identity(out: Path) -> tuple[str, dict] | None:
     """(hash, training config) of the run in ``out``: run.json, else (older runs) config.yaml;
-    None when neither exists. An unreadable file is a UserError."""
+    None when neither exists; (UNREADABLE + why, {}) when the file cannot be read."""
     rf = out / RUN_FILE
     if rf.exists():
         try:
             d = json.loads(rf.read_text())
             return str(d["config_hash"]), dict(d["training_config"])
         except (ValueError, KeyError, TypeError) as e:
-            raise UserError(
-                f"{rf}: unreadable ({type(e).__name__}: {e}); it names the run's config, so the "
-                "run cannot be resumed: restore it or start over with --fresh"
-            ) from None
+            return f"{UNREADABLE}{rf} is damaged ({type(e).__name__}: {e})", {}
     cy = out / "config.yaml"
     if cy.exists():
         from grpo_core.config import load_saved_config
 
         try:
             c = load_saved_config(cy)
-        except UserError:
-            return "unknown", {"config.yaml": "unreadable with this version"}
+        except UserError as e:
+            return f"{UNREADABLE}{cy} does not load ({str(e).splitlines()[0]})", {}
         return config_hash(c), training_config(c, full=True)
     return None
+
+
+UNREADABLE = "unreadable:"
 
 
 def write_identity(out: Path, cfg) -> None:
@@ -176,6 +176,8 @@ def prepare(out: Path, cfg, fresh: bool = False, if_changed: str = "error", log=
     if ident is None or ident[0] != new_hash:
         if ident is None:
             what = "a run whose config is unknown (no run.json or config.yaml)"
+        elif ident[0].startswith(UNREADABLE):
+            what = f"a run whose config cannot be read ({ident[0][len(UNREADABLE) :]})"
         else:
             diff = diff_keys(ident[1], training_config(cfg, full=True)) or "hash " + ident[0]
             what = f"a run of another config ({diff})"

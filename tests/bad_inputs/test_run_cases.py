@@ -267,6 +267,15 @@ def test_directory_with_a_run_of_unknown_config_is_refused(smoke_results, tmp_pa
     assert rundir.prepare(d, _cfg(smoke_results)) == "new"
 
 
+def test_damaged_run_json_is_refused_and_replaced_by_the_workflow_flag(smoke_results, run_copy):
+    d = run_copy("finished")
+    (d / rundir.RUN_FILE).write_text('{"config_hash": "ab')
+    with pytest.raises(UserError, match=r"config cannot be read \(.*run.json is damaged"):
+        rundir.prepare(d, _cfg(smoke_results))
+    assert rundir.prepare(d, _cfg(smoke_results), if_changed="replace", log=print) == "new"
+    assert not d.exists() and len(list((d.parent / ".replaced").iterdir())) == 1
+
+
 # ------------------------------------------------------------------------------ one writer
 
 
