@@ -356,7 +356,7 @@ def _encode(x: Any, tensors: dict, path: str) -> Any:
     if isinstance(x, torch.Tensor):
         name = f"t{len(tensors)}"
         local = x.to_local() if hasattr(x, "to_local") else x  # an FSDP shard: this rank's part
-        tensors[name] = local.detach().contiguous().clone()
+        tensors[name] = local.detach()
         return {"__tensor__": name}
     if isinstance(x, np.generic):  # (before float: np.float64 is a float)
         return {"__npscalar__": x.item(), "dtype": str(x.dtype)}
@@ -406,6 +406,15 @@ def save_state(obj: Any, stem: Path) -> None:
 
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(obj, tensors, stem.name)
+    seen: set[int] = set()
+    for k, t in tensors.items():  # CPU copies only where needed (no doubling of GPU memory)
+        if t.device.type != "cpu":
+            t = t.cpu()
+        elif t.numel() and (t.untyped_storage().data_ptr() in seen or not t.is_contiguous()):
+            t = t.contiguous().clone()  # safetensors refuses tensors that share memory
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        tensors[k] = t
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(stem.with_suffix(".safetensors")))
     with open(stem.with_suffix(".json"), "w") as f:

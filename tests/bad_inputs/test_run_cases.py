@@ -388,7 +388,10 @@ def test_state_tree_round_trips_exactly(tmp_path):
         "nrng": rng.bit_generator.state,  # 128-bit ints
         "none": None,
         "nested": [{"x": (1, [2, 3])}],
+        "view": torch.arange(6.0)[::2],  # non-contiguous
+        "shared": (torch.ones(2), torch.zeros(0), torch.zeros(0)),
     }
+    obj["same"] = obj["t"][0]  # shares obj["t"]'s memory
     rundir.save_state(obj, tmp_path / "s" / "state")
     back = rundir.load_state(tmp_path / "s" / "state")
     assert back["py"] == obj["py"] and isinstance(back["py"][1], tuple)
@@ -400,6 +403,8 @@ def test_state_tree_round_trips_exactly(tmp_path):
     assert back["i"].dtype == np.int64 and type(back["f"]) is np.float64 and back["n"] == 7
     assert back["nrng"] == obj["nrng"] and back["none"] is None
     assert back["nested"] == [{"x": (1, [2, 3])}]
+    assert torch.equal(back["view"], torch.tensor([0.0, 2.0, 4.0]))
+    assert torch.equal(back["same"], obj["t"][0]) and back["shared"][2].shape == (0,)
     with pytest.raises(TypeError, match="cannot store a object"):
         rundir.save_state({"x": object()}, tmp_path / "bad")
 
