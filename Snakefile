@@ -47,17 +47,18 @@ TRAIN = f"torchrun --standalone --nproc-per-node {GPUS} -m grpo_core.cli" if GPU
 
 
 def config_hash(wildcards):
-    """The resolved training config: a params rerun trigger (code changes do not retrain).
-    Only values that differ from the defaults count, so adding a new option with a default
-    (a new component hook) leaves existing runs valid; meta (status, claims), eval and workflow
-    settings do not change training and do not count, nor does the name of the base (its
-    settings are in the resolved values)."""
-    import hashlib, json
+    """The hash of the resolved training config (grpo_core.rundir.config_hash, the one the run
+    directory's run.json holds): a params rerun trigger (code changes do not retrain). Values
+    equal to the defaults do not count, so a new option with a default leaves runs valid; meta,
+    eval and workflow settings (and run.threads / paths) do not change training and do not
+    count. When it changes, the train job starts that run fresh (--replace-changed: the old run
+    directory is moved aside to runs/<repro>/.replaced/); when it does not, the job resumes an
+    interrupted run or leaves a finished one as it is."""
+    from grpo_core.rundir import config_hash as _hash
 
-    c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed)).model_dump(
-        mode="json", exclude_defaults=True, exclude={"meta", "eval", "workflow", "base"}
-    )
-    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
+    return _hash(load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed)))
+
+
 START = "sft_start"
 # workflow.seeded_start (tiny, tiny_cot, smoke): seed s trains and evaluates from its own SFT
 # start base/seed<s>/model (`grpo prepare --seed s`), and sft_start is evaluated per seed; else
@@ -138,7 +139,7 @@ rule train:
         **JOB_RES,
     shell:
         "{TRAIN} train {wildcards.repro} --profile {PROFILE} --seed {wildcards.seed} "
-        "--threads {threads} --no-progress > {log} 2>&1"
+        "--threads {threads} --no-progress --replace-changed > {log} 2>&1"
 
 
 rule evaluate:

@@ -11,6 +11,7 @@ per sample) per the output contract.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -22,9 +23,23 @@ from grpo_core.environment import environment_info, package_versions
 from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
 from grpo_core.rollout import SamplingParams, make_engine
+from grpo_core.rundir import RunLock
 from grpo_core.trainer import chat_prompt_ids, derive_seed, setup_torch
 
 
+def locked_output(fn):
+    """One writer per eval output directory (grpo_core.rundir.RunLock on ``out_dir``): a second
+    evaluation into it is a one-line error instead of interleaved files."""
+
+    @functools.wraps(fn)
+    def run(cfg, model_dir, out_dir, *args, **kwargs):
+        with RunLock(Path(out_dir), what="eval output directory"):
+            return fn(cfg, model_dir, out_dir, *args, **kwargs)
+
+    return run
+
+
+@locked_output
 def evaluate(
     cfg: Config,
     model_dir: str | Path,
@@ -179,6 +194,7 @@ def benchmark_label(benchmark: str, protocol: str) -> str:
     return benchmark if protocol == "standard" else f"{benchmark}-{protocol}"
 
 
+@locked_output
 def evaluate_benchmark(
     cfg: Config,
     model_dir: str | Path,

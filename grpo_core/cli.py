@@ -45,7 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="run directory (default results/<profile>/runs/<repro>/seed<N>)"
     )
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument(
+        "--fresh",
+        "--no-resume",
+        dest="fresh",
+        action="store_true",
+        help="start over: an earlier run in the directory is moved aside to <parent>/.replaced/",
+    )
+    p.add_argument(
+        "--replace-changed",
+        action="store_true",
+        help="a run of another config in the directory is moved aside and trained fresh "
+        "(default: refused); a run of the same config resumes (the Snakemake rule uses this)",
+    )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop after step STEP with a checkpoint (rerun to continue); not part of the config",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
 
@@ -162,13 +181,34 @@ def cmd_train(a) -> int:
     cfg = load_config(a.reproduction, a.profile, overrides, seed=a.seed)
     _ensure_base(cfg, a.threads)
     out = run_dir(cfg)
-    trainer = Trainer(cfg, out, resume=not a.no_resume)
+    done = None
+    if not a.fresh:  # a finished run of this config: say so without loading anything
+        from grpo_core.rundir import RunLock, finished_step
+
+        with RunLock(out):
+            done = finished_step(out, cfg)
+    if done is None:
+        trainer = Trainer(
+            cfg, out, resume=not a.fresh, if_changed="replace" if a.replace_changed else "error"
+        )
+        if trainer.finished:
+            trainer.release()
+            done = trainer.step
+    if done is not None:
+        print(
+            f"already finished: {out} (step {done} of {cfg.train.steps}, same config); "
+            "nothing to do (--fresh retrains it)"
+        )
+        return 0
     if trainer.step:
         print(f"resuming {out} from step {trainer.step}")
-    trainer.train(progress=not a.no_progress)
+    trainer.train(progress=not a.no_progress, stop_at=a.stop_at)
     if trainer._stop:
         print(f"interrupted: checkpoint saved at step {trainer.step} in {out}/checkpoint")
-        return 130
+        return 128 + (trainer._stop_signal or 2)  # SIGINT 130, SIGTERM 143
+    if not trainer.finished:
+        print(f"stopped at step {trainer.step} (--stop-at): rerun to continue {out}")
+        return 0
     print(f"done: {out}")
     return 0
 
@@ -444,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.traceback:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, unwritable or missing directory: one line, no traceback
+        if args.traceback or args.cmd not in ("train", "eval", "prepare", "report"):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
 
 

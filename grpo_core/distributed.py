@@ -182,3 +182,23 @@ def broadcast_params(model) -> None:
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def optimizer_state_from_local(opt, sd: dict) -> dict:
+    """An FSDP optimizer state dict whose sharded entries were stored as this rank's local
+    tensors (grpo_core.rundir.save_state keeps no DTensor) -> DTensors laid out like their
+    parameters, so ``opt.load_state_dict`` resumes exactly."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, st in sd.get("state", {}).items():
+        p = params[int(i)]
+        if not isinstance(p, DTensor):
+            continue
+        local_shape = p.to_local().shape
+        for k, v in list(st.items()):
+            if torch.is_tensor(v) and not isinstance(v, DTensor) and v.shape == local_shape:
+                st[k] = DTensor.from_local(
+                    v.to(p.device), p.device_mesh, p.placements, shape=p.shape, stride=p.stride()
+                )
+    return sd

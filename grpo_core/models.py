@@ -124,6 +124,8 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", device: 
     if not is_local and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
         raise UserError(f"model path {name_or_path!r} does not exist")
     src = str(local) if is_local else name_or_path
+    if is_local:
+        check_model_dir(local)
     try:
         tok = AutoTokenizer.from_pretrained(src, local_files_only=is_local or _offline())
         model = AutoModelForCausalLM.from_pretrained(
@@ -134,6 +136,14 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", device: 
         raise UserError(
             f"could not load model {name_or_path!r} as a {where}: {str(e).splitlines()[0]}"
         ) from None
+    except Exception as e:  # noqa: BLE001 - a damaged local checkpoint (bad JSON, tensors)
+        if not is_local:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(
+            f"could not load the model in {local} ({type(e).__name__}: {first}); the checkpoint "
+            "is damaged: retrain it (grpo train ... --fresh) or restore the directory"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -142,6 +152,36 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", device: 
     model.to(device)
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def check_model_dir(d: Path) -> None:
+    """A local model directory's config and weight files are whole (a truncated copy, a full
+    disk): a UserError naming the damaged file, instead of a loader traceback."""
+    import json
+
+    from safetensors import safe_open
+
+    if not d.is_dir():
+        raise UserError(f"model path {d} is not a directory")
+    cfg = d / "config.json"
+    if not cfg.exists():
+        raise UserError(f"{d} is not a model directory: it has no config.json")
+    for f in [cfg, *sorted(d.glob("tokenizer*.json"))]:
+        try:
+            json.loads(f.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{f}: damaged JSON ({e}); restore or retrain the checkpoint") from None
+    files = sorted(d.glob("model*.safetensors"))
+    if not files and not list(d.glob("*.bin")):
+        raise UserError(f"{d} holds no model weights (model*.safetensors)")
+    for f in files:
+        try:
+            with safe_open(str(f), "pt") as h:
+                h.keys()
+        except Exception as e:  # noqa: BLE001 - SafetensorError is not an OSError
+            raise UserError(
+                f"{f}: damaged weights file ({str(e).splitlines()[0]}); restore or retrain it"
+            ) from None
 
 
 def _offline() -> bool:

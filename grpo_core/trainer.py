@@ -24,6 +24,7 @@ import torch
 
 from evals.tasks import Problem, make_task, render_prompt
 from grpo_core import distributed as dist
+from grpo_core import rundir
 from grpo_core.advantages import assert_groups, compute_advantages_logged
 from grpo_core.config import Config, resolve_model_path, resolve_ref_path, save_config
 from grpo_core.environment import environment_info
@@ -52,7 +53,7 @@ from grpo_core.rewards import GroupContext, compute_rewards, task_grades
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.samplers import make_sampler
 
-STATE_FILE = "training_state.pt"
+STATE_FILE = rundir.STATE_JSON  # in the checkpoint: training_state/state.json (+ .safetensors)
 # metrics that measure wall-clock time: the only fields that differ between identical runs
 TIMING_FIELDS = ("rollout_s", "logprob_s", "train_s", "tokens_per_s")
 
@@ -217,11 +218,32 @@ def write_environment(path: Path, device: str, step: int) -> None:
 class Trainer:
     """GRPO and its variants: one loop, components chosen by the config."""
 
-    def __init__(self, cfg: Config, out_dir: Path | str | None = None, resume: bool = True):
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: Path | str | None = None,
+        resume: bool = True,
+        if_changed: str = "error",
+    ):
+        """``out_dir``: the run directory, locked for this trainer (released when ``train``
+        returns). A run of the same config there is resumed (finished: ``train`` does nothing);
+        ``resume=False`` moves an earlier run aside first; a run of another config is refused
+        (``if_changed="replace"``: moved aside). See grpo_core.rundir."""
         self.cfg = cfg
         self.out_dir = Path(out_dir) if out_dir else None
+        self._lock: rundir.RunLock | None = None
+        self._stop_signal: int | None = None
         setup_torch(cfg)
         dist.init(cfg.run.device)
+        if self.out_dir and dist.is_main():
+            self._lock = rundir.RunLock(self.out_dir).acquire()
+            try:
+                rundir.prepare(self.out_dir, cfg, fresh=not resume, if_changed=if_changed)
+            except BaseException:
+                self._lock.release()
+                raise
+        if self.out_dir:
+            dist.barrier()
         self.task = make_task(cfg.task)
         self.train_set = self.task.train()
         self.model_path = resolve_model_path(cfg)
@@ -281,8 +303,23 @@ class Trainer:
         self._prompt_cache: dict[int, list[int]] = {}
         self.step = 0
         self._stop = False
-        if self.out_dir and resume and (self.out_dir / "checkpoint" / STATE_FILE).exists():
-            self.load_checkpoint(self.out_dir / "checkpoint")
+        ck = self.out_dir / "checkpoint" if self.out_dir else None
+        if ck is not None and resume and ck.exists():
+            try:
+                rundir.check_state_present(ck)  # weights without their state: not a restart
+                self.load_checkpoint(ck)
+            except BaseException:
+                self.release()
+                raise
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.cfg.train.steps
+
+    def release(self) -> None:
+        """Release the run directory's lock (``train`` does this when it returns)."""
+        if self._lock is not None:
+            self._lock.release()
 
     # ---------------------------------------------------------------- rollouts and rewards
 
@@ -870,18 +907,37 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
 
-    def train(self, progress: bool = True) -> Path | None:
-        """Run steps [self.step, train.steps); write metrics.jsonl and checkpoints. Ctrl-C or
-        SIGTERM finishes the current step, saves a checkpoint and returns."""
+    def train(self, progress: bool = True, stop_at: int | None = None) -> Path | None:
+        """Run steps [self.step, train.steps) (or up to ``stop_at``); write metrics.jsonl and
+        checkpoints. Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and
+        returns. A finished run returns at once and writes nothing."""
+        if self._lock is not None:
+            self._lock.acquire()  # (again, when train is called a second time)
+        try:
+            return self._train(progress, stop_at)
+        finally:
+            self.release()
+
+    def _train(self, progress: bool, stop_at: int | None) -> Path | None:
         cfg = self.cfg
         out = self.out_dir if dist.is_main() else None  # rank 0 writes metrics and checkpoints
+        if self.finished:  # nothing to do; nothing is rewritten
+            self.engine.close()
+            return self.out_dir
+        end = cfg.train.steps if stop_at is None else min(stop_at, cfg.train.steps)
         if dist.is_main():
             print(memory_estimate(self.model, cfg), flush=True)
         if out:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out / "config.yaml")
-            write_environment(out / ENV_FILE, cfg.run.device, self.step)
-            self._truncate_metrics(out / "metrics.jsonl", self.step)
+            keep = rundir.check_metrics(out / "metrics.jsonl", self.step)  # before any write
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                if not (out / rundir.RUN_FILE).exists():
+                    rundir.write_identity(out, cfg)
+                save_config(cfg, out / "config.yaml")
+                write_environment(out / ENV_FILE, cfg.run.device, self.step)
+                rundir.write_atomic(out / "metrics.jsonl", "".join(ln + "\n" for ln in keep))
+            except OSError as e:
+                raise UserError(f"cannot write the run directory {out}: {_oserr(e)}") from e
         old_handlers = {
             s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
         }
@@ -895,13 +951,19 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
-            while self.step < cfg.train.steps and not self._stop:
+            while self.step < end and not self._stop:
                 stats = self.train_step(self.step)
                 row = {"step": self.step, **stats}
                 self.step += 1
                 if out:
-                    with open(out / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    try:
+                        with open(out / "metrics.jsonl", "a") as f:
+                            f.write(json.dumps(row) + "\n")
+                    except OSError as e:
+                        raise UserError(
+                            f"cannot write {out / 'metrics.jsonl'}: {_oserr(e)}; the last good "
+                            f"checkpoint in {out / 'checkpoint'} is kept: fix it and rerun to resume"
+                        ) from e
                 every = cfg.train.checkpoint_every
                 if every and self.step % every == 0 and self.step < cfg.train.steps:
                     self._checkpoint(out)
@@ -928,66 +990,78 @@ class Trainer:
         if self._stop:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop = True
+        self._stop_signal = signum
         print(
             f"\nsignal {signum}: finishing step {self.step} and saving a checkpoint (again to abort)"
         )
 
-    @staticmethod
-    def _truncate_metrics(path: Path, step: int) -> None:
-        """Drop metric lines of steps >= ``step`` (written after the last checkpoint)."""
-        if not path.exists():
-            return
-        keep = [
-            ln
-            for ln in path.read_text().splitlines()
-            if ln.strip() and json.loads(ln)["step"] < step
-        ]
-        path.write_text("".join(ln + "\n" for ln in keep))
-
     # ---------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, path: Path) -> None:
-        """Policy (HF format, safetensors) + optimizer, scheduler, sampler and RNG state.
-        Written to a temporary directory and renamed, so a crash never leaves half a checkpoint."""
+        """Policy (HF format, safetensors) + optimizer, scheduler, sampler and RNG state
+        (training_state/: JSON + safetensors, no pickle). Written to checkpoint.tmp, marked
+        complete, then renamed: a crash never leaves half a checkpoint, and a crash between the
+        renames is finished by rundir.recover. A write error (disk full, permissions) is a
+        UserError that keeps the last good checkpoint."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         main = dist.is_main()
-        if main and tmp.exists():
-            shutil.rmtree(tmp)
-        if self.fsdp:  # each rank's optimizer shard; the full weights are in the rollout copy
-            dist.barrier()
-            tmp.mkdir(parents=True, exist_ok=True)
-            torch.save(self.opt.state_dict(), tmp / f"optimizer_rank{dist.rank()}.pt")
-            dist.barrier()
-            if not main:
-                dist.barrier()  # wait for rank 0 to finish the checkpoint
-                return
-            self.rollout_model.save_pretrained(tmp, safe_serialization=True)
-        elif is_peft(self.model):  # a plain HF model with LoRA merged (for eval) + the adapter
-            self.model.get_base_model().save_pretrained(
-                tmp, state_dict=merged_state_dict(self.model), safe_serialization=True
-            )
-            self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
-        else:
-            self.model.save_pretrained(tmp, safe_serialization=True)
-        self.tok.save_pretrained(tmp)
-        if self.cfg.model.ref_ema is not None:  # the moving reference is training state too
-            from safetensors.torch import save_file
+        try:
+            if main and tmp.exists():
+                shutil.rmtree(tmp)
+            if self.fsdp:  # each rank's optimizer shard; the full weights are in the rollout copy
+                dist.barrier()
+                tmp.mkdir(parents=True, exist_ok=True)
+                rundir.save_state(
+                    self.opt.state_dict(),
+                    tmp / rundir.STATE_DIR / f"optimizer_rank{dist.rank()}",
+                )
+                dist.barrier()
+                if not main:
+                    dist.barrier()  # wait for rank 0 to finish the checkpoint
+                    return
+                self.rollout_model.save_pretrained(tmp, safe_serialization=True)
+            elif is_peft(self.model):  # a plain HF model with LoRA merged (for eval) + the adapter
+                self.model.get_base_model().save_pretrained(
+                    tmp, state_dict=merged_state_dict(self.model), safe_serialization=True
+                )
+                self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+            else:
+                self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tok.save_pretrained(tmp)
+            if self.cfg.model.ref_ema is not None:  # the moving reference is training state too
+                from safetensors.torch import save_file
 
-            save_file(
-                {k: v.contiguous() for k, v in self.ref.state_dict().items()},
-                str(tmp / "ref_ema.safetensors"),
+                save_file(
+                    {k: v.contiguous() for k, v in self.ref.state_dict().items()},
+                    str(tmp / "ref_ema.safetensors"),
+                )
+            rundir.save_state(
+                {
+                    "step": self.step,
+                    "optimizer": None if self.fsdp else self.opt.state_dict(),
+                    "scheduler": self.sched.state_dict(),
+                    "sampler": self.sampler.state_dict(),
+                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+                },
+                tmp / rundir.STATE_DIR / "state",
             )
-        torch.save(
-            {
-                "step": self.step,
-                "optimizer": None if self.fsdp else self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(),
-                "sampler": self.sampler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-            },
-            tmp / STATE_FILE,
-        )
+            rundir.mark_complete(tmp, self.step)
+        except (OSError, RuntimeError) as e:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise UserError(
+                f"could not write checkpoint {tmp} ({_oserr(e)}); the last good checkpoint "
+                f"{path} is kept: free space or fix permissions, then rerun to resume"
+            ) from e
+        except Exception as e:  # safetensors' own error type (not an OSError)
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if type(e).__name__ != "SafetensorError":
+                raise
+            raise UserError(
+                f"could not write checkpoint {tmp} ({e}); the last good checkpoint {path} is kept"
+            ) from e
         old = path.with_name(path.name + ".old")
         if path.exists():
             os.replace(path, old)
@@ -1002,7 +1076,10 @@ class Trainer:
 
         path = Path(path)
         try:
-            state = torch.load(path / STATE_FILE, weights_only=False)
+            if (path / STATE_FILE).exists():
+                state = rundir.load_state(path / rundir.STATE_DIR / "state")
+            else:  # written by an older version: a pickle, read without running code
+                state = rundir.load_legacy_state(path / rundir.LEGACY_STATE)
             if is_peft(self.model):  # resume the adapter; the base weights are frozen
                 from peft import set_peft_model_state_dict
 
@@ -1011,7 +1088,9 @@ class Trainer:
                 missing, unexpected = [], list(res.unexpected_keys)
             else:
                 files = sorted(
-                    f for f in path.glob("*.safetensors") if f.name != "ref_ema.safetensors"
+                    f
+                    for f in path.glob("*.safetensors")
+                    if f.name != "ref_ema.safetensors" and not f.name.startswith("optimizer_rank")
                 )
                 if not files:
                     raise FileNotFoundError("no *.safetensors in the checkpoint")
@@ -1041,7 +1120,10 @@ class Trainer:
                     f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
                 )
             if self.fsdp:
-                opt_state = torch.load(path / f"optimizer_rank{dist.rank()}.pt", weights_only=False)
+                opt_state = dist.optimizer_state_from_local(
+                    self.opt,
+                    rundir.load_state(path / rundir.STATE_DIR / f"optimizer_rank{dist.rank()}"),
+                )
             else:
                 opt_state = state["optimizer"]
             self.opt.load_state_dict(opt_state)
@@ -1050,10 +1132,18 @@ class Trainer:
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
+            first = str(e).splitlines()[0] if str(e) else ""
             raise UserError(
-                f"checkpoint {path} cannot be resumed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                f"delete it to start over"
+                f"checkpoint {path} cannot be resumed ({type(e).__name__}: {first}); "
+                "start over with --fresh (moves the run aside)"
             ) from None
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         self.step = int(state["step"])
+
+
+def _oserr(e: BaseException) -> str:
+    """One line for an I/O error: 'No space left on device: /path' (or the message)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

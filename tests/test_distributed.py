@@ -87,7 +87,7 @@ def test_fsdp_training_resumes_exactly(smoke_results, tmp_path):
     and saved weights); each rank's optimizer shard is in the checkpoint."""
     from safetensors.torch import load_file
 
-    def train(out, steps, port):
+    def train(out, steps, port, *extra):
         _run(
             [
                 sys.executable,
@@ -111,14 +111,15 @@ def test_fsdp_training_resumes_exactly(smoke_results, tmp_path):
                 f"train.steps={steps}",
                 "--out",
                 str(out),
+                *extra,
             ],
             tmp_path,
         )
 
     port = 30500 + os.getpid() % 1000
-    train(tmp_path / "resumed", 2, port)
-    assert {"optimizer_rank0.pt", "optimizer_rank1.pt"} <= {
-        p.name for p in (tmp_path / "resumed" / "checkpoint").iterdir()
+    train(tmp_path / "resumed", 4, port, "--stop-at", "2")  # a 4-step run stopped after 2
+    assert {"optimizer_rank0.json", "optimizer_rank1.safetensors"} <= {
+        p.name for p in (tmp_path / "resumed" / "checkpoint" / "training_state").iterdir()
     }
     train(tmp_path / "resumed", 4, port + 1)
     train(tmp_path / "full", 4, port + 2)

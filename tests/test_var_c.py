@@ -345,7 +345,7 @@ def test_smoke_run(repro, smoke_cfg, tmp_path):
     for k in SMOKE_KEYS[repro]:
         vals = [r[k] for r in rows if k in r]
         assert vals and all(math.isfinite(v) for v in vals), k
-    assert (tmp_path / "run" / "checkpoint" / "training_state.pt").exists()
+    assert (tmp_path / "run" / "checkpoint" / "training_state" / "state.json").exists()
 
 
 def test_update_stats_carry_texts_and_vas_diversity(smoke_cfg):
