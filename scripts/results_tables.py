@@ -69,7 +69,9 @@ def claims_lines(res: Path, only: list[str] | None) -> str:
         c = c[c.reproduction.isin(only)]
     out = []
     for _, r in c.iterrows():
-        scale = 100 if r.metric.startswith(("avg@", "pass@", "maj@")) or r.metric == "accuracy" else 1
+        scale = (
+            100 if r.metric.startswith(("avg@", "pass@", "maj@")) or r.metric == "accuracy" else 1
+        )
         if math.isnan(r.delta):
             eff = "not measured"
         else:
@@ -77,7 +79,9 @@ def claims_lines(res: Path, only: list[str] | None) -> str:
                 f"{scale * r.delta:+.3g} [{scale * r.ci_low:+.3g}, {scale * r.ci_high:+.3g}], "
                 f"MDE {scale * r.mde:.3g}"
             )
-        out.append(f"- {r.reproduction} ({r.benchmark} {r.metric}): **{r.verdict}**: {r.text} — {eff}")
+        out.append(
+            f"- {r.reproduction} ({r.benchmark} {r.metric}): **{r.verdict}**: {r.text} — {eff}"
+        )
     return "\n".join(out)
 
 

@@ -2,6 +2,7 @@
 results tree (config.yaml claims + summary.csv from the real aggregation)."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -155,3 +156,28 @@ def test_bad_claim_in_config_is_a_user_error(tmp_path):
     (d / "config.yaml").write_text("meta:\n  claims:\n    - {text: t, direction: sideways}\n")
     with pytest.raises(UserError, match=r"meta.claims\[0\].*higher\|lower\|equal"):
         load_claims(tmp_path / "p")
+
+
+def test_readme_tables_come_from_the_csv_files(tmp_path):
+    """scripts/results_tables.py: the README's rows are summary.csv / claims.csv as they are."""
+    import importlib.util
+
+    from evals.claims import write_claims_csv
+
+    prof = make_results(tmp_path)
+    write_claims_csv(judge_profile(prof), prof / "claims.csv")
+    spec = importlib.util.spec_from_file_location(
+        "results_tables", Path(__file__).resolve().parents[1] / "scripts" / "results_tables.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in mod.table(prof, None, None).splitlines()}
+    # better: mean of .60 .62 .64 = 62.0, Student-t CI +-t_{.975,2} * .02 / sqrt(3) =
+    # +-4.303 * .011547 = +-5.0 points;
+    # delta +20.0 with the Welch CI of test_claims_from_run_configs, MDE 6.1 points
+    assert rows["better"].startswith("| better | 3 | 62.0 [57.0, 67.0] |")
+    assert "| +20.0 [+15.5, +24.5] | 6.1 |" in rows["better"]
+    assert rows["single"].startswith("| single | 1 | 70.0 |")  # one seed: no CI
+    assert rows["grpo"].split(" | ")[4:6] == ["", ""]  # no delta against itself
+    lines = mod.claims_lines(prof, ["better"]).splitlines()
+    assert lines[0].startswith("- better (arith_mix avg@4): **supported**: better accuracy")
