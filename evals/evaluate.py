@@ -81,7 +81,7 @@ def evaluate(
     t0 = time.perf_counter()
     ro = engine.generate(prompts, params)
     gen_s = time.perf_counter() - t0
-    engine.close()
+    getattr(engine, "close", lambda: None)()  # engines without resources have none
     lengths = ro.completion_mask.sum(-1).tolist()
 
     # the task's one grading function, the one the training reward calls
@@ -316,7 +316,7 @@ def evaluate_benchmark(
                 f"length@{k}": float(np.mean(lengths)),
                 f"truncated@{k}": float(np.mean([r != "stop" for r in reasons])),
             }
-    engine.close()
+    getattr(engine, "close", lambda: None)()  # engines without resources have none
     summ = summarize_runs(runs, ks)
     per_seed = {str(es): {**m, **extra[str(es)]} for es, m in zip(seeds, summ["per_seed"])}
     metrics = dict(summ["metrics"])
