@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evals.metrics import diff_ci, mean_ci, t_quantile
+from evals.metrics import diff_ci, mean_ci, paired_diff_ci, t_quantile
 
 COLUMNS = [
     "reproduction",
@@ -27,6 +27,12 @@ COLUMNS = [
     "delta_ci_low",
     "delta_ci_high",
     "mde",
+    # paired over the seeds both ran (seed s of both starts from SFT start s): the start's
+    # variance cancels; evals.metrics.paired_diff_ci
+    "paired_ci_low",
+    "paired_ci_high",
+    "paired_mde",
+    "n_paired",
 ]
 TRAIN_FIELDS = [
     "reward_mean",
@@ -104,7 +110,8 @@ def aggregate(
     for (repro, bench, metric), g in long.groupby(
         ["reproduction", "benchmark", "metric"], sort=False
     ):
-        vals = g.sort_values("seed")["value"].tolist()
+        g = g.sort_values("seed")
+        vals = g["value"].tolist()
         mean, std, lo, hi = mean_ci(vals)
         base = long[
             (long.reproduction == baseline) & (long.benchmark == bench) & (long.metric == metric)
@@ -112,9 +119,16 @@ def aggregate(
         if len(base):
             d, dlo, dhi = diff_ci(vals, base["value"].tolist())
             mde = min_detectable_effect(vals, base["value"].tolist())
+            _, plo, phi, pmde, npair = paired_diff_ci(
+                dict(zip(g["seed"], vals)), dict(zip(base["seed"], base["value"]))
+            )
         else:
-            d = dlo = dhi = mde = float("nan")
-        rows.append((repro, bench, metric, mean, std, lo, hi, len(vals), d, dlo, dhi, mde))
+            d = dlo = dhi = mde = plo = phi = pmde = float("nan")
+            npair = 0
+        rows.append(
+            (repro, bench, metric, mean, std, lo, hi, len(vals), d, dlo, dhi, mde)
+            + (plo, phi, pmde, npair)
+        )
     df = pd.DataFrame(rows, columns=COLUMNS)
     order = {baseline: 0, START_ROW: 1}
     df = df.sort_values(

@@ -162,6 +162,30 @@ def diff_ci(a: list[float], b: list[float], level: float = 0.95) -> tuple[float,
     return (d, d - h, d + h)
 
 
+def paired_diff_ci(
+    a: dict[int, float], b: dict[int, float], level: float = 0.95, power: float = 0.8
+) -> tuple[float, float, float, float, int]:
+    """Paired difference over the seeds both sides ran: d_s = a[s] - b[s], its mean, the
+    Student-t interval mean(d) +- t_{(1+level)/2, n-1} * sd(d) / sqrt(n), the paired minimum
+    detectable effect (t_{(1+level)/2, n-1} + t_{power, n-1}) * sd(d) / sqrt(n), and n.
+    Seed s of a variant and seed s of grpo start from the same SFT start s (seeded starts), so
+    pairing removes the start's variance from the comparison; NaN with fewer than 2 pairs."""
+    seeds = sorted(set(a) & set(b))
+    d = np.asarray(
+        [a[s] - b[s] for s in seeds if not (math.isnan(a[s]) or math.isnan(b[s]))], float
+    )
+    n = len(d)
+    if n == 0:
+        return (float("nan"),) * 4 + (0,)
+    m = float(d.mean())
+    if n == 1:
+        return (m, float("nan"), float("nan"), float("nan"), 1)
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    h = t_quantile((1 + level) / 2, n - 1) * se
+    mde = (t_quantile((1 + level) / 2, n - 1) + t_quantile(power, n - 1)) * se
+    return (m, m - h, m + h, mde, n)
+
+
 def summarize_runs(
     runs: list[tuple[list[list[float]], list[list[str | None]]]], ks: list[int] | None = None
 ) -> dict:

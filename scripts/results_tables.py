@@ -3,7 +3,8 @@
     python scripts/results_tables.py results/tiny [--bench arith_mix] [--only grpo,dapo,...]
 
 Prints one table: reproduction, seeds, avg@k [95% CI], pass@k, delta vs grpo [Welch 95% CI], the
-minimum detectable effect (80% power) of that delta, and the claim verdicts (supported / not /
+minimum detectable effect (80% power) of that delta, the delta paired by seed (seed s of both
+starts from SFT start s) with its CI and MDE, and the claim verdicts (supported / not /
 inconclusive) of the reproduction's meta.claims; then the claims, one line each. Every number
 comes from the two CSV files: nothing here is typed in by hand.
 """
@@ -37,8 +38,8 @@ def table(res: Path, bench: str | None, only: list[str] | None) -> str:
         repros = [r for r in only if r in repros]
     lines = [
         f"| reproduction | seeds | {avg} [95% CI] | {pas} | Δ {avg} vs grpo [Welch 95% CI] "
-        "| MDE (80% power) | claims: supported / not / inconclusive |",
-        "|---|---|---|---|---|---|---|",
+        "| MDE (80% power) | Δ paired by seed [95% CI] (MDE) | claims: supported / not / inconclusive |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in repros:
         a = s[(s.reproduction == r) & (s.metric == avg)].iloc[0]
@@ -51,13 +52,19 @@ def table(res: Path, bench: str | None, only: list[str] | None) -> str:
         if r != "grpo" and not math.isnan(a.delta_vs_grpo):
             d = f"{_delta(a.delta_vs_grpo)} [{_delta(a.delta_ci_low)}, {_delta(a.delta_ci_high)}]"
         mde = "" if r == "grpo" else _pct(a.mde)
+        pair = ""
+        if r != "grpo" and "paired_ci_low" in a and not math.isnan(a.paired_ci_low):
+            pair = (
+                f"[{_delta(a.paired_ci_low)}, {_delta(a.paired_ci_high)}] "
+                f"({_pct(a.paired_mde)}, {int(a.n_paired)} pairs)"
+            )
         v = ""
         if claims is not None and r in set(claims.reproduction):
             c = claims[claims.reproduction == r].verdict.value_counts()
             v = " / ".join(
                 str(int(c.get(x, 0))) for x in ("supported", "not supported", "inconclusive")
             )
-        lines.append(f"| {r} | {int(a.n_seeds)} | {cell} | {p} | {d} | {mde} | {v} |")
+        lines.append(f"| {r} | {int(a.n_seeds)} | {cell} | {p} | {d} | {mde} | {pair} | {v} |")
     return "\n".join(lines)
 
 

@@ -176,7 +176,7 @@ def test_readme_tables_come_from_the_csv_files(tmp_path):
     # +-4.303 * .011547 = +-5.0 points;
     # delta +20.0 with the Welch CI of test_claims_from_run_configs, MDE 6.1 points
     assert rows["better"].startswith("| better | 3 | 62.0 [57.0, 67.0] |")
-    assert "| +20.0 [+15.5, +24.5] | 6.1 |" in rows["better"]
+    assert "| +20.0 [+15.5, +24.5] | 6.1 | [+20.0, +20.0] (0.0, 3 pairs) |" in rows["better"]
     assert rows["single"].startswith("| single | 1 | 70.0 |")  # one seed: no CI
     assert rows["grpo"].split(" | ")[4:6] == ["", ""]  # no delta against itself
     lines = mod.claims_lines(prof, ["better"]).splitlines()

@@ -155,3 +155,21 @@ def test_seeded_sft_start_is_a_row_with_a_ci(tmp_path):
     report = write_report(tmp_path).read_text()
     assert "| sft_start | 32.0 [27.0, 37.0] |" in report
     assert "`sft_start` 0, 1, 2" in report
+
+
+def test_paired_diff_ci_by_hand():
+    from evals.metrics import paired_diff_ci
+
+    # d = .1, .05, .15 (seed 3 of a has no partner and is left out): mean .1, sd .05,
+    # se = .05 / sqrt(3) = .028868; t_{.975,2} = 4.3027 -> half width .12421;
+    # MDE = (4.3027 + t_{.8,2} = 1.0607) * .028868 = .15483
+    m, lo, hi, mde, n = paired_diff_ci({0: 0.5, 1: 0.3, 2: 0.2, 3: 0.9}, {0: 0.4, 1: 0.25, 2: 0.05})
+    assert n == 3 and m == pytest.approx(0.1)
+    assert (lo, hi) == (pytest.approx(-0.02421, abs=1e-4), pytest.approx(0.22421, abs=1e-4))
+    assert mde == pytest.approx(0.15483, abs=1e-4)
+    # a shared start offset cancels: Welch sees the start's spread, pairing does not
+    a = {0: 0.60, 1: 0.20, 2: 0.40}
+    b = {0: 0.58, 1: 0.179, 2: 0.381}  # a - b = .020, .021, .019: CI .02 +- .0025
+    m, lo, hi, _, _ = paired_diff_ci(a, b)
+    assert lo > 0 and m == pytest.approx(0.02)
+    assert math.isnan(paired_diff_ci({0: 1.0}, {0: 0.5})[1])  # one pair: no CI
