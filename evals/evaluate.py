@@ -27,6 +27,21 @@ from grpo_core.rundir import RunLock
 from grpo_core.trainer import chat_prompt_ids, derive_seed, setup_torch
 
 
+def _load_engine(cfg, model_dir):
+    """The checkpoint's tokenizer and a rollout engine on it (``rollout.engine``)."""
+    model, tok = load_model_and_tokenizer(str(model_dir), cfg.run.dtype, cfg.run.device)
+    model.eval()
+    engine = make_engine(
+        cfg.rollout.engine,
+        model,
+        tok,
+        cfg=cfg,
+        model_path=str(model_dir),
+        batch_size=cfg.eval.batch_size,
+    )
+    return tok, engine
+
+
 def locked_output(fn):
     """One writer per eval output directory (grpo_core.rundir.RunLock on ``out_dir``): a second
     evaluation into it is a one-line error instead of interleaved files."""
@@ -55,16 +70,7 @@ def evaluate(
     test = task.test()
     if ev.n_prompts:
         test = test[: ev.n_prompts]
-    model, tok = load_model_and_tokenizer(str(model_dir), cfg.run.dtype, cfg.run.device)
-    model.eval()
-    engine = make_engine(
-        cfg.rollout.engine,
-        model,
-        tok,
-        cfg=cfg,
-        model_path=str(model_dir),
-        batch_size=ev.batch_size,
-    )
+    tok, engine = _load_engine(cfg, model_dir)
     k = ev.k
     max_new = ev.max_new_tokens or cfg.rollout.max_new_tokens
     prompts = []
@@ -238,16 +244,7 @@ def evaluate_benchmark(
         log(f"skipped malformed row {msg}")
     k = proto["k"]
     ks = sorted({x for x in ev.pass_ks if x <= k} | {1})
-    model, tok = load_model_and_tokenizer(str(model_dir), cfg.run.dtype, cfg.run.device)
-    model.eval()
-    engine = make_engine(
-        cfg.rollout.engine,
-        model,
-        tok,
-        cfg=cfg,
-        model_path=str(model_dir),
-        batch_size=ev.batch_size,
-    )
+    tok, engine = _load_engine(cfg, model_dir)
     prompt_ids = [chat_prompt_ids(tok, render_prompt(proto["template"], p)) for p in problems]
     params_base = dict(
         temperature=proto["temperature"],
