@@ -28,7 +28,9 @@ COLUMNS = [
     "delta_ci_high",
     "mde",
     # paired over the seeds both ran (seed s of both starts from SFT start s): the start's
-    # variance cancels; evals.metrics.paired_diff_ci
+    # variance cancels; evals.metrics.paired_diff_ci. paired_delta is the mean of the per-seed
+    # differences (equal to delta_vs_grpo when both ran the same seeds)
+    "paired_delta",
     "paired_ci_low",
     "paired_ci_high",
     "paired_mde",
@@ -119,15 +121,15 @@ def aggregate(
         if len(base):
             d, dlo, dhi = diff_ci(vals, base["value"].tolist())
             mde = min_detectable_effect(vals, base["value"].tolist())
-            _, plo, phi, pmde, npair = paired_diff_ci(
+            pd_, plo, phi, pmde, npair = paired_diff_ci(
                 dict(zip(g["seed"], vals)), dict(zip(base["seed"], base["value"]))
             )
         else:
-            d = dlo = dhi = mde = plo = phi = pmde = float("nan")
+            d = dlo = dhi = mde = pd_ = plo = phi = pmde = float("nan")
             npair = 0
         rows.append(
             (repro, bench, metric, mean, std, lo, hi, len(vals), d, dlo, dhi, mde)
-            + (plo, phi, pmde, npair)
+            + (pd_, plo, phi, pmde, npair)
         )
     df = pd.DataFrame(rows, columns=COLUMNS)
     order = {baseline: 0, START_ROW: 1}

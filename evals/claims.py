@@ -1,9 +1,14 @@
 """Verdicts on the papers' claims: each reproduction's ``meta.claims`` (read from its runs'
 resolved config.yaml) checked against the measured delta vs grpo in summary.csv.
 
-Rules (the :class:`grpo_core.config.Claim` docstring): the measured effect is the row's
-``delta_vs_grpo`` with its Welch 95% CI ``[delta_ci_low, delta_ci_high]``, in the metric's own
-units (fractions for accuracies, so ``margin: 0.02`` is two points).
+Rules (the :class:`grpo_core.config.Claim` docstring): the measured effect is the delta vs grpo
+with its 95% CI, in the metric's own units (fractions for accuracies, so ``margin: 0.02`` is two
+points). Which delta: paired by seed when at least 2 seeds ran on both sides (summary.csv
+``paired_delta`` / ``paired_ci_low`` / ``paired_ci_high`` / ``paired_mde``: seed s of the variant
+and of grpo share the SFT start s and the seed's data order, so the start's variance cancels),
+else the Welch delta ``delta_vs_grpo`` with ``[delta_ci_low, delta_ci_high]`` and ``mde``. The
+verdict's ``ci`` says which (``paired`` / ``welch``); a summary.csv written before the paired
+columns existed is judged on Welch.
 
 - ``higher``: supported when ``ci_low > 0``, not supported when ``ci_high < 0``, else inconclusive;
 - ``lower``: the mirror image;
@@ -63,6 +68,7 @@ class ClaimVerdict:
     n_seeds: int
     verdict: str
     note: str = ""
+    ci: str = "welch"  # which delta and CI the verdict used: paired (by seed) or welch
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -155,15 +161,21 @@ def judge(
             if row.empty:
                 d = lo = hi = mde = float("nan")
                 n = 0
+                kind = "welch"
                 v, note = INCONCLUSIVE, f"not measured: no summary row {c.benchmark}/{c.metric}"
             else:
                 r = row.iloc[0]
-                d, lo, hi = (
-                    float(r[k]) for k in ("delta_vs_grpo", "delta_ci_low", "delta_ci_high")
-                )
                 n = int(r["n_seeds"])
-                mde = float(r["mde"]) if "mde" in r else float("nan")
+                paired = "paired_delta" in r and int(r.get("n_paired", 0) or 0) >= 2
+                keys = (
+                    ("paired_delta", "paired_ci_low", "paired_ci_high", "paired_mde")
+                    if paired
+                    else ("delta_vs_grpo", "delta_ci_low", "delta_ci_high", "mde")
+                )
+                d, lo, hi, mde = (float(r[k]) if k in r else float("nan") for k in keys)
                 v, note = verdict(c, d, lo, hi, mde)
+                kind = "paired" if paired else "welch"
+                note = f"{note} ({kind}: {int(r['n_paired'])} seed pairs)" if paired else note
             out.append(
                 ClaimVerdict(
                     reproduction=repro,
@@ -179,6 +191,7 @@ def judge(
                     n_seeds=n,
                     verdict=v,
                     note=note,
+                    ci=kind,
                 )
             )
     return out

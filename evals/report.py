@@ -296,8 +296,10 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
         heading="Claims",
         text=[
             "Each paper's claimed effect (`meta.claims` of its reproduction) beside the measured "
-            "delta vs grpo with its Welch 95% CI and the minimum detectable effect (MDE: 80% "
-            "power, two-sided 5%, pooled seed std). Verdicts: *supported* when the CI lies on the "
+            "delta vs grpo with its 95% CI and the minimum detectable effect (MDE: 80% power, "
+            "two-sided 5%): paired by seed when at least 2 seeds ran on both sides (seed s of "
+            "both shares SFT start s and the data order: column *CI* = paired), else Welch with "
+            "the pooled seed std (welch). Verdicts: *supported* when the CI lies on the "
             "claimed side of 0 (for a claim of no change: inside the margin), *not supported* when "
             "it lies on the other side (outside the margin), else *inconclusive*: then effects "
             "below the MDE cannot be seen here."
@@ -320,6 +322,7 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
             _fmt_delta(v.metric, v.delta, v.ci_low, v.ci_high),
             _fmt_mde(v.metric, v.mde),
             str(v.n_seeds),
+            v.ci,
             v.verdict,
             v.note,
         ]
@@ -336,7 +339,7 @@ def _claims_section(profile_dir: Path, df: pd.DataFrame, plots: Path) -> Section
     sec.tables.append(
         Table(
             id="claims",
-            header=[*header, "seeds", "verdict", "why"],
+            header=[*header, "seeds", "CI", "verdict", "why"],
             rows=rows,
             row_classes=[v.verdict.replace(" ", "-") for v in verdicts],
         )

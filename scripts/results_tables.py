@@ -86,6 +86,8 @@ def claims_lines(res: Path, only: list[str] | None) -> str:
                 f"{scale * r.delta:+.3g} [{scale * r.ci_low:+.3g}, {scale * r.ci_high:+.3g}], "
                 f"MDE {scale * r.mde:.3g}"
             )
+            if "ci" in r and isinstance(r.ci, str):
+                eff += f" ({r.ci})"
         out.append(
             f"- {r.reproduction} ({r.benchmark} {r.metric}): **{r.verdict}**: {r.text} — {eff}"
         )

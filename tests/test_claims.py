@@ -140,14 +140,48 @@ def test_claims_from_run_configs(tmp_path):
     better = next(
         v for v in verdicts if v.text == "better accuracy than GRPO" and v.reproduction == "better"
     )
-    # Welch CI by hand: both groups have sample variance ((-.02)^2 + 0 + .02^2) / 2 = 4e-4,
-    # se = sqrt(2 * 4e-4 / 3) = 0.016330; df = (2v)^2 / (2 v^2 / 2) = 4 with v = 4e-4/3;
-    # t_{.975, 4} = 2.7764 -> half width 0.045340 around the delta 0.62 - 0.42 = 0.20.
+    # both ran seeds 0-2, so the verdict is judged paired by seed: the per-seed differences
+    # are .20 .20 .20, so the paired CI is [0.20, 0.20] and its MDE 0
+    assert better.ci == "paired" and "(paired: 3 seed pairs)" in better.note
     assert better.delta == pytest.approx(0.20)
-    assert better.ci_low == pytest.approx(0.20 - 0.045340, abs=1e-4)
-    assert better.ci_high == pytest.approx(0.20 + 0.045340, abs=1e-4)
+    assert better.ci_low == pytest.approx(0.20) and better.ci_high == pytest.approx(0.20)
+    assert better.mde == pytest.approx(0.0, abs=1e-12)
+    # the Welch columns beside it, by hand: both groups have sample variance
+    # ((-.02)^2 + 0 + .02^2) / 2 = 4e-4, se = sqrt(2 * 4e-4 / 3) = 0.016330;
+    # df = (2v)^2 / (2 v^2 / 2) = 4 with v = 4e-4/3; t_{.975, 4} = 2.7764 -> half width
+    # 0.045340 around the delta 0.62 - 0.42 = 0.20.
+    s = pd.read_csv(prof / "summary.csv")
+    r = s[(s.reproduction == "better") & (s.metric == "avg@4")].iloc[0]
+    assert r.delta_vs_grpo == pytest.approx(0.20) and r.paired_delta == pytest.approx(0.20)
+    assert r.delta_ci_low == pytest.approx(0.20 - 0.045340, abs=1e-4)
+    assert r.delta_ci_high == pytest.approx(0.20 + 0.045340, abs=1e-4)
     # MDE: pooled sd 0.02, df 4: (2.776445 + 0.940965) * 0.02 * sqrt(2/3) = 0.060705
-    assert better.mde == pytest.approx(0.060705, abs=1e-5)
+    assert r.mde == pytest.approx(0.060705, abs=1e-5)
+    # noisy: differences -.10 +.13 +.06, mean .03, sd .117 -> paired CI
+    # .03 +- 4.3027 * .11790 / sqrt(3) = [-0.2629, 0.3229]: inconclusive
+    noisy = next(v for v in verdicts if v.reproduction == "noisy" and v.metric == "avg@4")
+    assert noisy.ci == "paired"
+    assert noisy.ci_low == pytest.approx(-0.2629, abs=1e-3)
+    assert noisy.ci_high == pytest.approx(0.3229, abs=1e-3)
+
+
+def test_claims_fall_back_to_welch_without_pairs():
+    """Fewer than 2 seed pairs (or an old summary.csv): the Welch delta and its MDE decide."""
+    row = {
+        **_row("a", 0.10, 0.04, 0.16),
+        "mde": 0.05,
+        "paired_delta": 0.10,
+        "paired_ci_low": NAN,
+        "paired_ci_high": NAN,
+        "paired_mde": NAN,
+        "n_paired": 1,
+    }
+    (v,) = judge(pd.DataFrame([row]), {"a": [Claim(text="more accurate")]})
+    assert v.ci == "welch" and v.verdict == SUPPORTED and v.mde == pytest.approx(0.05)
+    # 2 pairs whose paired CI contains 0 overrule a Welch CI above 0
+    row.update(paired_delta=0.1, paired_ci_low=-0.3, paired_ci_high=0.5, paired_mde=0.6, n_paired=2)
+    (v,) = judge(pd.DataFrame([row]), {"a": [Claim(text="more accurate")]})
+    assert v.ci == "paired" and v.verdict == INCONCLUSIVE and v.mde == pytest.approx(0.6)
 
 
 def test_bad_claim_in_config_is_a_user_error(tmp_path):

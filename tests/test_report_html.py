@@ -74,13 +74,18 @@ def test_html_is_self_contained_and_matches_markdown(report):
     ):
         assert heading in md
     assert "| better | better accuracy than GRPO | arith_mix / avg@4 | higher than grpo | " in md
-    # the MDE beside the delta: n = 3 per arm, pooled sd 0.02 (both arms 0.02):
-    # (t_.975,4 + t_.8,4) * 0.02 * sqrt(2/3) = (2.7764 + 0.9410) * 0.016330 = 0.0607 -> 6.1 pp
-    assert "+20.0 pp [+15.5, +24.5] | 6.1 pp | 3 | supported | CI above 0 |" in md
+    # claims are judged paired by seed (both ran seeds 0-2): differences .20 .20 .20, so the
+    # paired CI is [+20.0, +20.0] and its MDE 0
+    assert (
+        "+20.0 pp [+20.0, +20.0] | 0.0 pp | 3 | paired | supported | "
+        "CI above 0 (paired: 3 seed pairs) |" in md
+    )
     assert "| better | 62.0 [57.0, 67.0] | 82.0 [77.0, 87.0] | 62.0 [57.0, 67.0] | " in md
     assert "| +20.0 [+15.5, +24.5] | 6.1 | 3 |" in md  # the benchmark table's MDE column
     # an inconclusive verdict says what these seeds cannot see
-    assert "CI contains 0; effects below 28.7 points cannot be seen here (MDE)" in md
+    # (noisy, paired: differences -.10 +.13 +.06, sd .11790: (t_.975,2 + t_.8,2) * sd / sqrt(3)
+    # = (4.3027 + 1.0607) * .068069 = .3651)
+    assert "CI contains 0; effects below 36.5 points cannot be seen here (MDE)" in md
     assert "(plots/claims.png)" in md and "(plots/bench_arith_mix.png)" in md
     # the deltas come first, then the absolute values
     assert md.index("(plots/bench_arith_mix_delta.png)") < md.index("(plots/bench_arith_mix.png)")
@@ -189,7 +194,7 @@ def test_rendered_dom_in_chromium(report, tmp_path):
             "return [...document.querySelectorAll('#table-claims tbody tr')].map(r => "
             "[...r.cells].map(c => c.innerText.trim()))"
         )
-        got = {(r[0], r[1]): r[7] for r in claims}
+        got = {(r[0], r[1]): r[8] for r in claims}
         assert got == EXPECTED
         # the verdict cell is coloured by its row's class (green / red / grey)
         colours = wd.js(
