@@ -1,0 +1,134 @@
+"""Golden record of the smoke runs: a change of the core's shape keeps every number.
+
+    python scripts/golden.py record OUT [--steps 4] [--repros a,b]   # before the change
+    python scripts/golden.py record OUT2                              # after it, same machine
+    python scripts/golden.py compare OUT OUT2                         # exit 1 on any difference
+
+``record`` prepares one smoke SFT start (seed 0), trains every reproduction under
+``reproductions/`` from it for ``--steps`` steps (one thread, the smoke profile; a few extra
+overrides so that optional paths run, see EXTRA), and writes per reproduction its metrics.jsonl
+rows without the timing fields (``*_s``) and the SHA-256 of its final weights. ``compare``
+lists every reproduction whose rows or weights differ, with the first differing step and key.
+
+Numbers differ between CPU types (torch.backends.cpu.get_cpu_capability()), so compare records
+made on one machine; the record names the machine's capability and refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# overrides that switch on paths the smoke profile leaves off
+SFT_STEPS = 300
+EXTRA = {"grpo_care": ["model.ref_ema={decay: 0.5, every: 1}"]}
+
+
+def _strip(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.endswith("_s")}
+
+
+def record(out: Path, steps: int, repros: list[str] | None) -> None:
+    import torch
+
+    from grpo_core.config import load_config, reproductions_dir
+    from grpo_core.prepare import prepare
+    from grpo_core.trainer import Trainer
+
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    res = out / "results"
+    names = repros or sorted(
+        p.name for p in reproductions_dir().iterdir() if (p / "reproduction.yaml").exists()
+    )
+    # a longer SFT than smoke's 20 steps, so that groups have mixed rewards (a learning signal)
+    base = [
+        "run.threads=1",
+        f"run.results_dir={res}",
+        "workflow.seeded_start=false",
+        f"sft.steps={SFT_STEPS}",
+        "sft.lr=3e-3",
+    ]
+    prepare(load_config("grpo", "smoke", base), threads=1, log=lambda *a: None)
+    for name in names:
+        cfg = load_config(name, "smoke", [*base, f"train.steps={steps}", *EXTRA.get(name, [])])
+        run = res / "runs" / name
+        Trainer(cfg, run).train(progress=False)
+        rows = [_strip(json.loads(x)) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        h = hashlib.sha256()
+        for f in sorted((run / "checkpoint").glob("*.safetensors")):
+            h.update(f.read_bytes())
+        (out / f"{name}.json").write_text(
+            json.dumps({"rows": rows, "weights_sha256": h.hexdigest()}, indent=1)
+        )
+        print(f"{name}: {len(rows)} steps, weights {h.hexdigest()[:12]}", flush=True)
+    (out / "machine.json").write_text(
+        json.dumps(
+            {
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "steps": steps,
+                "sft_steps": SFT_STEPS,
+            }
+        )
+    )
+
+
+def compare(a: Path, b: Path) -> int:
+    ma, mb = (json.loads((d / "machine.json").read_text()) for d in (a, b))
+    if ma != mb:
+        print(f"records from different machines or budgets: {ma} vs {mb}")
+        return 2
+    bad = 0
+    names = sorted({p.stem for p in a.glob("*.json")} - {"machine"})
+    for name in names:
+        fb = b / f"{name}.json"
+        if not fb.exists():
+            print(f"{name}: missing in {b}")
+            bad += 1
+            continue
+        ra, rb = json.loads((a / f"{name}.json").read_text()), json.loads(fb.read_text())
+        diff = ""
+        for i, (x, y) in enumerate(zip(ra["rows"], rb["rows"])):
+            keys = sorted(set(x) | set(y))
+            d = [k for k in keys if x.get(k) != y.get(k)]
+            if d:
+                diff = f"step {i}: " + ", ".join(f"{k} {x.get(k)} -> {y.get(k)}" for k in d[:4])
+                break
+        if not diff and len(ra["rows"]) != len(rb["rows"]):
+            diff = f"{len(ra['rows'])} vs {len(rb['rows'])} steps"
+        if not diff and ra["weights_sha256"] != rb["weights_sha256"]:
+            diff = "final weights differ"
+        if diff:
+            print(f"{name}: {diff}")
+            bad += 1
+    print(f"{len(names) - bad} of {len(names)} reproductions identical")
+    return 1 if bad else 0
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("out", type=Path)
+    r.add_argument("--steps", type=int, default=4)
+    r.add_argument("--repros", default="")
+    c = sub.add_parser("compare")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    args = ap.parse_args()
+    if args.cmd == "record":
+        record(args.out, args.steps, [x for x in args.repros.split(",") if x] or None)
+    else:
+        sys.exit(compare(args.a, args.b))
+
+
+if __name__ == "__main__":
+    main()
