@@ -105,6 +105,16 @@ class TaskCfg(Strict):
     max_line_bytes: int = Field(1_000_000, ge=1)  # longer task-file lines: an error
 
 
+class EnvCfg(Strict):
+    """The environment an episode runs in (grpo_core.episodes): single_turn (the task's prompt,
+    one completion) or a multi-turn env, with its params and the episode's caps."""
+
+    name: str = "single_turn"  # grpo_core.episodes.ENVS
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_turns: int = Field(1, ge=1)  # policy turns per episode
+    max_tokens: int | None = Field(None, ge=1)  # prompt + trajectory tokens per episode
+
+
 class RolloutCfg(Strict):
     engine: str = "hf"
     group_size: int = Field(8, ge=2)  # a group of one has no advantage
@@ -286,6 +296,7 @@ class Config(Strict):
     run: RunCfg = Field(default_factory=RunCfg)
     model: ModelCfg = Field(default_factory=ModelCfg)
     task: TaskCfg = Field(default_factory=TaskCfg)
+    env: EnvCfg = Field(default_factory=EnvCfg)
     rollout: RolloutCfg = Field(default_factory=RolloutCfg)
     rewards: list[RewardTerm] = Field(default_factory=lambda: [RewardTerm(name="correctness")])
     advantage: AdvantageCfg = Field(default_factory=AdvantageCfg)
@@ -601,9 +612,10 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
     """Every component name must exist in its registry, and its params must validate against
     the component's params model (grpo_core.registry)."""
     from evals import tasks
-    from grpo_core import advantages, losses, rewards, rollout, samplers
+    from grpo_core import advantages, episodes, losses, rewards, rollout, samplers
 
     checks = [
+        (("env",), cfg.env, episodes.ENVS),
         (("advantage",), cfg.advantage, advantages.ADVANTAGES),
         (("loss",), cfg.loss, losses.POLICY_LOSSES),
         (("sampler",), cfg.sampler, samplers.SAMPLERS),

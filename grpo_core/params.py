@@ -153,5 +153,17 @@ class XrpoParams(SamplerParams):
 # ------------------------------------------------------------------ tasks
 
 
+class GuessNumberTaskParams(Params):
+    lo: int = 1
+    hi: int = Field(9, ge=1)
+
+
 class ArithCotParams(Params):
     cot_frac: float = Field(0.5, ge=0, le=1)
+
+
+# ------------------------------------------------------------------ envs
+
+
+class GuessNumberParams(Params):
+    reward: float = 1.0  # reward of a right guess

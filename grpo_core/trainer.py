@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from evals.tasks import Problem, make_task, render_prompt
+from evals.tasks import Problem, make_task
 from grpo_core import distributed as dist
 from grpo_core import rundir
 from grpo_core.advantages import assert_groups, compute_advantages_logged
 from grpo_core.config import Config, resolve_model_path, resolve_ref_path, save_config
 from grpo_core.environment import environment_info
+from grpo_core.episodes import Episodes, episode_seed, play, single_turn_prompts
 from grpo_core.errors import UserError
 from grpo_core.losses import (
     POLICY_LOSSES,
@@ -324,10 +325,32 @@ class Trainer:
     # ---------------------------------------------------------------- rollouts and rewards
 
     def prompt_ids(self, i: int) -> list[int]:
+        """Token ids of train problem ``i``'s prompt as a single-turn env shows it."""
         if i not in self._prompt_cache:
-            text = render_prompt(self.cfg.task.template, self.train_set[i])
-            self._prompt_cache[i] = chat_prompt_ids(self.tok, text)
+            (self._prompt_cache[i],) = single_turn_prompts(
+                self.tok, self.cfg.task.template, [self.train_set[i]]
+            )
         return self._prompt_cache[i]
+
+    def episodes(
+        self, row_idx: list[int], params: SamplingParams, turn_seed=None
+    ) -> tuple[Rollouts, Episodes]:
+        """One episode per row (train problem index ``row_idx[r]``) in the configured env
+        (grpo_core.episodes.play): the step's only way to a trajectory."""
+        cfg = self.cfg
+        single = cfg.env.name == "single_turn"  # the same prompt every visit: cached
+        return play(
+            cfg.env,
+            self.task,
+            cfg.task.template,
+            [self.train_set[i] for i in row_idx],
+            [episode_seed(cfg.run.seed, i) for i in row_idx],
+            self.engine,
+            self.tok,
+            params,
+            turn_seed=turn_seed,
+            prompt_fn=(lambda r: self.prompt_ids(row_idx[r])) if single else None,
+        )
 
     def collect(self, step: int) -> tuple[Batch | None, dict]:
         """Sample groups until the batch holds prompts_per_step kept groups (the sampler decides
@@ -350,9 +373,6 @@ class Trainer:
             idx = self.sampler.next_prompts(need)  # the same on every rank
             sizes = self._group_sizes(idx)
             lo, hi = dist.shard_range(len(idx))  # data parallel: this rank's groups
-            prompts = [
-                self.prompt_ids(i) for i, g in zip(idx[lo:hi], sizes[lo:hi]) for _ in range(g)
-            ]
             row_idx = [i for i, g in zip(idx[lo:hi], sizes[lo:hi]) for _ in range(g)]
             problems = [self.train_set[i] for i in row_idx]
             assert_groups([p.id for p in problems], sizes[lo:hi])
@@ -366,11 +386,18 @@ class Trainer:
                     cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else [])
                 ),
             )
-            ro = self.engine.generate(prompts, params)
-            lengths = ro.completion_mask.sum(-1).tolist()
-            ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step)
+            turn_seed = lambda t, rnd=rnd: derive_seed(  # noqa: E731
+                cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else []), 1 << 24, t
+            )
+            ro, ep = self.episodes(row_idx, params, turn_seed)
+            lengths = ro.policy_mask.sum(-1).tolist()
+            ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step, episodes=ep)
             rewards, logs = compute_rewards(cfg.rewards, ctx)
-            acc = torch.tensor([float(g.score >= 1.0) for g in task_grades(ctx)])  # as reward
+            succ = ep.success()
+            if all(x is not None for x in succ):  # the env says which episodes succeeded
+                acc = torch.tensor([float(x) for x in succ])
+            else:  # the task's grade, as the reward
+                acc = torch.tensor([float(g.score >= 1.0) for g in task_grades(ctx)])
             # stats and keep decisions over all ranks' groups (identical on every rank)
             local_rewards, rewards = rewards, dist.gather_cat(rewards)
             texts = dist.gather_list(ro.texts)
@@ -466,7 +493,7 @@ class Trainer:
             stop=list(cfg.rollout.stop),
             seed=derive_seed(cfg.run.seed, step, 1 << 20),
         )
-        ro = self.engine.generate([self.prompt_ids(i) for i in row_idx], params)
+        ro, _ = self.episodes(row_idx, params)
         # drawn at another temperature: no train/sampler mismatch to correct on these rows. When
         # the main batch has sampler log-probs (vLLM), mark these rows NaN so that TIS still
         # applies to the main rows (sampler_mismatch gives NaN rows weight 1)
@@ -517,6 +544,7 @@ class Trainer:
         indices: list[int],
         step: int,
         policy_logp: torch.Tensor | None = None,
+        episodes: Episodes | None = None,
     ) -> GroupContext:
         """The context rewards and advantage estimators see; log-probs are computed on demand
         (under the sampling policy, or the reference model)."""
@@ -549,7 +577,7 @@ class Trainer:
             texts=ro.texts,
             problems=problems,
             finish_reasons=ro.finish_reasons,
-            lengths=ro.completion_mask.sum(-1).tolist(),
+            lengths=ro.policy_mask.sum(-1).tolist(),
             group_sizes=list(sizes),
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             task=self.task,
@@ -557,11 +585,14 @@ class Trainer:
             total_steps=self.cfg.train.steps,
             indices=list(indices),
             completion_ids=ro.completion_ids,
-            completion_mask=ro.completion_mask,
+            completion_mask=ro.policy_mask,  # the policy's tokens (multi-turn: not observations)
             logprob_fn=logprob_fn,
             rows_fn=logprob_fn,
             tokenizer=self.tok,
             seed=self.cfg.run.seed,
+            env_rewards=None
+            if episodes is None or all(r is None for rs in episodes.turn_rewards for r in rs)
+            else episodes.env_reward(),
         )
 
     def kl_beta(self, step: int | None = None) -> float:
@@ -618,7 +649,7 @@ class Trainer:
             self.sched.step()
             return stats
         ro = batch.rollouts
-        mask = ro.completion_mask
+        mask = ro.policy_mask  # the policy's tokens: what losses, KL and entropy count
         # "old" log-probs come from the training model's forward pass (needed when the batch is
         # reused: mu > 1 or several minibatches); on-policy they equal logp.detach().
         # A separate rollout engine (vLLM) samples from its own copy of the weights: the
@@ -700,7 +731,7 @@ class Trainer:
         )
         if samp_logs:
             stats.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
-        n_tok = dist.all_sum(int(mask.sum()) + int(ro.prompt_mask.sum()))
+        n_tok = dist.all_sum(int(ro.completion_mask.sum()) + int(ro.prompt_mask.sum()))
         stats.update(logs)
         stats.update(
             lr=self.opt.param_groups[0]["lr"],
@@ -733,7 +764,7 @@ class Trainer:
                 mb = order[s : s + mb_size]
                 # minibatch-global denominators: the sums over all ranks' shares
                 n_seqs = int(dist.all_sum(len(mb)))
-                n_tokens = int(dist.all_sum(int(ro.completion_mask[mb].sum())))
+                n_tokens = int(dist.all_sum(int(ro.policy_mask[mb].sum())))
                 self.opt.zero_grad(set_to_none=True)
                 mb_loss = 0.0
                 if self.fsdp:  # pad to the same number of backward passes on every rank
@@ -774,7 +805,7 @@ class Trainer:
             return None
         sub = batch.rollouts.select(mb.tolist())
         if batch.old_logp is None:  # on-policy: the loss's old log-probs are the current ones
-            old = cur = torch.zeros(sub.completion_mask.shape)
+            old = cur = torch.zeros(sub.policy_mask.shape)
         else:
             old = cur = batch.old_logp[mb]
             if not first:  # the weights moved since the old log-probs: one no-grad pass
@@ -784,7 +815,7 @@ class Trainer:
                     cur = self._logprobs_nograd(self.model, sub)
                 finally:
                     self.model.train(was_training)
-        out = fn(cur, old, sub.completion_mask)
+        out = fn(cur, old, sub.policy_mask)
         return {k: dist.all_sum(v) for k, v in out.items()}
 
     def micro_loss(
@@ -799,14 +830,14 @@ class Trainer:
         """Loss share of micro-batch ``ix`` and token-summed stats (entropy, kl, clipped);
         ``mb_stats``: the minibatch-global statistics of :meth:`_minibatch_stats`."""
         lc, ro = self.cfg.loss, batch.rollouts
-        mask = ro.completion_mask[ix]
+        mask = ro.policy_mask[ix]  # loss tokens (the policy's); attention covers them all
         need_ent_grad = lc.entropy_coef != 0
         logp, ent = sequence_logprobs(
             self.model,
             ro.prompt_ids[ix],
             ro.prompt_mask[ix],
             ro.completion_ids[ix],
-            mask,
+            ro.completion_mask[ix],
             self.cfg.rollout.temperature,
             with_entropy=True,
         )
