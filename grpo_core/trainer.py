@@ -48,8 +48,9 @@ from grpo_core.models import (
     load_model_and_tokenizer,
     memory_estimate,
     merged_state_dict,
-    reference_logprobs_context,
 )
+from grpo_core.reference import STATE_FILE as REF_STATE_FILE
+from grpo_core.reference import make_reference
 from grpo_core.rewards import GroupContext, compute_rewards, task_grades
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.samplers import make_sampler
@@ -271,16 +272,8 @@ class Trainer:
             self.rollout_model = copy.deepcopy(self.model).requires_grad_(False)
             dist.shard_model(self.model)
         self.model.train()
-        self.ref = None
-        if cfg.loss.kl.beta > 0 or cfg.train.log_kl or cfg.model.ref_ema is not None:
-            if cfg.model.lora is not None and cfg.model.ref_name_or_path is None:
-                if cfg.model.ref_ema is not None:
-                    raise UserError("model.ref_ema needs full fine-tuning (not model.lora)")
-                self.ref = self.model  # the reference is the policy with its adapter disabled
-            else:
-                ref_path = resolve_ref_path(cfg) or self.model_path
-                self.ref, _ = load_model_and_tokenizer(ref_path, cfg.run.dtype, cfg.run.device)
-                self.ref.eval().requires_grad_(False)
+        # frozen / adapter-disabled / EMA reference, or None (grpo_core.reference)
+        self.ref = make_reference(cfg, self.model, self.model_path, resolve_ref_path(cfg))
         t = cfg.train
         # only trainable parameters (all of them, or the LoRA adapter's)
         self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], t)
@@ -567,8 +560,8 @@ class Trainer:
                         "a component needs reference log-probs but there is no reference model; "
                         "set train.log_kl: true or loss.kl.beta > 0"
                     )
-                with reference_logprobs_context(self.ref):
-                    return self._logprobs_nograd(self.ref, r)
+                with self.ref.context():
+                    return self._logprobs_nograd(self.ref.model, r)
             raise ValueError(
                 f"unknown log-prob source {which!r}; want policy, ref, entropy or dist"
             )
@@ -659,8 +652,8 @@ class Trainer:
         self.model.eval()  # no dropout in log-prob passes
         batch.old_logp = self._logprobs_nograd(self.model, ro) if off_policy else None
         if self.ref is not None:
-            with reference_logprobs_context(self.ref):
-                batch.ref_logp = self._logprobs_nograd(self.ref, ro)
+            with self.ref.context():
+                batch.ref_logp = self._logprobs_nograd(self.ref.model, ro)
         self.model.train()
         t_lp = time.perf_counter() - t_lp
         if ro.sampler_logp is not None:
@@ -708,10 +701,15 @@ class Trainer:
         t1 = time.perf_counter()
         logs = self.optimize(batch)
         t_train = time.perf_counter() - t1
-        ema = cfg.model.ref_ema
-        if ema is not None and (step + 1) % ema.every == 0:
-            self._update_ema_reference(ema.decay)
-            stats["ref_ema_update"] = 1.0
+        if self.ref is not None:  # a moving reference follows the policy
+            stats.update(
+                self.ref.after_step(
+                    step,
+                    lambda: (
+                        dist.full_state_dict(self.model) if self.fsdp else self.model.state_dict()
+                    ),
+                )
+            )
         if self.fsdp:  # gather the new shards into the rollout copy
             dist.copy_full_weights(self.model, self.rollout_model)
             self.engine.sync_weights(self.rollout_model)
@@ -894,14 +892,6 @@ class Trainer:
         )
         return loss, st
 
-    @torch.no_grad()
-    def _update_ema_reference(self, decay: float) -> None:
-        """ref <- decay * ref + (1 - decay) * policy (a slowly moving reference, GRPO-CARE)."""
-        src = dist.full_state_dict(self.model) if self.fsdp else self.model.state_dict()
-        for k, v in self.ref.state_dict().items():
-            if k in src and v.is_floating_point():
-                v.mul_(decay).add_(src[k].to(v.device, v.dtype), alpha=1.0 - decay)
-
     def _empty_pass(self, ro: Rollouts, backward: bool) -> None:
         """A forward (and backward) pass that contributes nothing: it keeps the FSDP collectives
         of a rank with fewer micro-batches in step with the others."""
@@ -1060,13 +1050,11 @@ class Trainer:
             else:
                 self.model.save_pretrained(tmp, safe_serialization=True)
             self.tok.save_pretrained(tmp)
-            if self.cfg.model.ref_ema is not None:  # the moving reference is training state too
+            ref_state = self.ref.state_tensors() if self.ref is not None else None
+            if ref_state is not None:  # a moving reference is training state too
                 from safetensors.torch import save_file
 
-                save_file(
-                    {k: v.contiguous() for k, v in self.ref.state_dict().items()},
-                    str(tmp / "ref_ema.safetensors"),
-                )
+                save_file(ref_state, str(tmp / REF_STATE_FILE))
             rundir.save_state(
                 {
                     "step": self.step,
@@ -1121,7 +1109,7 @@ class Trainer:
                 files = sorted(
                     f
                     for f in path.glob("*.safetensors")
-                    if f.name != "ref_ema.safetensors" and not f.name.startswith("optimizer_rank")
+                    if f.name != REF_STATE_FILE and not f.name.startswith("optimizer_rank")
                 )
                 if not files:
                     raise FileNotFoundError("no *.safetensors in the checkpoint")
@@ -1158,8 +1146,8 @@ class Trainer:
             else:
                 opt_state = state["optimizer"]
             self.opt.load_state_dict(opt_state)
-            if self.cfg.model.ref_ema is not None:
-                self.ref.load_state_dict(load_file(path / "ref_ema.safetensors"))
+            if self.ref is not None and self.ref.state_tensors() is not None:
+                self.ref.load_state_tensors(load_file(path / REF_STATE_FILE))
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error

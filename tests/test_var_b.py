@@ -477,7 +477,7 @@ def test_kdrl_teacher_is_another_run(smoke_cfg, smoke_results, tmp_path):
         "kdrl", ["model.ref_name_or_path=run:grpo/seed0", f"run.results_dir={res}", "train.steps=1"]
     )
     t = Trainer(cfg, None)
-    assert t.ref is not None and t.ref is not t.model
+    assert t.ref is not None and t.ref.model is not t.model and t.ref.kind == "frozen"
     stats = t.train_step(0)
     assert math.isfinite(stats["reg/kd_reverse_kl/kd"])
     with pytest.raises(UserError, match="train that run first"):
