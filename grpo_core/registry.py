@@ -146,7 +146,9 @@ class Registry(Generic[T]):
         key path ``loc`` (``(..., "params", key)``), set in ``where``."""
         valid = list(self._params[name].model_fields)
         if err["type"] == "extra_forbidden" and not valid:
-            return f"{where}: key '{fmt_path(loc)}': {self.kind} {name!r} takes no params"
+            who = f"{self.kind} {name!r}"
+            who = "" if where == who else f"{who} "
+            return f"{where}: key '{fmt_path(loc)}': {who}takes no params"
         return validation_message(err, loc, where, valid)
 
     def resolve_params(self, name: str, raw: dict | None, where: str) -> dict[str, Any]:
