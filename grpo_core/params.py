@@ -6,6 +6,8 @@ when a key is absent) and range constraints; unknown keys are errors. The regist
 validates every ``advantage.params``, ``loss.params``, ``loss.regularisers[i].params``,
 ``loss.token_weights.params``, ``rewards[i].params``, ``sampler.params`` and ``task.params`` at
 load time. Reward functions need no model here: theirs is derived from their keyword arguments.
+Components read their params with ``Registry.resolve_params`` (validated, these defaults
+filled in), so the defaults and checks live only here.
 """
 
 from __future__ import annotations
