@@ -80,6 +80,11 @@ def record(out: Path, steps: int, repros: list[str] | None) -> None:
     )
 
 
+def _same(x, y) -> bool:
+    """Equal values; NaN (a metric of a step without data) equals NaN."""
+    return x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
+
+
 def compare(a: Path, b: Path) -> int:
     ma, mb = (json.loads((d / "machine.json").read_text()) for d in (a, b))
     if ma != mb:
@@ -97,7 +102,7 @@ def compare(a: Path, b: Path) -> int:
         diff = ""
         for i, (x, y) in enumerate(zip(ra["rows"], rb["rows"])):
             keys = sorted(set(x) | set(y))
-            d = [k for k in keys if x.get(k) != y.get(k)]
+            d = [k for k in keys if not _same(x.get(k), y.get(k))]
             if d:
                 diff = f"step {i}: " + ", ".join(f"{k} {x.get(k)} -> {y.get(k)}" for k in d[:4])
                 break
