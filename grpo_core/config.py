@@ -27,6 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from grpo_core.errors import UserError, closest
+from grpo_core.errors import fmt_path as _fmt_path
+from grpo_core.errors import validation_message as _error_message
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULTS_FILE = PACKAGE_DIR / "defaults.yaml"
@@ -574,10 +576,6 @@ def _model_fields(model: type[BaseModel], path: tuple) -> list[str]:
     return list(getattr(cur, "model_fields", {}))
 
 
-def _fmt_path(path: tuple) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
-
-
 def _source(sources: dict[tuple, str], loc: tuple) -> str:
     """The source that set ``loc`` or its nearest parent that was set explicitly."""
     p = tuple(loc)
@@ -586,13 +584,6 @@ def _source(sources: dict[tuple, str], loc: tuple) -> str:
             return sources[p]
         p = p[:-1]
     return sources.get((), "defaults")
-
-
-def _error_message(err: dict, loc: tuple, where: str, valid: list[str]) -> str:
-    if err["type"] == "extra_forbidden":
-        hint = closest(str(loc[-1]), valid) if valid else "no keys are valid here"
-        return f"{where}: unknown key '{_fmt_path(loc)}'; {hint}"
-    return f"{where}: key '{_fmt_path(loc)}': {err['msg']} (got {err.get('input')!r})"
 
 
 def validate(data: dict[str, Any], sources: dict[tuple, str]) -> Config:
@@ -644,13 +635,9 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
         except ValidationError as e:
             err = e.errors()[0]
             loc = (*path, "params", *err["loc"])
-            valid = list(model.model_fields)
-            if err["type"] == "extra_forbidden" and not valid:
-                raise UserError(
-                    f"{_source(sources, loc)}: key '{_fmt_path(loc)}': {reg.kind} "
-                    f"{comp.name!r} takes no params"
-                ) from None
-            raise UserError(_error_message(err, loc, _source(sources, loc), valid)) from None
+            raise UserError(
+                reg.params_message(comp.name, err, loc, _source(sources, loc))
+            ) from None
 
 
 ROOT_REPRODUCTION = "grpo"  # the base every other reproduction is a diff over
