@@ -158,7 +158,7 @@ class GuessNumberEnv(Env):
 def make_envs(env_cfg, task, template: str, n: int) -> list[Env]:
     """``n`` fresh envs of ``env_cfg`` (one per episode of a batch)."""
     cls = ENVS.get(env_cfg.name, "env.name")
-    params = ENVS.params_model(env_cfg.name).model_validate(dict(env_cfg.params)).model_dump()
+    params = ENVS.resolve_params(env_cfg.name, dict(env_cfg.params), "env.params")
     return [cls(task, template, params) for _ in range(n)]
 
 
