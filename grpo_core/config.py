@@ -191,10 +191,21 @@ class LossCfg(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class FilterCfg(Strict):
+    name: str  # grpo_core.samplers.FILTERS
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class SamplerCfg(Strict):
+    """Prompt selection and rollout allocation (``name``: a sampler), the group filter that
+    decides which sampled groups enter the batch (``filter``; None: the sampler's own, which
+    keeps every group except for ``dynamic``), and the cap on generation rounds per step while
+    a filter drops groups (``max_rounds``)."""
+
     name: str = "uniform"
     max_rounds: int = Field(4, ge=1)  # dynamic sampling: cap on generation rounds per step
     params: dict[str, Any] = Field(default_factory=dict)
+    filter: FilterCfg | None = None
 
 
 class TrainCfg(Strict):
@@ -617,6 +628,8 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
         (("loss", "regularisers", i), r, losses.REGULARISERS)
         for i, r in enumerate(cfg.loss.regularisers)
     ]
+    if cfg.sampler.filter is not None:
+        checks.append((("sampler", "filter"), cfg.sampler.filter, samplers.FILTERS))
     if cfg.loss.token_weights is not None:
         checks.append((("loss", "token_weights"), cfg.loss.token_weights, losses.TOKEN_WEIGHTS))
     names = [(("rollout", "engine"), cfg.rollout.engine, rollout.ENGINES)]
