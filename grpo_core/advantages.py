@@ -113,7 +113,7 @@ def reinforce_pp_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg) ->
     return (a - a_all.mean()) / (_std(a_all, None, cfg.std == "unbiased") + cfg.eps)
 
 
-@ADVANTAGES.register("xrpo_novelty", params=P.XrpoNoveltyParams)
+@ADVANTAGES.register("xrpo_novelty", params=P.XrpoNoveltyParams, needs={"policy"})
 def xrpo_novelty_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     """XRPO novelty-aware advantage sharpening (Bamba et al. 2025, arXiv:2510.06672).
 
@@ -164,7 +164,7 @@ def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
     return adv, {"baseline": float(b.mean())}
 
 
-@ADVANTAGES.register("gtpo", params=P.GtpoParams)
+@ADVANTAGES.register("gtpo", params=P.GtpoParams, needs={"entropy"})
 def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     """GTPO (Simoni et al. 2025, arXiv:2508.03772) entropy filter on top of the GRPO advantage:
     with H_i the mean token entropy of completion i under the sampling policy, completions with
@@ -205,7 +205,11 @@ def semantic_entropy(answers: list, logp: torch.Tensor | None = None) -> float:
     return -sum((m / total) * math.log(m / total) for m in mass.values() if m > 0)
 
 
-@ADVANTAGES.register("seed_grpo", params=P.SeedGrpoParams)
+@ADVANTAGES.register(
+    "seed_grpo",
+    params=P.SeedGrpoParams,
+    needs=lambda p: {"policy"} if p["mass"] == "likelihood" else set(),
+)
 def seed_grpo_advantage(
     rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None
 ) -> tuple[torch.Tensor, dict]:

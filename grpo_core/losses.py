@@ -389,7 +389,7 @@ def _conflict_run(ids: torch.Tensor, m: torch.Tensor, pos: torch.Tensor, neg: to
     return torch.cumprod(raw.long(), dim=1).bool()
 
 
-@TOKEN_WEIGHTS.register("gtpo_conflict", params=P.GtpoConflictParams)
+@TOKEN_WEIGHTS.register("gtpo_conflict", params=P.GtpoConflictParams, needs={"policy"})
 def gtpo_conflict_weights(
     ctx,
     advantages,
@@ -460,7 +460,7 @@ def token_weight_target(fn, params: dict) -> str:
     )
 
 
-@TOKEN_WEIGHTS.register("tw_grpo", params=P.TwGrpoParams)
+@TOKEN_WEIGHTS.register("tw_grpo", params=P.TwGrpoParams, needs={"policy", "dist"})
 def tw_grpo_weights(ctx, advantages, old_logp, mask, alpha=1.4, on="policy_kl"):
     """TW-GRPO (Dang et al. 2025, arXiv:2505.24718; the authors' code) token weights from the
     group's token distributions: per position t, with log p_i the sampling policy's

@@ -31,6 +31,13 @@ from grpo_core.errors import UserError, closest, fmt_path, validation_message
 T = TypeVar("T")
 
 
+# What a component can read from the step's no-grad passes over the completions: per-token
+# log-probs under the sampling policy ("policy"), per-token entropies of its distribution
+# ("entropy"), the reference's per-token log-probs ("ref"), the policy's full
+# log-distributions ("dist", [rows, C, V], served a group of rows at a time).
+NEEDS = ("policy", "entropy", "ref", "dist")
+
+
 class Params(BaseModel):
     """Base of every component's params model: unknown keys are errors, NaN / inf are not
     numbers."""
@@ -96,11 +103,22 @@ class Registry(Generic[T]):
         self.default_params = default_params
         self._items: dict[str, T] = {}
         self._params: dict[str, type[Params]] = {}
+        self._needs: dict[str, Any] = {}
 
-    def register(self, name: str, params: type[Params] | None = None) -> Callable[[T], T]:
+    def register(
+        self, name: str, params: type[Params] | None = None, needs=None
+    ) -> Callable[[T], T]:
+        """``needs``: what the component reads from the step's no-grad passes, a set of
+        :data:`NEEDS` (or a function of its resolved params returning one); the trainer
+        computes the union of every configured component's needs once per batch."""
+        bad = set() if needs is None or callable(needs) else set(needs) - set(NEEDS)
+        if bad:
+            raise ValueError(f"{self.kind} {name!r}: unknown needs {sorted(bad)}; want {NEEDS}")
+
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._needs[name] = needs
             model = params
             if self.leading_args is not None and callable(obj) and not isinstance(obj, type):
                 sig = _signature_defaults(obj, self.leading_args)
@@ -127,6 +145,18 @@ class Registry(Generic[T]):
             loc = f" ({where})" if where else ""
             raise UserError(f"unknown {self.kind} {name!r}{loc}; {closest(name, self._items)}")
         return self._items[name]
+
+    def needs_of(self, name: str, params: dict | None = None) -> set[str]:
+        """What component ``name`` with ``params`` needs from the step's no-grad passes."""
+        n = self._needs.get(name)
+        if n is None:
+            return set()
+        if callable(n):
+            n = n(self.resolve_params(name, params or {}, f"{self.kind} {name!r} params"))
+        out = set(n)
+        if out - set(NEEDS):
+            raise ValueError(f"{self.kind} {name!r}: unknown needs {sorted(out - set(NEEDS))}")
+        return out
 
     def params_model(self, name: str) -> type[Params]:
         """The params model of a registered component."""

@@ -96,7 +96,10 @@ class GroupContext:
         key = f"logp/{which}"
         if key not in self._cache:
             if self.logprob_fn is None:
-                raise RuntimeError(f"this context has no log-probs ({which!r}) attached")
+                raise UserError(
+                    f"a component read {which!r} log-probs that were not computed for it: "
+                    f"declare needs={{{which!r}}} where it is registered (grpo_core.registry.NEEDS)"
+                )
             self._cache[key] = self.logprob_fn(which)
         return self._cache[key]
 
@@ -306,7 +309,7 @@ def answer_frequency_reward(
 # rewards that reshape correctness within a group
 
 
-@REWARDS.register("unlikeliness")
+@REWARDS.register("unlikeliness", needs={"policy"})
 def unlikeliness_reward(
     ctx: RewardContext, beta: float = 0.25, rank_among: str = "group", logp: str = "mean"
 ) -> tuple[torch.Tensor, dict]:
@@ -408,7 +411,7 @@ def answer_token_mask(ctx: RewardContext) -> torch.Tensor:
     return out
 
 
-@REWARDS.register("care_consistency")
+@REWARDS.register("care_consistency", needs={"ref"})
 def care_consistency_reward(
     ctx: RewardContext, bonus: float = 0.5, margin: float = 0.01, conf_cap: float = 0.95
 ) -> tuple[torch.Tensor, dict]:

@@ -25,7 +25,7 @@ import torch
 from evals.tasks import Problem, make_task
 from grpo_core import distributed as dist
 from grpo_core import rundir
-from grpo_core.advantages import assert_groups, compute_advantages_logged
+from grpo_core.advantages import ADVANTAGES, assert_groups, compute_advantages_logged
 from grpo_core.config import Config, resolve_model_path, resolve_ref_path, save_config
 from grpo_core.environment import environment_info
 from grpo_core.episodes import Episodes, episode_seed, play, single_turn_prompts
@@ -51,7 +51,7 @@ from grpo_core.models import (
 )
 from grpo_core.reference import STATE_FILE as REF_STATE_FILE
 from grpo_core.reference import make_reference
-from grpo_core.rewards import GroupContext, compute_rewards, task_grades
+from grpo_core.rewards import REWARDS, GroupContext, compute_rewards, task_grades
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.samplers import make_sampler
 
@@ -189,6 +189,9 @@ class Batch:
     indices: list[int] | None = None  # [N] train-set index of each row's prompt
     token_weight: torch.Tensor | None = None  # [N, C] from loss.token_weights
     adv_override: torch.Tensor | None = None  # [N] fixed advantages (NaN: the estimator's)
+    # no-grad passes already computed on exactly these rollouts (the generation round's, when
+    # the batch is that one round with every row kept): the step does not run them again
+    passes: dict[str, torch.Tensor] | None = None
     # the kept groups of all ranks (one process: the same as problems / rewards), for the sampler
     all_problems: list[Problem] | None = None
     all_rewards: torch.Tensor | None = None
@@ -294,6 +297,14 @@ class Trainer:
         self.token_weight_on = (
             token_weight_target(self.token_weight_fn, tw.params) if tw else "policy"
         )
+        # what the configured components read from the no-grad passes (registry needs=); the
+        # token weights are handed the policy's log-probs; "dist" is served a group at a time
+        self.reward_needs = set().union(*(REWARDS.needs_of(t.name, t.params) for t in cfg.rewards))
+        self.advantage_needs = ADVANTAGES.needs_of(cfg.advantage.name, cfg.advantage.params)
+        self.token_weight_needs = (
+            ({"policy"} | TOKEN_WEIGHTS.needs_of(tw.name, tw.params)) - {"dist"} if tw else set()
+        )
+        self.passes: dict[str, int] = {}  # no-grad passes per model in the current step
         self._prompt_cache: dict[int, list[int]] = {}
         self.step = 0
         self._stop = False
@@ -351,6 +362,7 @@ class Trainer:
         cfg = self.cfg
         want = cfg.rollout.prompts_per_step
         kept_ro: list[Rollouts] = []
+        kept_passes: list[dict] = []
         kept_pb: list[Problem] = []
         kept_r: list[torch.Tensor] = []
         kept_sizes: list[int] = []
@@ -384,7 +396,8 @@ class Trainer:
             )
             ro, ep = self.episodes(row_idx, params, turn_seed)
             lengths = ro.policy_mask.sum(-1).tolist()
-            ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step, episodes=ep)
+            passes = self.no_grad_passes(ro, self.reward_needs)
+            ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step, passes, ep)
             rewards, logs = compute_rewards(cfg.rewards, ctx)
             succ = ep.success()
             if all(x is not None for x in succ):  # the env says which episodes succeeded
@@ -425,6 +438,8 @@ class Trainer:
                     kept_sizes.append(sizes[k])
                     kept_idx += [idx[k]] * sizes[k]
             if mine:
+                if mine == list(range(len(ro))):  # every row of the round, in order
+                    kept_passes.append(passes)
                 kept_ro.append(ro.select(mine))
                 kept_pb += [problems[i] for i in mine]
                 kept_r.append(local_rewards[mine])
@@ -453,6 +468,8 @@ class Trainer:
         stats["frac_zero_std_groups"] = zero / len(kept_all_sizes)
         stats["n_train_seqs"] = len(kept_all_r)
         batch = Batch(ro, kept_pb, rewards, torch.empty(0), None, None)
+        if len(kept_ro) == 1 and len(kept_passes) == 1:  # one round, all kept: reuse its passes
+            batch.passes = kept_passes[0]
         batch.group_sizes, batch.indices = kept_sizes, kept_idx
         batch.all_problems, batch.all_rewards = kept_all, all_rewards
         batch.all_group_sizes, batch.all_indices = kept_all_sizes, kept_all_idx
@@ -493,7 +510,10 @@ class Trainer:
         has_slp = batch.rollouts.sampler_logp is not None
         ro.sampler_logp = torch.full(ro.completion_ids.shape, float("nan")) if has_slp else None
         problems = [self.train_set[i] for i in row_idx]
-        ctx = self._group_context(ro, problems, [G] * n_p, row_idx, step)
+        needs = self.reward_needs | self.advantage_needs
+        ctx = self._group_context(
+            ro, problems, [G] * n_p, row_idx, step, self.no_grad_passes(ro, needs)
+        )
         rewards, _ = compute_rewards(cfg.rewards, ctx)
         adv, _ = compute_advantages_logged(rewards, [G] * n_p, cfg.advantage, ctx)
         keep = [i for i in range(len(ro)) if float(adv[i]) > float(req["min_adv"])]
@@ -505,6 +525,7 @@ class Trainer:
             return logs
         sizes = [n for n in (sum(1 for i in keep if i // G == k) for k in range(n_p)) if n]
         n_old = len(batch.rollouts)
+        batch.passes = None  # rows joined: the round's passes do not cover them
         batch.rollouts = Rollouts.concat([batch.rollouts, ro.select(keep)], self.tok.pad_token_id)
         batch.problems = batch.problems + [problems[i] for i in keep]
         batch.rewards = torch.cat([batch.rewards, rewards[keep]])
@@ -536,37 +557,28 @@ class Trainer:
         sizes: list[int],
         indices: list[int],
         step: int,
-        policy_logp: torch.Tensor | None = None,
+        passes: dict[str, torch.Tensor] | None = None,
         episodes: Episodes | None = None,
     ) -> GroupContext:
-        """The context rewards and advantage estimators see; log-probs are computed on demand
-        (under the sampling policy, or the reference model)."""
+        """The context rewards and advantage estimators see: the rollouts, and what their
+        declared needs asked of the step's no-grad passes (``passes``: "policy", "entropy",
+        "ref"; :meth:`no_grad_passes`). The full distributions ("dist") are the one source
+        computed on demand, a group of rows at a time (too large to hold for the batch)."""
 
-        def logprob_fn(which: str, rows: list[int] | None = None) -> torch.Tensor:
-            r = ro if rows is None else ro.select(rows)  # (rows: those completions only)
-            if which in ("policy", "entropy", "dist"):
-                if which == "policy" and policy_logp is not None:
-                    return policy_logp if rows is None else policy_logp[torch.tensor(rows)]
-                was_training = self.model.training
-                self.model.eval()
-                try:
-                    ent = {"policy": False, "entropy": True, "dist": "dist"}[which]
-                    return self._logprobs_nograd(self.model, r, entropy=ent)
-                finally:
-                    self.model.train(was_training)
-            if which == "ref":
-                if self.ref is None:
-                    raise UserError(
-                        "a component needs reference log-probs but there is no reference model; "
-                        "set train.log_kl: true or loss.kl.beta > 0"
-                    )
-                with self.ref.context():
-                    return self._logprobs_nograd(self.ref.model, r)
-            raise ValueError(
-                f"unknown log-prob source {which!r}; want policy, ref, entropy or dist"
-            )
+        def dist_rows(which: str, rows: list[int]) -> torch.Tensor:
+            if which != "dist":
+                raise UserError(
+                    f"a component read {which!r} log-probs without declaring it (needs= at "
+                    "registration, grpo_core.registry.NEEDS)"
+                )
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                return self._logprobs_nograd(self.model, ro.select(rows), entropy="dist")
+            finally:
+                self.model.train(was_training)
 
-        return GroupContext(
+        ctx = GroupContext(
             texts=ro.texts,
             problems=problems,
             finish_reasons=ro.finish_reasons,
@@ -579,20 +591,74 @@ class Trainer:
             indices=list(indices),
             completion_ids=ro.completion_ids,
             completion_mask=ro.policy_mask,  # the policy's tokens (multi-turn: not observations)
-            logprob_fn=logprob_fn,
-            rows_fn=logprob_fn,
+            rows_fn=dist_rows,
             tokenizer=self.tok,
             seed=self.cfg.run.seed,
             env_rewards=None
             if episodes is None or all(r is None for rs in episodes.turn_rewards for r in rs)
             else episodes.env_reward(),
         )
+        for k, v in (passes or {}).items():
+            ctx._cache[f"logp/{k}"] = v
+        return ctx
+
+    def no_grad_passes(self, ro: Rollouts, needs: set[str]) -> dict[str, torch.Tensor]:
+        """What ``needs`` asks of the rollouts ``ro``, in one no-grad pass per model: the
+        policy's per-token log-probs (with the entropies from the same pass when "entropy" is
+        needed) and the reference's. Counted in :attr:`passes` (per model, this step)."""
+        out: dict[str, torch.Tensor] = {}
+        if needs & {"policy", "entropy"}:
+            was_training = self.model.training
+            self.model.eval()  # no dropout in log-prob passes
+            try:
+                lp, ent = self._nograd_pass(self.model, ro, entropy="entropy" in needs)
+            finally:
+                self.model.train(was_training)
+            out["policy"] = lp
+            if ent is not None:
+                out["entropy"] = ent
+            self.passes["policy"] = self.passes.get("policy", 0) + 1
+        if "ref" in needs:
+            if self.ref is None:
+                raise UserError(
+                    "a component needs reference log-probs but there is no reference model; "
+                    "set train.log_kl: true or loss.kl.beta > 0"
+                )
+            with self.ref.context():
+                out["ref"], _ = self._nograd_pass(self.ref.model, ro)
+            self.passes["ref"] = self.passes.get("ref", 0) + 1
+        return out
 
     def kl_beta(self, step: int | None = None) -> float:
         kl = self.cfg.loss.kl
         return schedule_value(
             kl.beta, kl.schedule, self.step if step is None else step, self.cfg.train.steps
         )
+
+    @torch.no_grad()
+    def _nograd_pass(
+        self, model, ro: Rollouts, entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([N, C] per-token log-probs, [N, C] entropies or None) in micro-batches, no grad."""
+        mb = self.cfg.train.micro_batch_size
+        lps, ents = [], []
+        n_iter = math.ceil(len(ro) / mb)
+        if self.fsdp and model is self.model:  # every rank runs the same number of passes
+            for _ in range(dist.all_max(n_iter) - n_iter):
+                self._empty_pass(ro, backward=False)
+        for s in range(0, len(ro), mb):
+            lp, ent = sequence_logprobs(
+                model,
+                ro.prompt_ids[s : s + mb],
+                ro.prompt_mask[s : s + mb],
+                ro.completion_ids[s : s + mb],
+                ro.completion_mask[s : s + mb],
+                self.cfg.rollout.temperature,
+                with_entropy=entropy,
+            )
+            lps.append(lp)
+            ents.append(ent)
+        return torch.cat(lps).cpu(), torch.cat(ents).cpu() if entropy else None
 
     @torch.no_grad()
     def _logprobs_nograd(self, model, ro: Rollouts, entropy: bool | str = False) -> torch.Tensor:
@@ -622,6 +688,7 @@ class Trainer:
 
     def train_step(self, step: int) -> dict:
         cfg = self.cfg
+        self.passes = {}
         t0 = time.perf_counter()
         batch, stats = self.collect(step)
         if batch is not None and hasattr(self.sampler, "extra_round"):
@@ -648,14 +715,19 @@ class Trainer:
         # A separate rollout engine (vLLM) samples from its own copy of the weights: the
         # training model's log-probs of the batch are then needed to measure the mismatch.
         off_policy = cfg.train.mu > 1 or cfg.train.minibatches > 1 or ro.sampler_logp is not None
+        kl_cfg = cfg.loss.kl
+        beta = self.kl_beta(step)
+        kl_in_reward = self.ref is not None and beta > 0 and kl_cfg.placement == "reward"
+        # the union of what this step's parts need, one no-grad pass per model
+        needs = set(self.advantage_needs) | self.token_weight_needs
+        needs |= {"policy"} if off_policy or kl_in_reward else set()
+        needs |= {"ref"} if self.ref is not None else set()
         t_lp = time.perf_counter()
-        self.model.eval()  # no dropout in log-prob passes
-        batch.old_logp = self._logprobs_nograd(self.model, ro) if off_policy else None
-        if self.ref is not None:
-            with self.ref.context():
-                batch.ref_logp = self._logprobs_nograd(self.ref.model, ro)
-        self.model.train()
+        have = batch.passes or {}
+        passes = {**self.no_grad_passes(ro, needs - set(have)), **have}
         t_lp = time.perf_counter() - t_lp
+        batch.old_logp = passes["policy"] if off_policy else None
+        batch.ref_logp = passes.get("ref")
         if ro.sampler_logp is not None:
             batch.is_weight, mismatch = sampler_mismatch(
                 batch.old_logp, ro.sampler_logp, mask, cfg.rollout.is_correction, cfg.rollout.is_cap
@@ -663,22 +735,13 @@ class Trainer:
             stats.update(mismatch)
 
         rewards = batch.rewards
-        kl_cfg = cfg.loss.kl
-        beta = self.kl_beta(step)
-        if batch.ref_logp is not None and beta > 0 and kl_cfg.placement == "reward":
+        if kl_in_reward:
             # KL in the reward: r_i <- r_i - beta * sum_t kl_t under the sampling policy
-            pol = (
-                batch.old_logp
-                if batch.old_logp is not None
-                else self._logprobs_nograd(self.model, ro)
-            )
-            kl_seq = (kl_estimate(pol, batch.ref_logp, kl_cfg) * mask).sum(-1)
+            kl_seq = (kl_estimate(passes["policy"], batch.ref_logp, kl_cfg) * mask).sum(-1)
             rewards = rewards - beta * kl_seq
         gctx = self._group_context(
-            ro, batch.problems, batch.group_sizes, batch.indices, step, batch.old_logp
+            ro, batch.problems, batch.group_sizes, batch.indices, step, passes
         )
-        if batch.ref_logp is not None:
-            gctx._cache["logp/ref"] = batch.ref_logp
         batch.advantages, adv_logs = compute_advantages_logged(
             rewards, batch.group_sizes, cfg.advantage, gctx
         )

@@ -247,7 +247,10 @@ def test_context_entropies(smoke_cfg):
 
     t = Trainer(smoke_cfg("grpo", ["train.steps=1"]), None)
     batch, _ = t.collect(0)
-    ctx = t._group_context(batch.rollouts, batch.problems, batch.group_sizes, batch.indices, 0)
+    passes = t.no_grad_passes(batch.rollouts, {"entropy"})  # what a component declaring it gets
+    ctx = t._group_context(
+        batch.rollouts, batch.problems, batch.group_sizes, batch.indices, 0, passes
+    )
     ent = ctx.entropies()
     m = batch.rollouts.completion_mask.bool()
     assert ent.shape == m.shape and bool((ent[m] > 0).all())
