@@ -21,9 +21,9 @@ import torch
 
 from grpo_core import distributed as dist
 from grpo_core import params as P
-from grpo_core.config import AdvantageCfg
 from grpo_core.errors import UserError, closest
 from grpo_core.registry import Registry
+from grpo_core.schema import AdvantageCfg
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from evals.tasks import Problem, Task, extract_answer, grade_texts, is_well_formed
-from grpo_core.config import RewardTerm
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
+from grpo_core.schema import RewardTerm
 
 REWARDS: Registry = Registry("reward function", leading_args=1)  # fn(ctx, **params)
 
