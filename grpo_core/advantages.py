@@ -238,7 +238,7 @@ def seed_grpo_advantage(
     likelihoods, exp(mean log-prob); "count": the members' share). The normalisation
     (std, eps, scale) is the grpo estimator's. Logs ``se_scale`` (mean factor over groups) and
     ``semantic_entropy`` (mean SE / SE_max)."""
-    from grpo_core.rewards import normalise_answer
+    from grpo_core.tasks import normalise_answer
 
     p = cfg.params
     alpha, fname, mass = (

@@ -335,8 +335,7 @@ def validate(data: dict[str, Any], sources: dict[tuple, str]) -> Config:
 def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
     """Every component name must exist in its registry, and its params must validate against
     the component's params model (grpo_core.registry)."""
-    from evals import tasks
-    from grpo_core import advantages, losses, rewards, rollout, samplers
+    from grpo_core import advantages, losses, rewards, rollout, samplers, tasks
 
     checks = [
         (("advantage",), cfg.advantage, advantages.ADVANTAGES),

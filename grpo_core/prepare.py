@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from evals.tasks import make_task, render_prompt
 from grpo_core.config import Config, base_dir
 from grpo_core.models import (
     build_char_tokenizer,
@@ -25,6 +24,7 @@ from grpo_core.models import (
     load_model_and_tokenizer,
     param_count,
 )
+from grpo_core.tasks import make_task, render_prompt
 from grpo_core.trainer import chat_prompt_ids, setup_torch
 
 

@@ -103,12 +103,12 @@ class ModelCfg(Strict):
 
 
 class TaskCfg(Strict):
-    name: str = "arith_mix"  # evals.tasks registry
+    name: str = "arith_mix"  # grpo_core.tasks registry
     n_train: int = Field(2000, ge=1)
     n_test: int = Field(200, ge=1)
     seed: int = Field(1234, ge=0)  # data seed: fixed train/test splits independent of the run seed
     difficulty: dict[str, Any] = Field(default_factory=dict)
-    template: str = "plain"  # evals.tasks prompt template
+    template: str = "plain"  # grpo_core.tasks prompt template
     path: str | None = None  # for file-backed tasks (task.name: jsonl): a local JSONL file
     params: dict[str, Any] = Field(default_factory=dict)  # task-specific options
     max_line_bytes: int = Field(1_000_000, ge=1)  # longer task-file lines: an error

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from evals.tasks import Problem, make_task, render_prompt
 from grpo_core import distributed as dist
 from grpo_core import rundir
 from grpo_core.advantages import assert_groups, compute_advantages_logged
@@ -52,6 +51,7 @@ from grpo_core.models import (
 from grpo_core.rewards import GroupContext, compute_rewards, task_grades
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.samplers import make_sampler
+from grpo_core.tasks import Problem, make_task, render_prompt
 
 STATE_FILE = rundir.STATE_JSON  # in the checkpoint: training_state/state.json (+ .safetensors)
 # metrics that measure wall-clock time: the only fields that differ between identical runs
