@@ -23,8 +23,15 @@ from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
 from grpo_core.rollout import SamplingParams, make_engine
 from grpo_core.rundir import RunLock
-from grpo_core.tasks import TEMPLATES, grade_texts, is_well_formed, make_task, render_prompt
-from grpo_core.trainer import chat_prompt_ids, derive_seed, setup_torch
+from grpo_core.runtime import derive_seed, setup_torch
+from grpo_core.tasks import (
+    TEMPLATES,
+    chat_prompt_ids,
+    grade_texts,
+    is_well_formed,
+    make_task,
+    render_prompt,
+)
 
 
 def _load_engine(cfg, model_dir):

@@ -24,8 +24,8 @@ from grpo_core.models import (
     load_model_and_tokenizer,
     param_count,
 )
-from grpo_core.tasks import make_task, render_prompt
-from grpo_core.trainer import chat_prompt_ids, setup_torch
+from grpo_core.runtime import setup_torch
+from grpo_core.tasks import chat_prompt_ids, make_task, render_prompt
 
 
 def prepare(cfg: Config, threads: int | None = None, log=print) -> Path:

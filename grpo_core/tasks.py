@@ -68,6 +68,16 @@ def render_prompt(template: str, p: Problem) -> str:
     return tpl.format(**fields)
 
 
+def chat_prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a one-turn chat prompt with the generation prompt appended."""
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
 # --------------------------------------------------------------------------------------------
 # answer extraction
 
