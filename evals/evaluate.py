@@ -19,19 +19,13 @@ from pathlib import Path
 from evals.metrics import bootstrap_ci, per_problem_scores, score_groups, summarize_runs
 from grpo_core.config import Config
 from grpo_core.environment import environment_info, package_versions
+from grpo_core.episodes import SingleTurnEnv, episode_seed, play, run_episodes, single_turn_prompts
 from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
 from grpo_core.rollout import SamplingParams, make_engine
 from grpo_core.rundir import RunLock
 from grpo_core.runtime import derive_seed, setup_torch
-from grpo_core.tasks import (
-    TEMPLATES,
-    chat_prompt_ids,
-    grade_texts,
-    is_well_formed,
-    make_task,
-    render_prompt,
-)
+from grpo_core.tasks import TEMPLATES, grade_texts, is_well_formed, make_task
 
 
 def _load_engine(cfg, model_dir):
@@ -80,10 +74,7 @@ def evaluate(
     tok, engine = _load_engine(cfg, model_dir)
     k = ev.k
     max_new = ev.max_new_tokens or cfg.rollout.max_new_tokens
-    prompts = []
-    for p in test:
-        ids = chat_prompt_ids(tok, render_prompt(cfg.task.template, p))
-        prompts += [ids] * k
+    problems = [p for p in test for _ in range(k)]
     params = SamplingParams(
         temperature=ev.temperature,
         top_p=ev.top_p,
@@ -92,13 +83,41 @@ def evaluate(
         seed=derive_seed(ev.seed, 424242),
     )
     t0 = time.perf_counter()
-    ro = engine.generate(prompts, params)
+    # the episode of training (grpo_core.episodes.play), in the run's env
+    prompt_cache: dict[str, list[int]] = {}
+
+    def prompt_fn(r: int) -> list[int]:
+        p = problems[r]
+        if p.id not in prompt_cache:
+            (prompt_cache[p.id],) = single_turn_prompts(tok, cfg.task.template, [p])
+        return prompt_cache[p.id]
+
+    single = cfg.env.name == "single_turn"
+    ro, ep = play(
+        cfg.env,
+        task,
+        cfg.task.template,
+        problems,
+        [episode_seed(ev.seed, r) for r in range(len(problems))],
+        engine,
+        tok,
+        params,
+        prompt_fn=prompt_fn if single else None,
+    )
     gen_s = time.perf_counter() - t0
     getattr(engine, "close", lambda: None)()  # engines without resources have none
-    lengths = ro.completion_mask.sum(-1).tolist()
+    lengths = ro.policy_mask.sum(-1).tolist()
 
-    # the task's one grading function, the one the training reward calls
-    grades = grade_texts(task, ro.texts, [p for p in test for _ in range(k)])
+    # the task's one grading function, the one the training reward calls; an env that says
+    # which episodes succeeded (multi-turn) is scored by that instead
+    grades = grade_texts(task, ro.texts, problems)
+    succ = ep.success()
+    if all(x is not None for x in succ):
+        from grpo_core.grader import Grade
+
+        grades = [
+            Grade(float(x), g.pred, "success" if x else "failure") for x, g in zip(succ, grades)
+        ]
     task.close()  # grader workers (the math task) are not needed any more
     scores, answers, samples = [], [], []
     for i, p in enumerate(test):
@@ -252,7 +271,7 @@ def evaluate_benchmark(
     k = proto["k"]
     ks = sorted({x for x in ev.pass_ks if x <= k} | {1})
     tok, engine = _load_engine(cfg, model_dir)
-    prompt_ids = [chat_prompt_ids(tok, render_prompt(proto["template"], p)) for p in problems]
+    prompt_ids = single_turn_prompts(tok, proto["template"], problems)
     params_base = dict(
         temperature=proto["temperature"],
         top_p=proto["top_p"],
@@ -275,10 +294,15 @@ def evaluate_benchmark(
             chunk = max(1, ev.batch_size)
             for s in range(0, len(flat), chunk):
                 params.seed = derive_seed(es, 424242, s)
-                ro = engine.generate(flat[s : s + chunk], params)
+                # single-turn episodes (grpo_core.episodes.run_episodes) on cached prompts
+                part = [problems[r // k] for r in range(s, min(s + chunk, len(flat)))]
+                envs = [SingleTurnEnv(None, proto["template"], {}) for _ in part]
+                ro, _ = run_episodes(
+                    envs, part, [0] * len(part), flat[s : s + chunk], engine, tok, params
+                )
                 texts += ro.texts
                 reasons += ro.finish_reasons
-                lengths += ro.completion_mask.sum(-1).tolist()
+                lengths += ro.policy_mask.sum(-1).tolist()
                 log(
                     f"{label} eval seed {es}: {min(s + chunk, len(flat))}/{len(flat)} samples, "
                     f"{time.perf_counter() - t0:.0f} s"

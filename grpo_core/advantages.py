@@ -21,7 +21,7 @@ import torch
 
 from grpo_core import distributed as dist
 from grpo_core import params as P
-from grpo_core.errors import UserError, closest
+from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 from grpo_core.schema import AdvantageCfg
 
@@ -124,11 +124,7 @@ def xrpo_novelty_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     Responses at or above the group's mean likelihood, and those with A_i <= 0, are unchanged.
     Params: lam (1.0), kappa (0.5).
     """
-    p = {"lam": 1.0, "kappa": 0.5}
-    for k in cfg.params:
-        if k not in p:
-            raise UserError(f"advantage.params.{k}: unknown for xrpo_novelty; valid: lam, kappa")
-    p.update(cfg.params)
+    p = ADVANTAGES.resolve_params("xrpo_novelty", cfg.params, "advantage.params")
     if ctx is None:
         raise UserError("advantage xrpo_novelty needs the group context (sequence log-probs)")
     adv = grpo_advantage(rewards, cfg)
@@ -143,16 +139,6 @@ def xrpo_novelty_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     return adv + bonus, logs
 
 
-def _params(cfg: AdvantageCfg, allowed: dict) -> dict:
-    """``allowed`` defaults updated by advantage.params; an unknown key is a UserError."""
-    for k in cfg.params:
-        if k not in allowed:
-            raise UserError(
-                f"advantage.params ({cfg.name}): unknown parameter {k!r}; {closest(k, list(allowed))}"
-            )
-    return {**allowed, **cfg.params}
-
-
 @ADVANTAGES.register("reinforce_baseline", params=P.ReinforceBaselineParams)
 def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
     """Group-relative REINFORCE baselines (Yao et al. 2025, "Group-Relative REINFORCE Is Secretly
@@ -165,19 +151,15 @@ def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
     OPMD divides its loss by 1 + tau: ``scale: 0.5`` for tau = 1.
 
     No std scaling. Pair with loss.name: reinforce."""
-    p = _params(cfg, {"baseline": "mean", "tau": 1.0, "delta": 0.0, "scale": 1.0})
+    p = ADVANTAGES.resolve_params("reinforce_baseline", cfg.params, "advantage.params")
     if p["baseline"] == "mean":
         b = rewards.mean(dim=1, keepdim=True)
-    elif p["baseline"] == "logavgexp":
+    else:  # logavgexp
         tau = float(p["tau"])
-        if tau <= 0:
-            raise UserError(f"advantage.params.tau must be > 0, got {tau}")
         g = rewards.shape[1]
         b = tau * (
             torch.logsumexp(rewards / tau, dim=1, keepdim=True) - torch.log(torch.tensor(float(g)))
         )
-    else:
-        raise UserError(f"advantage.params.baseline {p['baseline']!r}: want mean or logavgexp")
     adv = float(p["scale"]) * (rewards - b - float(p["delta"]))
     return adv, {"baseline": float(b.mean())}
 
@@ -187,7 +169,7 @@ def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     """GTPO (Simoni et al. 2025, arXiv:2508.03772) entropy filter on top of the GRPO advantage:
     with H_i the mean token entropy of completion i under the sampling policy, completions with
     H_i > h_max get A = 0 (filtered), the others A_i - gamma * H_i."""
-    p = _params(cfg, {"h_max": 0.7, "gamma": 0.1})
+    p = ADVANTAGES.resolve_params("gtpo", cfg.params, "advantage.params")
     adv = grpo_advantage(rewards, cfg)
     if ctx is None:
         raise UserError("advantage gtpo needs the group context (per-token entropies)")
@@ -240,18 +222,8 @@ def seed_grpo_advantage(
     ``semantic_entropy`` (mean SE / SE_max)."""
     from grpo_core.tasks import normalise_answer
 
-    p = cfg.params
-    alpha, fname, mass = (
-        float(p.get("alpha", 0.5)),
-        p.get("f", "linear"),
-        p.get("mass", "likelihood"),
-    )
-    if fname not in SEED_SCALES:
-        raise UserError(f"advantage.params.f: unknown {fname!r}; want one of {sorted(SEED_SCALES)}")
-    if mass not in ("likelihood", "count"):
-        raise UserError(f"advantage.params.mass: want likelihood or count, got {mass!r}")
-    if not 0.0 <= alpha <= 1.0 and fname == "linear":
-        raise UserError(f"advantage.params.alpha must be in [0, 1] with f linear, got {alpha}")
+    p = ADVANTAGES.resolve_params("seed_grpo", cfg.params, "advantage.params")
+    alpha, fname, mass = float(p["alpha"]), p["f"], p["mass"]
     if ctx is None:
         raise UserError("advantage seed_grpo needs the group context (answers, log-probs)")
     n_groups, g = rewards.shape

@@ -28,6 +28,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from grpo_core.errors import UserError, closest
+from grpo_core.errors import fmt_path as _fmt_path
+from grpo_core.errors import validation_message as _error_message
 from grpo_core.schema import *  # noqa: F403  (the schema's models are re-exported from here)
 from grpo_core.schema import Config
 
@@ -298,10 +300,6 @@ def _model_fields(model: type[BaseModel], path: tuple) -> list[str]:
     return list(getattr(cur, "model_fields", {}))
 
 
-def _fmt_path(path: tuple) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
-
-
 def _source(sources: dict[tuple, str], loc: tuple) -> str:
     """The source that set ``loc`` or its nearest parent that was set explicitly."""
     p = tuple(loc)
@@ -310,13 +308,6 @@ def _source(sources: dict[tuple, str], loc: tuple) -> str:
             return sources[p]
         p = p[:-1]
     return sources.get((), "defaults")
-
-
-def _error_message(err: dict, loc: tuple, where: str, valid: list[str]) -> str:
-    if err["type"] == "extra_forbidden":
-        hint = closest(str(loc[-1]), valid) if valid else "no keys are valid here"
-        return f"{where}: unknown key '{_fmt_path(loc)}'; {hint}"
-    return f"{where}: key '{_fmt_path(loc)}': {err['msg']} (got {err.get('input')!r})"
 
 
 def validate(data: dict[str, Any], sources: dict[tuple, str]) -> Config:
@@ -335,9 +326,10 @@ def validate(data: dict[str, Any], sources: dict[tuple, str]) -> Config:
 def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
     """Every component name must exist in its registry, and its params must validate against
     the component's params model (grpo_core.registry)."""
-    from grpo_core import advantages, losses, rewards, rollout, samplers, tasks
+    from grpo_core import advantages, episodes, losses, rewards, rollout, samplers, tasks
 
     checks = [
+        (("env",), cfg.env, episodes.ENVS),
         (("advantage",), cfg.advantage, advantages.ADVANTAGES),
         (("loss",), cfg.loss, losses.POLICY_LOSSES),
         (("sampler",), cfg.sampler, samplers.SAMPLERS),
@@ -366,13 +358,9 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
         except ValidationError as e:
             err = e.errors()[0]
             loc = (*path, "params", *err["loc"])
-            valid = list(model.model_fields)
-            if err["type"] == "extra_forbidden" and not valid:
-                raise UserError(
-                    f"{_source(sources, loc)}: key '{_fmt_path(loc)}': {reg.kind} "
-                    f"{comp.name!r} takes no params"
-                ) from None
-            raise UserError(_error_message(err, loc, _source(sources, loc), valid)) from None
+            raise UserError(
+                reg.params_message(comp.name, err, loc, _source(sources, loc))
+            ) from None
 
 
 ROOT_REPRODUCTION = "grpo"  # the base every other reproduction is a diff over

@@ -20,3 +20,17 @@ def closest(name: str, valid: Iterable[str], n: int = 3) -> str:
     if near:
         return "did you mean " + " or ".join(repr(v) for v in near) + "?"
     return "valid names: " + ", ".join(valid)
+
+
+def fmt_path(path: tuple) -> str:
+    """A config key path as written in YAML: ``('rewards', 0, 'params')`` -> rewards[0].params."""
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
+
+
+def validation_message(err: dict, loc: tuple, where: str, valid: list[str]) -> str:
+    """One line for one pydantic error ``err`` (an item of ``ValidationError.errors()``) at key
+    path ``loc``, set in ``where``; ``valid``: the names valid beside an unknown key."""
+    if err["type"] == "extra_forbidden":
+        hint = closest(str(loc[-1]), valid) if valid else "no keys are valid here"
+        return f"{where}: unknown key '{fmt_path(loc)}'; {hint}"
+    return f"{where}: key '{fmt_path(loc)}': {err['msg']} (got {err.get('input')!r})"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from grpo_core import params as P
-from grpo_core.errors import UserError, closest
+from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 from grpo_core.schema import KLCfg, LossCfg, ScheduleCfg
 
@@ -176,14 +176,6 @@ def aggregate(
     raise ValueError(f"unknown loss aggregation {mode!r}")
 
 
-def _check_params(params: dict, allowed: dict, where: str) -> dict:
-    """``allowed`` defaults updated by ``params``; an unknown key is a UserError."""
-    for k in params:
-        if k not in allowed:
-            raise UserError(f"{where}: unknown parameter {k!r}; {closest(k, list(allowed))}")
-    return {**allowed, **params}
-
-
 def _whole_groups(ctx: LossContext | None, b: int, name: str) -> list[torch.Tensor]:
     """Row indices of each group in this micro-batch; every group must be complete (group-level
     losses are not additive over rows)."""
@@ -240,10 +232,8 @@ def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None 
     p = _disco_params(cfg)
     if p["score"] == "logp":
         s = _seq_mean(logp, mask)
-    elif p["score"] == "ratio":
+    else:  # ratio
         s = _seq_mean(torch.exp(logp - old_logp), mask)
-    else:
-        raise UserError(f"loss.params.score {p['score']!r}: want logp or ratio")
     tau = float(p["tau"])
     per_row = [s.new_zeros(()) for _ in range(len(s))]
     for rows in _whole_groups(ctx, len(s), "disco"):
@@ -279,23 +269,7 @@ def disco_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | None 
 
 
 def _disco_params(cfg: LossCfg) -> dict:
-    p = _check_params(
-        cfg.params,
-        {
-            "tau": 10.0,
-            "beta": 1.0e3,
-            "delta": 1.0e-4,
-            "score": "logp",
-            "kl": "k3",
-            "hinge_on": "minibatch",
-        },
-        "loss.params",
-    )
-    if p["hinge_on"] not in ("minibatch", "micro_batch"):
-        raise UserError(f"loss.params.hinge_on {p['hinge_on']!r}: want minibatch or micro_batch")
-    if p["kl"] not in ("k1", "k3"):
-        raise UserError(f"loss.params.kl {p['kl']!r}: want k1 or k3")
-    return p
+    return POLICY_LOSSES.resolve_params("disco", cfg.params, "loss.params")
 
 
 def _disco_kl_tok(logp, old_logp, kind: str) -> torch.Tensor:
@@ -333,7 +307,7 @@ def reg_grpo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | No
     s_g = max(std_g(rho) without gradient, min_std) (params ``scale: std``, the default; on the
     first update after sampling rho = 0 and the raw std is 0) or s_g = ``beta`` (``scale:
     fixed``). Each token of row i carries loss_i (its mean over the row is loss_i)."""
-    p = _check_params(cfg.params, {"scale": "std", "min_std": 0.1, "beta": 1.0}, "loss.params")
+    p = POLICY_LOSSES.resolve_params("reg_grpo", cfg.params, "loss.params")
     rho = _seq_mean(logp - old_logp, mask)
     per_row = [rho.new_zeros(()) for _ in range(len(rho))]
     for rows in _whole_groups(ctx, len(rho), "reg_grpo"):
@@ -342,10 +316,8 @@ def reg_grpo_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContext | No
         if p["scale"] == "std":
             sd = r.detach().std(correction=1) if len(rows) > 1 else r.new_zeros(())
             scale = torch.clamp(sd, min=float(p["min_std"]))
-        elif p["scale"] == "fixed":
+        else:  # fixed
             scale = float(p["beta"])
-        else:
-            raise UserError(f"loss.params.scale {p['scale']!r}: want std or fixed")
         err = (adv[rows] - c / scale) ** 2
         for k, i in enumerate(rows.tolist()):
             per_row[i] = err[k]
@@ -441,9 +413,8 @@ def gtpo_conflict_weights(
     authors' build_conflict_mask computes (it takes the union of the forward mask and the
     backward mask still in reversed coordinates, two leading runs: the longer one); ``union``
     = |forward run U backward run| with both in forward positions (the conflict tokens
-    themselves; a token in both runs counts once)."""
-    if count not in ("max", "union"):
-        raise UserError(f"loss.token_weights.params.count: {count!r}; want max or union")
+    themselves; a token in both runs counts once). Params are checked by the trainer
+    (:func:`token_weight_target` resolves them)."""
     ids, m = ctx.completion_ids, mask.bool()
     C = m.shape[1]
     w = torch.ones_like(old_logp)
@@ -481,14 +452,12 @@ def gtpo_conflict_weights(
 def token_weight_target(fn, params: dict) -> str:
     """Which loss terms the ``loss.token_weights`` weights multiply: ``policy`` (the
     policy-gradient term only) or ``policy_kl`` (the policy term plus beta * KL, as TW-GRPO's
-    code weights its per-token loss); ``params.on``, else the weighting's own default."""
-    import inspect
-
-    decl = inspect.signature(fn).parameters.get("on")
-    on = params.get("on", decl.default if decl is not None else "policy")
-    if on not in ("policy", "policy_kl"):
-        raise UserError(f"loss.token_weights.params.on: {on!r}; want policy or policy_kl")
-    return on
+    code weights its per-token loss); ``params.on``, else the weighting's own default (policy
+    for one without ``on``). ``params`` are validated by the weighting's params model."""
+    name = TOKEN_WEIGHTS.name_of(fn)
+    return TOKEN_WEIGHTS.resolve_params(name, params, "loss.token_weights.params").get(
+        "on", "policy"
+    )
 
 
 @TOKEN_WEIGHTS.register("tw_grpo", params=P.TwGrpoParams)

@@ -219,14 +219,6 @@ def is_peft(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
-def reference_logprobs_context(model):
-    """A context in which ``model`` computes reference log-probs: a LoRA policy with its adapter
-    disabled (the reference without a second copy of the weights); any other model as it is."""
-    import contextlib
-
-    return model.disable_adapter() if is_peft(model) else contextlib.nullcontext()
-
-
 def merged_state_dict(model) -> dict:
     """Plain HF parameter names -> tensors of the policy as it samples (LoRA merged in)."""
     if not is_peft(model):

@@ -6,13 +6,15 @@ when a key is absent) and range constraints; unknown keys are errors. The regist
 validates every ``advantage.params``, ``loss.params``, ``loss.regularisers[i].params``,
 ``loss.token_weights.params``, ``rewards[i].params``, ``sampler.params`` and ``task.params`` at
 load time. Reward functions need no model here: theirs is derived from their keyword arguments.
+Components read their params with ``Registry.resolve_params`` (validated, these defaults
+filled in), so the defaults and checks live only here.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from grpo_core.registry import NoParams, Params
 
@@ -39,9 +41,16 @@ class GtpoParams(Params):
 
 
 class SeedGrpoParams(Params):
-    alpha: float = Field(0.5, ge=0)  # <= 1 with f linear (checked by the estimator)
+    alpha: float = Field(0.5, ge=0)  # <= 1 with f linear (below)
     f: Literal["linear", "exp", "inverse"] = "linear"
     mass: Literal["likelihood", "count"] = "likelihood"
+
+    @model_validator(mode="after")
+    def _alpha_linear(self):
+        # f linear: 1 - alpha * SE / SE_max must stay >= 0 (no sign flip of the advantage)
+        if self.f == "linear" and self.alpha > 1:
+            raise ValueError(f"alpha {self.alpha}: want it in [0, 1] with f linear")
+        return self
 
 
 # ------------------------------------------------------------------ policy losses
@@ -153,5 +162,17 @@ class XrpoParams(SamplerParams):
 # ------------------------------------------------------------------ tasks
 
 
+class GuessNumberTaskParams(Params):
+    lo: int = 1
+    hi: int = Field(9, ge=1)
+
+
 class ArithCotParams(Params):
     cot_frac: float = Field(0.5, ge=0, le=1)
+
+
+# ------------------------------------------------------------------ envs
+
+
+class GuessNumberParams(Params):
+    reward: float = 1.0  # reward of a right guess

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from grpo_core.config import Config, base_dir
+from grpo_core.episodes import single_turn_prompts
 from grpo_core.models import (
     build_char_tokenizer,
     build_tiny_model,
@@ -25,7 +26,7 @@ from grpo_core.models import (
     param_count,
 )
 from grpo_core.runtime import setup_torch
-from grpo_core.tasks import chat_prompt_ids, make_task, render_prompt
+from grpo_core.tasks import make_task
 
 
 def prepare(cfg: Config, threads: int | None = None, log=print) -> Path:
@@ -67,8 +68,9 @@ def sft(model, tok, cfg: Config, log=print) -> None:
     train = task.train()
     eos = tok.eos_token_id
     rows = []
-    for p in train:
-        prompt = chat_prompt_ids(tok, render_prompt(cfg.task.template, p))
+    # the first observation of the single-turn episode on each problem
+    prompts = single_turn_prompts(tok, cfg.task.template, train)
+    for p, prompt in zip(train, prompts):
         target = tok(task.sft_target(p), add_special_tokens=False).input_ids + [eos]
         rows.append((prompt, target))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)

@@ -10,6 +10,11 @@ pydantic model validated when the config is loaded (grpo_core.config.check_compo
   signature after its ``leading_args`` positional arguments (an explicit model must then list
   the same names and defaults as the signature);
 - otherwise the registry's ``default_params`` (no params at all unless the registry says so).
+
+Components read their params through :meth:`Registry.resolve_params` (validated, defaults filled
+in from the model), so a component built from a hand-made cfg that never went through
+load_config is checked the same way, and the defaults live only in the models
+(grpo_core.params).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from grpo_core.errors import UserError, closest
+from grpo_core.errors import UserError, closest, fmt_path, validation_message
 
 T = TypeVar("T")
 
@@ -126,6 +131,38 @@ class Registry(Generic[T]):
     def params_model(self, name: str) -> type[Params]:
         """The params model of a registered component."""
         return self._params[name]
+
+    def name_of(self, obj: Any) -> str:
+        """The name ``obj`` is registered under; for a class that is not, its nearest registered
+        base's."""
+        for o in obj.__mro__ if isinstance(obj, type) else (obj,):
+            for name, item in self._items.items():
+                if item is o:
+                    return name
+        raise KeyError(f"{obj!r} is not a registered {self.kind}")
+
+    def params_message(self, name: str, err: dict, loc: tuple, where: str) -> str:
+        """One line for the first error ``err`` of validating component ``name``'s params, at
+        key path ``loc`` (``(..., "params", key)``), set in ``where``."""
+        valid = list(self._params[name].model_fields)
+        if err["type"] == "extra_forbidden" and not valid:
+            who = f"{self.kind} {name!r}"
+            who = "" if where == who else f"{who} "
+            return f"{where}: key '{fmt_path(loc)}': {who}takes no params"
+        return validation_message(err, loc, where, valid)
+
+    def resolve_params(self, name: str, raw: dict | None, where: str) -> dict[str, Any]:
+        """Component ``name``'s params ``raw`` validated by its params model, every default
+        filled in (the model's dump). ``where``: the config key holding them (e.g.
+        ``"sampler.params"``). A bad param is a one-line UserError naming the key and what
+        would be right (the closest names for an unknown key)."""
+        model = self.params_model(name)
+        try:
+            return model.model_validate({} if raw is None else raw).model_dump()
+        except ValidationError as e:
+            err = e.errors()[0]
+            msg = self.params_message(name, err, (where, *err["loc"]), f"{self.kind} {name!r}")
+            raise UserError(msg) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -59,6 +59,9 @@ class GroupContext:
     rows_fn: Callable[[str, list[int]], torch.Tensor] | None = None
     tokenizer: Any = None  # the policy's tokenizer (token <-> text positions), when attached
     seed: int = 0  # the run seed (run.seed): components that draw random numbers seed from it
+    # [N] the sum of each episode's env rewards (grpo_core.episodes; reward function ``env``),
+    # None when no episode was run through an env that rewards
+    env_rewards: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +153,7 @@ class GroupContext:
             completion_mask=None if self.completion_mask is None else self.completion_mask[ix],
             tokenizer=self.tokenizer,
             seed=self.seed,
+            env_rewards=None if self.env_rewards is None else self.env_rewards[ix],
         )
         for k, v in self._cache.items():
             sub._cache[k] = [v[i] for i in idx] if isinstance(v, list) else v[ix]
@@ -177,6 +181,17 @@ def correctness_reward(ctx: RewardContext) -> torch.Tensor:
     """The task's own grade of each completion (the same call evaluation makes): exact match of
     the extracted answer on the arithmetic tasks, math-verify on the math task."""
     return torch.tensor([g.score for g in task_grades(ctx)], dtype=torch.float32)
+
+
+@REWARDS.register("env")
+def env_reward(ctx: RewardContext) -> torch.Tensor:
+    """The env's own rewards (grpo_core.episodes): the sum over each episode's turns."""
+    if ctx.env_rewards is None:
+        raise UserError(
+            "reward 'env' needs episodes run through an env that rewards (env.name, e.g. "
+            "guess_number); env single_turn gives none: use the reward 'correctness'"
+        )
+    return ctx.env_rewards.to(torch.float32)
 
 
 @REWARDS.register("format")

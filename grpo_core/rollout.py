@@ -43,9 +43,20 @@ class Rollouts:
     finish_reasons: list[str]
     texts: list[str]
     sampler_logp: torch.Tensor | None = None  # [N, C] per-token log-probs from the sampler
+    # multi-turn trajectories (grpo_core.episodes): 1 on the policy's tokens only (observation
+    # tokens between turns are 0), and each token's turn (-1 on observation tokens). None: a
+    # single turn, every completion token is the policy's (loss mask = completion mask)
+    loss_mask: torch.Tensor | None = None  # [N, C]
+    turn_ids: torch.Tensor | None = None  # [N, C]
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def policy_mask(self) -> torch.Tensor:
+        """[N, C] the tokens losses, KL and entropy count: the policy's own (loss_mask), which
+        for a single turn is the completion mask."""
+        return self.completion_mask if self.loss_mask is None else self.loss_mask
 
     @staticmethod
     def concat(parts: list[Rollouts], pad_id: int) -> Rollouts:
@@ -69,6 +80,17 @@ class Rollouts:
             sampler_logp=None
             if any(r.sampler_logp is None for r in parts)
             else torch.cat([rpad(r.sampler_logp, c_w, 0.0) for r in parts]),
+            loss_mask=None
+            if all(r.loss_mask is None for r in parts)
+            else torch.cat([rpad(r.policy_mask, c_w, 0) for r in parts]),
+            turn_ids=None
+            if all(r.turn_ids is None for r in parts)
+            else torch.cat(
+                [
+                    rpad(r.turn_ids if r.turn_ids is not None else r.completion_mask - 1, c_w, -1)
+                    for r in parts
+                ]
+            ),
         )
 
     def select(self, idx: list[int]) -> Rollouts:
@@ -81,6 +103,8 @@ class Rollouts:
             finish_reasons=[self.finish_reasons[i] for i in idx],
             texts=[self.texts[i] for i in idx],
             sampler_logp=None if self.sampler_logp is None else self.sampler_logp[ix],
+            loss_mask=None if self.loss_mask is None else self.loss_mask[ix],
+            turn_ids=None if self.turn_ids is None else self.turn_ids[ix],
         )
 
 

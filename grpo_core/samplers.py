@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from grpo_core import params as P
-from grpo_core.errors import UserError, closest
+from grpo_core.errors import UserError
 from grpo_core.registry import Registry
 from grpo_core.schema import SamplerCfg
 
@@ -35,10 +35,10 @@ class UniformSampler:
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         self.n, self.cfg = n_items, cfg
-        pool = cfg.params.get("pool")
+        # this sampler's params (the registered class's model; defaults filled in), pool apart
+        self.p = SAMPLERS.resolve_params(SAMPLERS.name_of(type(self)), cfg.params, "sampler.params")
+        pool = self.p.pop("pool", None)
         if pool is not None:
-            if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
-                raise UserError(f"sampler.params.pool: {pool!r}; want a positive int (prompts)")
             self.n = min(n_items, pool)
         self.rng = random.Random(seed)
         self.order: list[int] = []
@@ -96,15 +96,9 @@ class DynamicSampler(UniformSampler):
     correctness of each answer, before the overlong penalty) or ``reward`` (the total shaped
     reward: a group whose answers are all right but differ in length penalty is kept)."""
 
-    METRICS = ("acc", "reward")
-
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.metric = cfg.params.get("metric", "acc")
-        if self.metric not in self.METRICS:
-            raise UserError(
-                f"sampler.params.metric: {self.metric!r}; want one of {list(self.METRICS)}"
-            )
+        self.metric = self.p["metric"]
 
     @property
     def max_rounds(self) -> int:
@@ -132,26 +126,8 @@ class EntropyTargetSampler(UniformSampler):
     cooling half of that, min(max_rows, candidates) // 2 (the authors' ray_trainer.py). No extra round before the first entropy is measured. Prompt order is
     the uniform sampler's."""
 
-    DEFAULTS = {
-        "target": 0.5,
-        "t_high": 1.2,
-        "t_low": 0.8,
-        "frac": 0.25,
-        "min_adv": 0.05,
-        "max_rows": 60,
-        "advantage": 1.0,
-    }
-
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        for k in cfg.params:
-            if k not in self.DEFAULTS:
-                raise UserError(
-                    f"sampler.params (aepo): unknown parameter {k!r}; {closest(k, list(self.DEFAULTS))}"
-                )
-        self.p = {**self.DEFAULTS, **cfg.params}
-        if not 0 < float(self.p["frac"]) <= 1:
-            raise UserError(f"sampler.params.frac must be in (0, 1], got {self.p['frac']}")
         self.entropy: float | None = None
 
     def extra_round(self, step: int) -> dict | None:
@@ -191,19 +167,6 @@ def make_sampler(cfg: SamplerCfg, n_items: int, seed: int):
 # Samplers below keep statistics of each prompt's past groups (from ``update``) and use them to
 # choose prompts (``next_prompts``) or to split the step's rollout budget len(indices) * G across
 # them (``group_sizes``). All of their state is in ``state_dict`` (exact resume).
-
-
-def sampler_params(cfg: SamplerCfg, defaults: dict) -> dict:
-    """``cfg.params`` over ``defaults``; an unknown key is a UserError naming the valid ones."""
-    valid = [*defaults, "pool"]
-    for k in cfg.params:
-        if k not in valid:
-            raise UserError(
-                f"sampler.params.{k}: unknown for sampler {cfg.name!r}; {closest(k, valid)}"
-            )
-    out = {**defaults, **cfg.params}
-    out.pop("pool", None)
-    return out
 
 
 def split_groups(stats: dict) -> list[tuple[int, torch.Tensor, list[str]]]:
@@ -311,17 +274,6 @@ class KnapsackSampler(UniformSampler):
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.p = sampler_params(
-            cfg, {"min_n": 2, "max_n": None, "success": 1.0, "base_value": "min_n"}
-        )
-        if self.p["base_value"] not in ("min_n", "zero"):
-            raise UserError(
-                f"sampler.params.base_value: {self.p['base_value']!r}; want min_n or zero"
-            )
-        if int(self.p["min_n"]) < 2:
-            raise UserError(
-                f"sampler.params.min_n: {self.p['min_n']}; want >= 2 (a group of one has no advantage)"
-            )
         self.rate: dict[int, float] = {}
         self._logs: dict = {}
 
@@ -389,7 +341,6 @@ class CuresSampler(UniformSampler):
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.p = sampler_params(cfg, {"min_n": 2, "max_n": None, "success": 1.0})
         self.succ = [0] * self.n
         self.tries = [0] * self.n
         self._logs: dict = {}
@@ -448,13 +399,6 @@ class VadeSampler(UniformSampler):
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.p = sampler_params(
-            cfg,
-            {"prior_a": 1.0, "prior_b": 1.0, "decay_slow": 0.99, "decay_fast": 0.5, "success": 1.0},
-        )
-        for k in ("decay_slow", "decay_fast"):
-            if not 0.0 <= float(self.p[k]) <= 1.0:
-                raise UserError(f"sampler.params.{k}: {self.p[k]}; want a factor in [0, 1]")
         self.a = np.full(self.n, float(self.p["prior_a"]))
         self.b = np.full(self.n, float(self.p["prior_b"]))
         self.nrng = np.random.default_rng(seed)
@@ -525,15 +469,6 @@ class VasSampler(UniformSampler):
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.p = sampler_params(
-            cfg,
-            {"w_var": 1.0, "w_div": 0.0, "mix": 0.5, "update_every": 4, "ngram": 2, "success": 1.0},
-        )
-        if not 0.0 <= float(self.p["mix"]) <= 1.0 or int(self.p["update_every"]) < 1:
-            raise UserError(
-                f"sampler.params: mix {self.p['mix']} (want [0, 1]), update_every "
-                f"{self.p['update_every']} (want >= 1)"
-            )
         self.rate: dict[int, float] = {}
         self.div: dict[int, float] = {}
         self.weights: list[float] | None = None  # None: no refresh yet (weighted part uniform)
@@ -624,9 +559,6 @@ class XrpoSampler(UniformSampler):
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.p = sampler_params(
-            cfg, {"base": None, "max_n": None, "alpha": 0.05, "c": 0.1, "prior_std": 0.5}
-        )
         self.std: dict[int, float] = {}
         self.count: dict[int, int] = {}
         self.total = 0

@@ -23,6 +23,7 @@ __all__ = [
     "RefEmaCfg",
     "ModelCfg",
     "TaskCfg",
+    "EnvCfg",
     "RolloutCfg",
     "RewardTerm",
     "AdvantageCfg",
@@ -112,6 +113,16 @@ class TaskCfg(Strict):
     path: str | None = None  # for file-backed tasks (task.name: jsonl): a local JSONL file
     params: dict[str, Any] = Field(default_factory=dict)  # task-specific options
     max_line_bytes: int = Field(1_000_000, ge=1)  # longer task-file lines: an error
+
+
+class EnvCfg(Strict):
+    """The environment an episode runs in (grpo_core.episodes): single_turn (the task's prompt,
+    one completion) or a multi-turn env, with its params and the episode's caps."""
+
+    name: str = "single_turn"  # grpo_core.episodes.ENVS
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_turns: int = Field(1, ge=1)  # policy turns per episode
+    max_tokens: int | None = Field(None, ge=1)  # prompt + trajectory tokens per episode
 
 
 class RolloutCfg(Strict):
@@ -295,6 +306,7 @@ class Config(Strict):
     run: RunCfg = Field(default_factory=RunCfg)
     model: ModelCfg = Field(default_factory=ModelCfg)
     task: TaskCfg = Field(default_factory=TaskCfg)
+    env: EnvCfg = Field(default_factory=EnvCfg)
     rollout: RolloutCfg = Field(default_factory=RolloutCfg)
     rewards: list[RewardTerm] = Field(default_factory=lambda: [RewardTerm(name="correctness")])
     advantage: AdvantageCfg = Field(default_factory=AdvantageCfg)

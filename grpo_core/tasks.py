@@ -21,7 +21,7 @@ from typing import Any
 
 from grpo_core.errors import UserError
 from grpo_core.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
-from grpo_core.params import ArithCotParams
+from grpo_core.params import ArithCotParams, GuessNumberTaskParams
 from grpo_core.registry import Registry
 
 TASKS: Registry = Registry("task")
@@ -405,6 +405,32 @@ def default_grader_workers() -> int:
     import os
 
     return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+@TASKS.register("guess_number", params=GuessNumberTaskParams)
+class GuessNumber(Task):
+    """Hidden integers in [lo, hi] to guess (the multi-turn env guess_number gives "higher" /
+    "lower" hints between turns; grpo_core.episodes). Each problem's question names the range;
+    its answer is the number. Problems are drawn with the data seed (task.seed); the last
+    ``n_test`` are the test split. SFT teaches the answer itself."""
+
+    def _split(self) -> None:
+        import random as _random
+
+        lo, hi = int(self.params["lo"]), int(self.params["hi"])
+        rng = _random.Random(self.seed)
+        rows = []
+        for i in range(self.n_train + self.n_test):
+            n = rng.randint(lo, hi)
+            rows.append(
+                Problem(
+                    id=f"guess-{i}",
+                    question=f"Guess the number from {lo} to {hi}.",
+                    answer=str(n),
+                    meta={"lo": lo, "hi": hi},
+                )
+            )
+        self._train, self._test = rows[: self.n_train], rows[self.n_train :]
 
 
 @TASKS.register("jsonl")

@@ -27,6 +27,7 @@ from grpo_core import rundir
 from grpo_core.advantages import assert_groups, compute_advantages_logged
 from grpo_core.config import Config, resolve_model_path, resolve_ref_path, save_config
 from grpo_core.environment import environment_info
+from grpo_core.episodes import Episodes, episode_seed, play, single_turn_prompts
 from grpo_core.errors import UserError
 from grpo_core.losses import (
     POLICY_LOSSES,
@@ -46,13 +47,14 @@ from grpo_core.models import (
     load_model_and_tokenizer,
     memory_estimate,
     merged_state_dict,
-    reference_logprobs_context,
 )
+from grpo_core.reference import STATE_FILE as REF_STATE_FILE
+from grpo_core.reference import make_reference
 from grpo_core.rewards import GroupContext, compute_rewards, task_grades
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
 from grpo_core.runtime import derive_seed, setup_torch
 from grpo_core.samplers import make_sampler
-from grpo_core.tasks import Problem, chat_prompt_ids, make_task, render_prompt
+from grpo_core.tasks import Problem, make_task
 
 STATE_FILE = rundir.STATE_JSON  # in the checkpoint: training_state/state.json (+ .safetensors)
 # metrics that measure wall-clock time: the only fields that differ between identical runs
@@ -240,16 +242,8 @@ class Trainer:
             self.rollout_model = copy.deepcopy(self.model).requires_grad_(False)
             dist.shard_model(self.model)
         self.model.train()
-        self.ref = None
-        if cfg.loss.kl.beta > 0 or cfg.train.log_kl or cfg.model.ref_ema is not None:
-            if cfg.model.lora is not None and cfg.model.ref_name_or_path is None:
-                if cfg.model.ref_ema is not None:
-                    raise UserError("model.ref_ema needs full fine-tuning (not model.lora)")
-                self.ref = self.model  # the reference is the policy with its adapter disabled
-            else:
-                ref_path = resolve_ref_path(cfg) or self.model_path
-                self.ref, _ = load_model_and_tokenizer(ref_path, cfg.run.dtype, cfg.run.device)
-                self.ref.eval().requires_grad_(False)
+        # frozen / adapter-disabled / EMA reference, or None (grpo_core.reference)
+        self.ref = make_reference(cfg, self.model, self.model_path, resolve_ref_path(cfg))
         t = cfg.train
         # only trainable parameters (all of them, or the LoRA adapter's)
         self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], t)
@@ -294,10 +288,32 @@ class Trainer:
     # ---------------------------------------------------------------- rollouts and rewards
 
     def prompt_ids(self, i: int) -> list[int]:
+        """Token ids of train problem ``i``'s prompt as a single-turn env shows it."""
         if i not in self._prompt_cache:
-            text = render_prompt(self.cfg.task.template, self.train_set[i])
-            self._prompt_cache[i] = chat_prompt_ids(self.tok, text)
+            (self._prompt_cache[i],) = single_turn_prompts(
+                self.tok, self.cfg.task.template, [self.train_set[i]]
+            )
         return self._prompt_cache[i]
+
+    def episodes(
+        self, row_idx: list[int], params: SamplingParams, turn_seed=None
+    ) -> tuple[Rollouts, Episodes]:
+        """One episode per row (train problem index ``row_idx[r]``) in the configured env
+        (grpo_core.episodes.play): the step's only way to a trajectory."""
+        cfg = self.cfg
+        single = cfg.env.name == "single_turn"  # the same prompt every visit: cached
+        return play(
+            cfg.env,
+            self.task,
+            cfg.task.template,
+            [self.train_set[i] for i in row_idx],
+            [episode_seed(cfg.run.seed, i) for i in row_idx],
+            self.engine,
+            self.tok,
+            params,
+            turn_seed=turn_seed,
+            prompt_fn=(lambda r: self.prompt_ids(row_idx[r])) if single else None,
+        )
 
     def collect(self, step: int) -> tuple[Batch | None, dict]:
         """Sample groups until the batch holds prompts_per_step kept groups (the sampler decides
@@ -320,9 +336,6 @@ class Trainer:
             idx = self.sampler.next_prompts(need)  # the same on every rank
             sizes = self._group_sizes(idx)
             lo, hi = dist.shard_range(len(idx))  # data parallel: this rank's groups
-            prompts = [
-                self.prompt_ids(i) for i, g in zip(idx[lo:hi], sizes[lo:hi]) for _ in range(g)
-            ]
             row_idx = [i for i, g in zip(idx[lo:hi], sizes[lo:hi]) for _ in range(g)]
             problems = [self.train_set[i] for i in row_idx]
             assert_groups([p.id for p in problems], sizes[lo:hi])
@@ -336,11 +349,18 @@ class Trainer:
                     cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else [])
                 ),
             )
-            ro = self.engine.generate(prompts, params)
-            lengths = ro.completion_mask.sum(-1).tolist()
-            ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step)
+            turn_seed = lambda t, rnd=rnd: derive_seed(  # noqa: E731
+                cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else []), 1 << 24, t
+            )
+            ro, ep = self.episodes(row_idx, params, turn_seed)
+            lengths = ro.policy_mask.sum(-1).tolist()
+            ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step, episodes=ep)
             rewards, logs = compute_rewards(cfg.rewards, ctx)
-            acc = torch.tensor([float(g.score >= 1.0) for g in task_grades(ctx)])  # as reward
+            succ = ep.success()
+            if all(x is not None for x in succ):  # the env says which episodes succeeded
+                acc = torch.tensor([float(x) for x in succ])
+            else:  # the task's grade, as the reward
+                acc = torch.tensor([float(g.score >= 1.0) for g in task_grades(ctx)])
             # stats and keep decisions over all ranks' groups (identical on every rank)
             local_rewards, rewards = rewards, dist.gather_cat(rewards)
             texts = dist.gather_list(ro.texts)
@@ -436,7 +456,7 @@ class Trainer:
             stop=list(cfg.rollout.stop),
             seed=derive_seed(cfg.run.seed, step, 1 << 20),
         )
-        ro = self.engine.generate([self.prompt_ids(i) for i in row_idx], params)
+        ro, _ = self.episodes(row_idx, params)
         # drawn at another temperature: no train/sampler mismatch to correct on these rows. When
         # the main batch has sampler log-probs (vLLM), mark these rows NaN so that TIS still
         # applies to the main rows (sampler_mismatch gives NaN rows weight 1)
@@ -487,6 +507,7 @@ class Trainer:
         indices: list[int],
         step: int,
         policy_logp: torch.Tensor | None = None,
+        episodes: Episodes | None = None,
     ) -> GroupContext:
         """The context rewards and advantage estimators see; log-probs are computed on demand
         (under the sampling policy, or the reference model)."""
@@ -509,8 +530,8 @@ class Trainer:
                         "a component needs reference log-probs but there is no reference model; "
                         "set train.log_kl: true or loss.kl.beta > 0"
                     )
-                with reference_logprobs_context(self.ref):
-                    return self._logprobs_nograd(self.ref, r)
+                with self.ref.context():
+                    return self._logprobs_nograd(self.ref.model, r)
             raise ValueError(
                 f"unknown log-prob source {which!r}; want policy, ref, entropy or dist"
             )
@@ -519,7 +540,7 @@ class Trainer:
             texts=ro.texts,
             problems=problems,
             finish_reasons=ro.finish_reasons,
-            lengths=ro.completion_mask.sum(-1).tolist(),
+            lengths=ro.policy_mask.sum(-1).tolist(),
             group_sizes=list(sizes),
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             task=self.task,
@@ -527,11 +548,14 @@ class Trainer:
             total_steps=self.cfg.train.steps,
             indices=list(indices),
             completion_ids=ro.completion_ids,
-            completion_mask=ro.completion_mask,
+            completion_mask=ro.policy_mask,  # the policy's tokens (multi-turn: not observations)
             logprob_fn=logprob_fn,
             rows_fn=logprob_fn,
             tokenizer=self.tok,
             seed=self.cfg.run.seed,
+            env_rewards=None
+            if episodes is None or all(r is None for rs in episodes.turn_rewards for r in rs)
+            else episodes.env_reward(),
         )
 
     def kl_beta(self, step: int | None = None) -> float:
@@ -588,7 +612,7 @@ class Trainer:
             self.sched.step()
             return stats
         ro = batch.rollouts
-        mask = ro.completion_mask
+        mask = ro.policy_mask  # the policy's tokens: what losses, KL and entropy count
         # "old" log-probs come from the training model's forward pass (needed when the batch is
         # reused: mu > 1 or several minibatches); on-policy they equal logp.detach().
         # A separate rollout engine (vLLM) samples from its own copy of the weights: the
@@ -598,8 +622,8 @@ class Trainer:
         self.model.eval()  # no dropout in log-prob passes
         batch.old_logp = self._logprobs_nograd(self.model, ro) if off_policy else None
         if self.ref is not None:
-            with reference_logprobs_context(self.ref):
-                batch.ref_logp = self._logprobs_nograd(self.ref, ro)
+            with self.ref.context():
+                batch.ref_logp = self._logprobs_nograd(self.ref.model, ro)
         self.model.train()
         t_lp = time.perf_counter() - t_lp
         if ro.sampler_logp is not None:
@@ -647,10 +671,15 @@ class Trainer:
         t1 = time.perf_counter()
         logs = self.optimize(batch)
         t_train = time.perf_counter() - t1
-        ema = cfg.model.ref_ema
-        if ema is not None and (step + 1) % ema.every == 0:
-            self._update_ema_reference(ema.decay)
-            stats["ref_ema_update"] = 1.0
+        if self.ref is not None:  # a moving reference follows the policy
+            stats.update(
+                self.ref.after_step(
+                    step,
+                    lambda: (
+                        dist.full_state_dict(self.model) if self.fsdp else self.model.state_dict()
+                    ),
+                )
+            )
         if self.fsdp:  # gather the new shards into the rollout copy
             dist.copy_full_weights(self.model, self.rollout_model)
             self.engine.sync_weights(self.rollout_model)
@@ -670,7 +699,7 @@ class Trainer:
         )
         if samp_logs:
             stats.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
-        n_tok = dist.all_sum(int(mask.sum()) + int(ro.prompt_mask.sum()))
+        n_tok = dist.all_sum(int(ro.completion_mask.sum()) + int(ro.prompt_mask.sum()))
         stats.update(logs)
         stats.update(
             lr=self.opt.param_groups[0]["lr"],
@@ -703,7 +732,7 @@ class Trainer:
                 mb = order[s : s + mb_size]
                 # minibatch-global denominators: the sums over all ranks' shares
                 n_seqs = int(dist.all_sum(len(mb)))
-                n_tokens = int(dist.all_sum(int(ro.completion_mask[mb].sum())))
+                n_tokens = int(dist.all_sum(int(ro.policy_mask[mb].sum())))
                 self.opt.zero_grad(set_to_none=True)
                 mb_loss = 0.0
                 if self.fsdp:  # pad to the same number of backward passes on every rank
@@ -744,7 +773,7 @@ class Trainer:
             return None
         sub = batch.rollouts.select(mb.tolist())
         if batch.old_logp is None:  # on-policy: the loss's old log-probs are the current ones
-            old = cur = torch.zeros(sub.completion_mask.shape)
+            old = cur = torch.zeros(sub.policy_mask.shape)
         else:
             old = cur = batch.old_logp[mb]
             if not first:  # the weights moved since the old log-probs: one no-grad pass
@@ -754,7 +783,7 @@ class Trainer:
                     cur = self._logprobs_nograd(self.model, sub)
                 finally:
                     self.model.train(was_training)
-        out = fn(cur, old, sub.completion_mask)
+        out = fn(cur, old, sub.policy_mask)
         return {k: dist.all_sum(v) for k, v in out.items()}
 
     def micro_loss(
@@ -769,14 +798,14 @@ class Trainer:
         """Loss share of micro-batch ``ix`` and token-summed stats (entropy, kl, clipped);
         ``mb_stats``: the minibatch-global statistics of :meth:`_minibatch_stats`."""
         lc, ro = self.cfg.loss, batch.rollouts
-        mask = ro.completion_mask[ix]
+        mask = ro.policy_mask[ix]  # loss tokens (the policy's); attention covers them all
         need_ent_grad = lc.entropy_coef != 0
         logp, ent = sequence_logprobs(
             self.model,
             ro.prompt_ids[ix],
             ro.prompt_mask[ix],
             ro.completion_ids[ix],
-            mask,
+            ro.completion_mask[ix],
             self.cfg.rollout.temperature,
             with_entropy=True,
         )
@@ -832,14 +861,6 @@ class Trainer:
             tokens=float(m.sum()),
         )
         return loss, st
-
-    @torch.no_grad()
-    def _update_ema_reference(self, decay: float) -> None:
-        """ref <- decay * ref + (1 - decay) * policy (a slowly moving reference, GRPO-CARE)."""
-        src = dist.full_state_dict(self.model) if self.fsdp else self.model.state_dict()
-        for k, v in self.ref.state_dict().items():
-            if k in src and v.is_floating_point():
-                v.mul_(decay).add_(src[k].to(v.device, v.dtype), alpha=1.0 - decay)
 
     def _empty_pass(self, ro: Rollouts, backward: bool) -> None:
         """A forward (and backward) pass that contributes nothing: it keeps the FSDP collectives
@@ -999,13 +1020,11 @@ class Trainer:
             else:
                 self.model.save_pretrained(tmp, safe_serialization=True)
             self.tok.save_pretrained(tmp)
-            if self.cfg.model.ref_ema is not None:  # the moving reference is training state too
+            ref_state = self.ref.state_tensors() if self.ref is not None else None
+            if ref_state is not None:  # a moving reference is training state too
                 from safetensors.torch import save_file
 
-                save_file(
-                    {k: v.contiguous() for k, v in self.ref.state_dict().items()},
-                    str(tmp / "ref_ema.safetensors"),
-                )
+                save_file(ref_state, str(tmp / REF_STATE_FILE))
             rundir.save_state(
                 {
                     "step": self.step,
@@ -1060,7 +1079,7 @@ class Trainer:
                 files = sorted(
                     f
                     for f in path.glob("*.safetensors")
-                    if f.name != "ref_ema.safetensors" and not f.name.startswith("optimizer_rank")
+                    if f.name != REF_STATE_FILE and not f.name.startswith("optimizer_rank")
                 )
                 if not files:
                     raise FileNotFoundError("no *.safetensors in the checkpoint")
@@ -1097,8 +1116,8 @@ class Trainer:
             else:
                 opt_state = state["optimizer"]
             self.opt.load_state_dict(opt_state)
-            if self.cfg.model.ref_ema is not None:
-                self.ref.load_state_dict(load_file(path / "ref_ema.safetensors"))
+            if self.ref is not None and self.ref.state_tensors() is not None:
+                self.ref.load_state_tensors(load_file(path / REF_STATE_FILE))
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -69,6 +70,35 @@ def record(out: Path, steps: int, repros: list[str] | None) -> None:
             json.dumps({"rows": rows, "weights_sha256": h.hexdigest()}, indent=1)
         )
         print(f"{name}: {len(rows)} steps, weights {h.hexdigest()[:12]}", flush=True)
+    # evaluation of grpo's checkpoint: the task's own eval and a benchmark (tests' gsm8k file)
+    from evals.evaluate import evaluate, evaluate_benchmark
+
+    if "grpo" in names:
+        ck = res / "runs" / "grpo" / "checkpoint"
+        cfg = load_config("grpo", "smoke", base)
+        evaluate(cfg, ck, out / "eval_task")
+        bcfg = load_config(
+            "grpo",
+            "smoke",
+            [
+                *base,
+                f"eval.benchmark_paths.gsm8k={ROOT / 'tests' / 'data' / 'gsm8k_test12.jsonl'}",
+                "eval.benchmark_max_new_tokens=6",
+                "eval.grader_timeout_s=10",
+            ],
+        )
+        evaluate_benchmark(bcfg, ck, out / "eval_bench", "gsm8k", eval_seeds=[0], log=lambda *a: 0)
+        ev = {}
+        for d in ("eval_task", "eval_bench"):
+            for f in sorted((out / d).glob("*.samples.jsonl")):
+                rows = [json.loads(x) for x in f.read_text().splitlines()]
+                ev[f"{d}/{f.name}"] = [
+                    {k: r[k] for k in ("prompt_id", "completion", "score") if k in r} for r in rows
+                ]
+            for f in sorted((out / d).glob("*.json")):
+                ev[f"{d}/{f.name}"] = json.loads(f.read_text()).get("metrics")
+        (out / "eval.json").write_text(json.dumps(ev, indent=1))
+        print(f"eval: {len(ev)} files", flush=True)
     (out / "machine.json").write_text(
         json.dumps(
             {
@@ -80,13 +110,30 @@ def record(out: Path, steps: int, repros: list[str] | None) -> None:
     )
 
 
+def _same(x, y) -> bool:
+    """Equal, NaN equal to NaN (a step without a batch logs NaN entropy on both sides)."""
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_same(u, v) for u, v in zip(x, y))
+    return x == y
+
+
 def compare(a: Path, b: Path) -> int:
     ma, mb = (json.loads((d / "machine.json").read_text()) for d in (a, b))
     if ma != mb:
         print(f"records from different machines or budgets: {ma} vs {mb}")
         return 2
     bad = 0
-    names = sorted({p.stem for p in a.glob("*.json")} - {"machine"})
+    if (a / "eval.json").exists():
+        ea, eb = (json.loads((d / "eval.json").read_text()) for d in (a, b))
+        for k in sorted(set(ea) | set(eb)):
+            if not _same(ea.get(k), eb.get(k)):
+                print(f"eval {k}: differs")
+                bad += 1
+    names = sorted({p.stem for p in a.glob("*.json")} - {"machine", "eval"})
     for name in names:
         fb = b / f"{name}.json"
         if not fb.exists():
@@ -97,7 +144,7 @@ def compare(a: Path, b: Path) -> int:
         diff = ""
         for i, (x, y) in enumerate(zip(ra["rows"], rb["rows"])):
             keys = sorted(set(x) | set(y))
-            d = [k for k in keys if x.get(k) != y.get(k)]
+            d = [k for k in keys if not _same(x.get(k), y.get(k))]
             if d:
                 diff = f"step {i}: " + ", ".join(f"{k} {x.get(k)} -> {y.get(k)}" for k in d[:4])
                 break

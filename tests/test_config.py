@@ -446,7 +446,7 @@ def test_every_component_declares_params_and_defaults_match_the_runtime():
     ov = rewards.REWARDS.params_model("overlong")
     assert ov().model_dump() == {"buffer": 4, "max_len": None}
     assert rewards.REWARDS.params_model("correctness").model_fields == {}
-    # the samplers' runtime defaults (sampler_params / DEFAULTS) are the models' defaults
+    # the samplers' runtime params (SAMPLERS.resolve_params) are the models' defaults
     for name in ("knapsack", "cures", "vade", "vas", "xrpo"):
         s = samplers.SAMPLERS.get(name)(100, SamplerCfg(name=name), 0)
         want = samplers.SAMPLERS.params_model(name)().model_dump()

@@ -200,7 +200,7 @@ def test_regulariser_weight_schedule_and_ema_reference_resume(smoke_cfg, tmp_pat
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
     Trainer(cfg, tmp_path / "r").train(progress=False)
     t = Trainer(smoke_cfg("grpo", [*ov, "train.steps=4"]), tmp_path / "f")
-    ref0 = {k: v.clone() for k, v in t.ref.state_dict().items()}
+    ref0 = {k: v.clone() for k, v in t.ref.model.state_dict().items()}
     t.train(progress=False)
     timing = {"rollout_s", "logprob_s", "train_s", "tokens_per_s"}
 
@@ -213,12 +213,12 @@ def test_regulariser_weight_schedule_and_ema_reference_resume(smoke_cfg, tmp_pat
     ea = load_file(tmp_path / "r" / "checkpoint" / "ref_ema.safetensors")
     eb = load_file(tmp_path / "f" / "checkpoint" / "ref_ema.safetensors")
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
-    moved = max(float((t.ref.state_dict()[k] - ref0[k]).abs().max()) for k in ref0)
+    moved = max(float((t.ref.model.state_dict()[k] - ref0[k]).abs().max()) for k in ref0)
     assert moved > 0
     # the EMA reference lies between the start and the policy: ref = 0.5^4 * start + (...) policy
     pol = t.model.state_dict()
     k = next(k for k in ref0 if ref0[k].is_floating_point() and ref0[k].dim() == 2)
-    assert float((t.ref.state_dict()[k] - pol[k]).abs().max()) <= float(
+    assert float((t.ref.model.state_dict()[k] - pol[k]).abs().max()) <= float(
         (ref0[k] - pol[k]).abs().max()
     )
 

@@ -35,7 +35,7 @@ def test_lora_trains_only_the_adapter_and_uses_the_disabled_adapter_as_reference
     smoke_cfg, tmp_path
 ):
     t = Trainer(smoke_cfg("grpo", [*LORA, "train.steps=3", "train.lr=0.05"]), tmp_path)
-    assert t.ref is t.model  # no second model
+    assert t.ref.model is t.model and t.ref.kind == "adapter"  # no second model
     trainable = [n for n, p in t.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     # 2 layers x (q_proj, v_proj) x (A, B) = 8 adapter tensors in the optimizer

@@ -196,7 +196,7 @@ def test_disco_hinge_on_the_minibatch_kl_does_not_depend_on_micro_batching():
     g, _ = _disco_grads("micro_batch", 2)  # one micro-batch = the minibatch: the same as above
     assert torch.allclose(g - g0, want, atol=1e-6)
     for bad in ({"hinge_on": "group"}, {"kl": "k2"}):
-        with pytest.raises(UserError, match="want"):
+        with pytest.raises(UserError, match=rf"key 'loss\.params\.{next(iter(bad))}': Input"):
             disco_minibatch_stats(LossCfg(name="disco", params=bad))
 
 

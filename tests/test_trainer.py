@@ -100,7 +100,7 @@ def test_micro_batch_split_gives_same_update(smoke_cfg, tmp_path, repro, overrid
     from grpo_core.advantages import compute_advantages
 
     t.model.eval()
-    batch.ref_logp = t._logprobs_nograd(t.ref, batch.rollouts)
+    batch.ref_logp = t._logprobs_nograd(t.ref.model, batch.rollouts)
     t.model.train()
     batch.advantages = compute_advantages(batch.rewards, cfg.rollout.group_size, cfg.advantage)
     init = copy.deepcopy(t.model.state_dict())

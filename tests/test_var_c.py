@@ -245,7 +245,9 @@ def test_xrpo_novelty_advantage_hand_computed():
     # per-prompt group sizes: called per group with the selected context, same result
     a2 = compute_advantages_logged(r, [4], cfg, ctx)[0]
     assert torch.allclose(a, a2)
-    with pytest.raises(UserError, match="valid: lam, kappa"):
+    with pytest.raises(
+        UserError, match=r"unknown key 'advantage\.params\.lamb'; did you mean 'lam'"
+    ):
         ADVANTAGES.get("xrpo_novelty", "x")(r.view(1, 4), AdvantageCfg(params={"lamb": 1}), ctx)
 
 

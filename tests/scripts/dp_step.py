@@ -34,7 +34,7 @@ def hand_built_batch(trainer: Trainer) -> Batch:
     completion_mask = (torch.arange(C)[None] < lengths[:, None]).long()
     advantages = torch.randn(n, generator=g)
     ro = Rollouts(prompt_ids, prompt_mask, completion_ids, completion_mask, ["stop"] * n, [""] * n)
-    ref = trainer._logprobs_nograd(trainer.ref, ro) if trainer.ref is not None else None
+    ref = trainer._logprobs_nograd(trainer.ref.model, ro) if trainer.ref is not None else None
     return Batch(ro, [None] * n, torch.zeros(n), advantages, None, ref)
 
 

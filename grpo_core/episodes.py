@@ -1,0 +1,372 @@
+"""Environments and the episode runner: the one place a prompt becomes a trajectory.
+
+An **env** (registered in :data:`ENVS` by name, config ``env.name``) turns a problem into an
+interaction::
+
+    obs = env.reset(problem, seed)          # Observation: chat messages (+ media later)
+    result = env.step(action_text)          # StepResult(observation | None, reward | None,
+                                            #            done, info)
+
+:class:`SingleTurnEnv` wraps a task: its observation is the task's prompt template rendered as
+one user message, and one action ends the episode with no env reward (the configured reward
+functions grade the completion, as before). Multi-turn envs return observations that are
+appended to the conversation as the next user turn, and may reward turns themselves (reward
+function ``env``).
+
+:func:`run_episodes` drives a batch of envs with a rollout engine for up to ``max_turns``
+turns. Every turn generates for the episodes still running, from their whole conversation so
+far, so a trajectory is one sequence: prompt (the first observation), then the policy's turns
+with the observation tokens between them. Its :class:`~grpo_core.rollout.Rollouts` carry
+
+- ``completion_mask``: 1 on every token after the prompt (policy and observation: attention);
+- ``loss_mask``: 1 only on the policy's tokens (what losses, KL and entropy count);
+- ``turn_ids``: the turn of each policy token (0, 1, ...), -1 on observation tokens;
+
+and an :class:`Episodes` record holds the per-turn env rewards, turn counts, infos and the
+texts of every turn. With one turn (every single-turn env) the rollouts are exactly the
+engine's (``loss_mask`` None: the completion mask), so single-turn training is unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from grpo_core import params as P
+from grpo_core.errors import UserError
+from grpo_core.registry import Registry
+from grpo_core.rollout import Rollouts, SamplingParams
+
+ENVS: Registry = Registry("env")
+
+
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of a chat (the tokenizer's chat template), with the generation prompt."""
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=True
+    )
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+# a fixed two-message chat: the observation tokens of a later user turn are the chat template's
+# tokens after it (templates render a conversation as the concatenation of its turns)
+_BASE = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+
+
+def observation_ids(tokenizer, messages: list[dict], eos_ids: set[int]) -> list[int]:
+    """The tokens that follow a finished policy turn (which ended with an EOS token) when the
+    env answers with ``messages``: whatever the chat template writes after the assistant's end
+    token (e.g. a newline), the new messages, and the next generation prompt."""
+    base = chat_ids(tokenizer, _BASE, add_generation_prompt=False)
+    full = chat_ids(tokenizer, [*_BASE, *messages], add_generation_prompt=True)
+    if full[: len(base)] != base:
+        raise UserError(
+            "the tokenizer's chat template does not render a conversation as the concatenation "
+            "of its turns, so observation tokens cannot be appended to a trajectory; use a "
+            "template that does (multi-turn envs need one)"
+        )
+    # the template's tokens after the assistant's end token (the completion ends at its EOS)
+    ends = [i for i, t in enumerate(base) if t in eos_ids]
+    after_eos = base[ends[-1] + 1 :] if ends else []
+    return after_eos + full[len(base) :]
+
+
+@dataclass
+class Observation:
+    """What the env shows the policy: chat messages (``role`` / ``content``); ``media`` for
+    image and video inputs (a VLM policy's processor reads them)."""
+
+    messages: list[dict]
+    media: dict | None = None
+
+
+@dataclass
+class StepResult:
+    observation: Observation | None  # None: nothing more to show (the episode ends)
+    reward: float | None  # None: the env does not reward this turn (reward functions do)
+    done: bool
+    info: dict = field(default_factory=dict)
+
+
+class Env:
+    """Interface of an environment. One instance runs one episode at a time:
+    ``reset(problem, seed)`` then ``step(action_text)`` until ``done``. ``info`` may carry
+    ``success`` (bool: the episode solved its problem; training accuracy and evaluation use it)
+    and anything the env wants logged."""
+
+    def __init__(self, task, template: str, params: dict):
+        self.task, self.template, self.params = task, template, params
+
+    def reset(self, problem, seed: int) -> Observation:
+        raise NotImplementedError
+
+    def step(self, action: str) -> StepResult:
+        raise NotImplementedError
+
+
+@ENVS.register("single_turn")
+class SingleTurnEnv(Env):
+    """Today's task prompt as one user turn; one action ends the episode. Rewards come from the
+    configured reward functions (the task's grade), not from the env."""
+
+    def reset(self, problem, seed: int) -> Observation:
+        from grpo_core.tasks import render_prompt
+
+        return Observation([{"role": "user", "content": render_prompt(self.template, problem)}])
+
+    def step(self, action: str) -> StepResult:
+        return StepResult(None, None, True)
+
+
+@ENVS.register("guess_number", params=P.GuessNumberParams)
+class GuessNumberEnv(Env):
+    """A small multi-turn env (the reference example for new envs, and the multi-turn test).
+    The problem's answer is a hidden integer; the first observation is the task's prompt. Each
+    turn the policy's last number is its guess: right gives reward ``reward`` and ends the
+    episode (success); wrong gives reward 0 and the hint "higher" or "lower" (or "no number"
+    when there is none) as the next user turn, until ``max_turns`` turns are used."""
+
+    def reset(self, problem, seed: int) -> Observation:
+        from grpo_core.tasks import render_prompt
+
+        self.problem = problem
+        self.turn = 0
+        return Observation([{"role": "user", "content": render_prompt(self.template, problem)}])
+
+    def step(self, action: str) -> StepResult:
+        from grpo_core.tasks import extract_answer
+
+        self.turn += 1
+        guess = extract_answer(action)
+        gold = int(self.problem.answer)
+        try:
+            g = int(float(guess)) if guess is not None else None
+        except ValueError:
+            g = None
+        if g == gold:
+            return StepResult(None, float(self.params["reward"]), True, {"success": True})
+        hint = "no number" if g is None else ("higher" if g < gold else "lower")
+        return StepResult(
+            Observation([{"role": "user", "content": hint}]), 0.0, False, {"success": False}
+        )
+
+
+def make_envs(env_cfg, task, template: str, n: int) -> list[Env]:
+    """``n`` fresh envs of ``env_cfg`` (one per episode of a batch)."""
+    cls = ENVS.get(env_cfg.name, "env.name")
+    params = ENVS.resolve_params(env_cfg.name, dict(env_cfg.params), "env.params")
+    return [cls(task, template, params) for _ in range(n)]
+
+
+@dataclass
+class Episodes:
+    """Per episode of a batch (N rows): env rewards of each turn (None where the env gave
+    none), the number of policy turns, the last info, the text of every policy turn, and why
+    the episode ended: "done" (the env said so), "max_turns", "length" (a turn hit
+    max_new_tokens), "max_tokens" (the trajectory hit env.max_tokens)."""
+
+    turn_rewards: list[list[float | None]]
+    n_turns: list[int]
+    infos: list[dict]
+    turn_texts: list[list[str]]
+    end_reasons: list[str]
+
+    def env_reward(self) -> torch.Tensor:
+        """[N] the sum of each episode's env rewards (0 where the env gave none)."""
+        return torch.tensor(
+            [sum(r for r in rs if r is not None) for rs in self.turn_rewards], dtype=torch.float32
+        )
+
+    def success(self) -> list[bool | None]:
+        return [i.get("success") for i in self.infos]
+
+
+def run_episodes(
+    envs: list[Env],
+    problems: list,
+    seeds: list[int],
+    prompts: list[list[int]],
+    engine,
+    tokenizer,
+    params: SamplingParams,
+    max_turns: int = 1,
+    max_tokens: int | None = None,
+    turn_seed=None,
+) -> tuple[Rollouts, Episodes]:
+    """Drive ``envs`` (already reset: ``prompts`` are their first observations' token ids) for
+    up to ``max_turns`` policy turns. Turn 0 is one ``engine.generate`` over all prompts with
+    ``params``; turn t > 0 generates for the running episodes from their whole trajectory, with
+    the seed ``turn_seed(t)`` (default: params.seed + t). Returns the trajectories as Rollouts
+    (see the module docstring) and their :class:`Episodes`."""
+    from grpo_core.rollout import eos_token_ids
+
+    n = len(envs)
+    if not (len(problems) == len(seeds) == len(prompts) == n):
+        raise ValueError("envs, problems, seeds and prompts must have one entry per episode")
+    eos = eos_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id
+    ro = engine.generate(prompts, params)
+    # per episode: completion tokens, loss flags, turn ids, sampler log-probs
+    comp: list[list[int]] = [[] for _ in range(n)]
+    loss: list[list[int]] = [[] for _ in range(n)]
+    turns: list[list[int]] = [[] for _ in range(n)]
+    slp: list[list[float]] = [[] for _ in range(n)]
+    has_slp = ro.sampler_logp is not None
+    ep = Episodes(
+        turn_rewards=[[] for _ in range(n)],
+        n_turns=[0] * n,
+        infos=[{} for _ in range(n)],
+        turn_texts=[[] for _ in range(n)],
+        end_reasons=["max_turns"] * n,
+    )
+    finish = list(ro.finish_reasons)
+    texts = list(ro.texts)
+    running = list(range(n))
+    multi = False
+    t = 0
+    while True:
+        nxt = []
+        for j, i in enumerate(running):
+            m = int(ro.completion_mask[j].sum())
+            ids = ro.completion_ids[j, :m].tolist()
+            comp[i] += ids
+            loss[i] += [1] * m
+            turns[i] += [t] * m
+            if has_slp:
+                slp[i] += ro.sampler_logp[j, :m].tolist()
+            finish[i], texts[i] = ro.finish_reasons[j], ro.texts[j]
+            ep.turn_texts[i].append(ro.texts[j])
+            ep.n_turns[i] += 1
+            res = envs[i].step(ro.texts[j])
+            ep.turn_rewards[i].append(res.reward)
+            ep.infos[i] = dict(res.info)
+            if res.done or res.observation is None:
+                ep.end_reasons[i] = "done"
+                continue
+            if t + 1 >= max_turns:
+                continue  # "max_turns"
+            if ro.finish_reasons[j] == "length":
+                ep.end_reasons[i] = "length"
+                continue
+            obs = observation_ids(tokenizer, res.observation.messages, eos)
+            if max_tokens is not None and len(prompts[i]) + len(comp[i]) + len(obs) >= max_tokens:
+                ep.end_reasons[i] = "max_tokens"
+                continue
+            comp[i] += obs
+            loss[i] += [0] * len(obs)
+            turns[i] += [-1] * len(obs)
+            if has_slp:
+                slp[i] += [0.0] * len(obs)
+            nxt.append(i)
+        if not nxt:
+            break
+        multi = True
+        t += 1
+        p = SamplingParams(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_new_tokens=params.max_new_tokens,
+            stop=list(params.stop),
+            seed=turn_seed(t) if turn_seed is not None else params.seed + t,
+        )
+        ro = engine.generate([prompts[i] + comp[i] for i in nxt], p)
+        has_slp = has_slp and ro.sampler_logp is not None
+        running = nxt
+    first = None if multi else ro
+    if first is not None:  # one turn everywhere: the engine's rollouts as they are
+        return first, ep
+    width = max(1, max(len(c) for c in comp))
+    c_ids = torch.full((n, width), pad, dtype=torch.long)
+    c_mask = torch.zeros((n, width), dtype=torch.long)
+    l_mask = torch.zeros((n, width), dtype=torch.long)
+    t_ids = torch.full((n, width), -1, dtype=torch.long)
+    s_lp = torch.zeros((n, width), dtype=torch.float32) if has_slp else None
+    for i in range(n):
+        k = len(comp[i])
+        c_ids[i, :k] = torch.tensor(comp[i], dtype=torch.long)
+        c_mask[i, :k] = 1
+        l_mask[i, :k] = torch.tensor(loss[i], dtype=torch.long)
+        t_ids[i, :k] = torch.tensor(turns[i], dtype=torch.long)
+        if s_lp is not None:
+            s_lp[i, :k] = torch.tensor(slp[i], dtype=torch.float32)
+    from grpo_core.rollout import left_pad
+
+    p_ids, p_mask = left_pad(prompts, pad)
+    out = Rollouts(p_ids, p_mask, c_ids, c_mask, finish, texts, sampler_logp=s_lp)
+    out.loss_mask, out.turn_ids = l_mask, t_ids
+    return out, ep
+
+
+def reset_prompts(envs: list[Env], problems: list, seeds: list[int], tokenizer) -> list[list[int]]:
+    """Reset every env on its problem; the token ids of the first observations."""
+    return [chat_ids(tokenizer, e.reset(p, s).messages) for e, p, s in zip(envs, problems, seeds)]
+
+
+def play(
+    env_cfg,
+    task,
+    template: str,
+    problems: list,
+    seeds: list[int],
+    engine,
+    tokenizer,
+    params: SamplingParams,
+    turn_seed=None,
+    prompt_fn=None,
+) -> tuple[Rollouts, Episodes]:
+    """One episode per problem in fresh envs of ``env_cfg`` (reset with ``seeds``), run by
+    :func:`run_episodes`: the one episode of training, evaluation and the extra rounds.
+    ``prompt_fn(r)``: row r's first-observation ids when the caller caches them (single-turn
+    prompts do not change between visits)."""
+    envs = make_envs(env_cfg, task, template, len(problems))
+    if prompt_fn is None:
+        prompts = reset_prompts(envs, problems, seeds, tokenizer)
+    else:
+        for e, p, s in zip(envs, problems, seeds):
+            e.reset(p, s)
+        prompts = [prompt_fn(r) for r in range(len(problems))]
+    return run_episodes(
+        envs,
+        problems,
+        seeds,
+        prompts,
+        engine,
+        tokenizer,
+        params,
+        max_turns=env_cfg.max_turns,
+        max_tokens=env_cfg.max_tokens,
+        turn_seed=turn_seed,
+    )
+
+
+def single_turn_prompts(tokenizer, template: str, problems: list) -> list[list[int]]:
+    """The first observations of single-turn episodes on ``problems`` (SFT's prompts)."""
+    envs = [SingleTurnEnv(None, template, {}) for _ in problems]
+    return reset_prompts(envs, problems, [0] * len(problems), tokenizer)
+
+
+def episode_seed(run_seed: int, problem_index: int) -> int:
+    """The seed an env is reset with: fixed per (run seed, problem), like the task's data."""
+    return random.Random(f"{run_seed}:{problem_index}").getrandbits(31)
+
+
+__all__ = [
+    "ENVS",
+    "Env",
+    "Episodes",
+    "GuessNumberEnv",
+    "Observation",
+    "SingleTurnEnv",
+    "StepResult",
+    "chat_ids",
+    "make_envs",
+    "observation_ids",
+    "play",
+    "reset_prompts",
+    "run_episodes",
+    "single_turn_prompts",
+]
