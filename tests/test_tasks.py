@@ -161,24 +161,22 @@ def test_evaluate_writes_the_reward_grades(tmp_path, monkeypatch):
         ],
     )
 
-    class Engine:
+    from grpo_core.models import build_char_tokenizer
+    from grpo_core.rollout import Rollouts
+
+    class Engine:  # the completions above, three tokens each, after a two-token prompt
         def generate(self, prompts, params):
             n = len(prompts)
-            return type(
-                "Ro",
-                (),
-                {
-                    "texts": texts[:n],
-                    "completion_mask": torch.ones(n, 3, dtype=torch.long),
-                    "finish_reasons": ["stop"] * n,
-                },
-            )()
+            ones = torch.ones(n, 3, dtype=torch.long)
+            return Rollouts(ones[:, :2], ones[:, :2], ones, ones, ["stop"] * n, texts[:n])
 
     monkeypatch.setattr(
-        ev, "load_model_and_tokenizer", lambda *a, **k: (torch.nn.Linear(1, 1), None)
+        ev,
+        "load_model_and_tokenizer",
+        lambda *a, **k: (torch.nn.Linear(1, 1), build_char_tokenizer()),
     )
     monkeypatch.setattr(ev, "make_engine", lambda *a, **k: Engine())
-    monkeypatch.setattr(ev, "chat_prompt_ids", lambda tok, text: [1, 2])
+    monkeypatch.setattr(ev, "single_turn_prompts", lambda tok, tpl, ps: [[1, 2] for _ in ps])
     res = ev.evaluate(cfg, tmp_path / "model", tmp_path / "out")
     samples = [json.loads(x) for x in (tmp_path / "out" / "jsonl.samples.jsonl").open()]
     assert [s["score"] for s in samples] == [s for _, _, s, _, _ in MATH_CASES]
