@@ -340,6 +340,8 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
         (("loss", "regularisers", i), r, losses.REGULARISERS)
         for i, r in enumerate(cfg.loss.regularisers)
     ]
+    if cfg.sampler.filter is not None:
+        checks.append((("sampler", "filter"), cfg.sampler.filter, samplers.FILTERS))
     if cfg.loss.token_weights is not None:
         checks.append((("loss", "token_weights"), cfg.loss.token_weights, losses.TOKEN_WEIGHTS))
     names = [(("rollout", "engine"), cfg.rollout.engine, rollout.ENGINES)]

@@ -111,6 +111,10 @@ class DynamicParams(SamplerParams):
     metric: Literal["acc", "reward"] = "acc"  # what must vary within a kept group
 
 
+class NonzeroStdFilterParams(Params):
+    metric: Literal["acc", "reward"] = "acc"  # what must vary within a kept group
+
+
 class AepoParams(Params):  # no pool: the aepo sampler rejects it
     target: float = Field(0.5, ge=0)
     t_high: float = Field(1.2, gt=0)

@@ -107,11 +107,9 @@ class DynamicSampler(UniformSampler):
     def keep(
         self, groups: list[torch.Tensor], acc: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
-        if self.metric == "acc":
-            if acc is None:
-                raise ValueError("dynamic sampler with metric acc needs the per-sample accuracy")
-            groups = acc
-        return torch.tensor([bool(r.max() - r.min() > 1e-8) for r in groups], dtype=torch.bool)
+        # uniform selection with the nonzero_std filter (sampler.filter composes it with any
+        # sampler)
+        return nonzero_std_filter(groups, acc, metric=self.metric)
 
 
 @SAMPLERS.register("aepo", params=P.AepoParams)
@@ -159,8 +157,62 @@ class EntropyTargetSampler(UniformSampler):
         self.entropy = s.get("entropy")
 
 
+# ------------------------------------------------------------------ group filters
+# A group filter decides which sampled groups enter the batch (``sampler.filter``); the step
+# keeps generating (up to ``sampler.max_rounds`` rounds) until prompts_per_step groups are
+# kept. It composes with any sampler's prompt selection and allocation.
+
+FILTERS: Registry = Registry("group filter")
+
+
+@FILTERS.register("nonzero_std", params=P.NonzeroStdFilterParams)
+def nonzero_std_filter(
+    groups: list[torch.Tensor], acc: list[torch.Tensor] | None, metric: str = "acc"
+) -> torch.Tensor:
+    """Keep a group when its ``metric`` varies: ``acc`` (the task's correctness of each answer,
+    before shaping terms; DAPO's and verl's ``filter_groups.metric=acc``; with 0/1 accuracy:
+    0 < successes < G) or ``reward`` (the total shaped reward)."""
+    if metric == "acc":
+        if acc is None:
+            raise ValueError("the nonzero_std filter with metric acc needs per-sample accuracy")
+        groups = acc
+    return torch.tensor([bool(r.max() - r.min() > 1e-8) for r in groups], dtype=torch.bool)
+
+
+class FilteredSampler:
+    """A sampler whose group filter is ``sampler.filter``: prompt selection, allocation,
+    statistics, extra rounds and state are the wrapped sampler's; ``keep`` is the filter's and
+    ``max_rounds`` is ``sampler.max_rounds``."""
+
+    def __init__(self, base, cfg: SamplerCfg):
+        self.base = base
+        f = cfg.filter
+        self._filter = FILTERS.get(f.name, "sampler.filter.name")
+        self._params = FILTERS.resolve_params(f.name, f.params, "sampler.filter.params")
+        self._max_rounds = cfg.max_rounds
+
+    @property
+    def max_rounds(self) -> int:
+        return self._max_rounds
+
+    def keep(self, groups, acc=None) -> torch.Tensor:
+        return self._filter(groups, acc, **self._params)
+
+    def __getattr__(self, name):  # next_prompts, group_sizes, update, extra_round, state, ...
+        return getattr(self.base, name)
+
+
 def make_sampler(cfg: SamplerCfg, n_items: int, seed: int):
-    return SAMPLERS.get(cfg.name, "sampler.name")(n_items, cfg, seed)
+    """The sampler of ``cfg.name``, with ``cfg.filter`` as its group filter when one is set."""
+    s = SAMPLERS.get(cfg.name, "sampler.name")(n_items, cfg, seed)
+    if cfg.filter is None:
+        return s
+    if cfg.name == "dynamic":
+        raise UserError(
+            "sampler.filter: sampler 'dynamic' filters groups itself; use sampler.name: uniform "
+            "with sampler.filter: {name: nonzero_std} (the same), or drop sampler.filter"
+        )
+    return FilteredSampler(s, cfg)
 
 
 # ------------------------------------------------------------------ per-prompt statistics

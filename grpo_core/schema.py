@@ -31,6 +31,7 @@ __all__ = [
     "ComponentRef",
     "KLCfg",
     "LossCfg",
+    "FilterCfg",
     "SamplerCfg",
     "TrainCfg",
     "SFTCfg",
@@ -199,10 +200,21 @@ class LossCfg(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class FilterCfg(Strict):
+    name: str  # grpo_core.samplers.FILTERS
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class SamplerCfg(Strict):
+    """Prompt selection and rollout allocation (``name``: a sampler), the group filter that
+    decides which sampled groups enter the batch (``filter``; None: the sampler's own, which
+    keeps every group except for ``dynamic``), and the cap on generation rounds per step while
+    a filter drops groups (``max_rounds``)."""
+
     name: str = "uniform"
     max_rounds: int = Field(4, ge=1)  # dynamic sampling: cap on generation rounds per step
     params: dict[str, Any] = Field(default_factory=dict)
+    filter: FilterCfg | None = None
 
 
 class TrainCfg(Strict):
