@@ -63,7 +63,7 @@ def trl(model_dir: str, steps: int, threads: int, cfg) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from evals.tasks import extract_answer, make_task, render_prompt
+    from grpo_core.tasks import extract_answer, make_task, render_prompt
 
     task = make_task(cfg.task)
     rows = task.train()[:64]

@@ -146,8 +146,8 @@ def merge_eval_seeds(files: list[Path], out_json: Path) -> dict:
     <label>.samples.jsonl beside it, from ``grpo eval --benchmark B --eval-seeds E``) into
     ``out_json`` and the samples file beside it: metrics averaged over eval seeds, their std over
     seeds, bootstrap CIs over problems of the per-problem values averaged over seeds."""
-    from evals.grader import answer_key
     from evals.metrics import summarize_runs
+    from grpo_core.grader import answer_key
 
     files = [Path(f) for f in files]
     if not files:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.grader import last_boxed
-from evals.tasks import DEFAULT_MAX_LINE_BYTES, Problem, iter_lines
 from grpo_core.errors import UserError
+from grpo_core.grader import last_boxed
+from grpo_core.tasks import DEFAULT_MAX_LINE_BYTES, Problem, iter_lines
 
 # --------------------------------------------------------------------------------------------
 # gold-answer extractors: raw field value -> answer string (ValueError when there is none)

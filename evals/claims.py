@@ -33,8 +33,8 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from grpo_core.config import Claim
 from grpo_core.errors import UserError
+from grpo_core.schema import Claim
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"

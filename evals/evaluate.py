@@ -3,7 +3,7 @@ engine, graded by the task's own grader (the same call the training reward makes
 
 ``evaluate_benchmark`` does the same on a real math benchmark (evals.benchmarks): the paper's or
 the standard protocol, several eval seeds, math-verify grading with a per-sample timeout
-(evals.grader), bootstrap CIs over problems and the std over eval seeds.
+(grpo_core.grader), bootstrap CIs over problems and the std over eval seeds.
 
 Writes eval/<benchmark>.json (metrics, n, protocol) and eval/<benchmark>.samples.jsonl (one line
 per sample) per the output contract.
@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from evals.metrics import bootstrap_ci, per_problem_scores, score_groups, summarize_runs
-from evals.tasks import TEMPLATES, grade_texts, is_well_formed, make_task
 from grpo_core.config import Config
 from grpo_core.environment import environment_info, package_versions
 from grpo_core.episodes import SingleTurnEnv, episode_seed, play, run_episodes, single_turn_prompts
@@ -25,7 +24,8 @@ from grpo_core.errors import UserError
 from grpo_core.models import load_model_and_tokenizer
 from grpo_core.rollout import SamplingParams, make_engine
 from grpo_core.rundir import RunLock
-from grpo_core.trainer import derive_seed, setup_torch
+from grpo_core.runtime import derive_seed, setup_torch
+from grpo_core.tasks import TEMPLATES, grade_texts, is_well_formed, make_task
 
 
 def _load_engine(cfg, model_dir):
@@ -113,7 +113,7 @@ def evaluate(
     grades = grade_texts(task, ro.texts, problems)
     succ = ep.success()
     if all(x is not None for x in succ):
-        from evals.grader import Grade
+        from grpo_core.grader import Grade
 
         grades = [
             Grade(float(x), g.pred, "success" if x else "failure") for x, g in zip(succ, grades)
@@ -248,7 +248,7 @@ def evaluate_benchmark(
     import numpy as np
 
     from evals.benchmarks import LoadReport, load_benchmark
-    from evals.grader import MathGrader, answer_key
+    from grpo_core.grader import MathGrader, answer_key
 
     setup_torch(cfg, threads)
     ev = cfg.eval
@@ -373,7 +373,7 @@ def evaluate_benchmark(
             "stop": list(cfg.rollout.stop),
             "eval_seeds": seeds,
             "grader": {
-                "name": "evals.grader.MathGrader (math-verify gold-first, boxed preferred, "
+                "name": "grpo_core.grader.MathGrader (math-verify gold-first, boxed preferred, "
                 "multi-answer guard, numeric fallback)",
                 "timeout_s": ev.grader_timeout_s,
             },

@@ -21,9 +21,9 @@ import torch
 
 from grpo_core import distributed as dist
 from grpo_core import params as P
-from grpo_core.config import AdvantageCfg
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
+from grpo_core.schema import AdvantageCfg
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 
@@ -224,7 +224,7 @@ def seed_grpo_advantage(
     likelihoods, exp(mean log-prob); "count": the members' share). The normalisation
     (std, eps, scale) is the grpo estimator's. Logs ``se_scale`` (mean factor over groups) and
     ``semantic_entropy`` (mean SE / SE_max)."""
-    from grpo_core.rewards import normalise_answer
+    from grpo_core.tasks import normalise_answer
 
     p = ADVANTAGES.resolve_params("seed_grpo", cfg.params, "advantage.params")
     alpha, fname, mass = float(p["alpha"]), p["f"], p["mass"]

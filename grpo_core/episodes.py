@@ -114,7 +114,7 @@ class SingleTurnEnv(Env):
     configured reward functions (the task's grade), not from the env."""
 
     def reset(self, problem, seed: int) -> Observation:
-        from evals.tasks import render_prompt
+        from grpo_core.tasks import render_prompt
 
         return Observation([{"role": "user", "content": render_prompt(self.template, problem)}])
 
@@ -131,14 +131,14 @@ class GuessNumberEnv(Env):
     when there is none) as the next user turn, until ``max_turns`` turns are used."""
 
     def reset(self, problem, seed: int) -> Observation:
-        from evals.tasks import render_prompt
+        from grpo_core.tasks import render_prompt
 
         self.problem = problem
         self.turn = 0
         return Observation([{"role": "user", "content": render_prompt(self.template, problem)}])
 
     def step(self, action: str) -> StepResult:
-        from evals.tasks import extract_answer
+        from grpo_core.tasks import extract_answer
 
         self.turn += 1
         guess = extract_answer(action)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from grpo_core import params as P
-from grpo_core.config import KLCfg, LossCfg, ScheduleCfg
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
+from grpo_core.schema import KLCfg, LossCfg, ScheduleCfg
 
 POLICY_LOSSES: Registry = Registry("policy loss")
 # fn(logp, old_logp, adv, mask, ctx: LossContext, **params) -> (term_tok [b,T], logs)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from grpo_core.config import TinyModelCfg
 from grpo_core.errors import UserError
+from grpo_core.schema import TinyModelCfg
 
 TINY_SPECIALS = ["<pad>", "<unk>", "<s>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
 TINY_CHAT_TEMPLATE = (

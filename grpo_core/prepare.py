@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from evals.tasks import make_task
 from grpo_core.config import Config, base_dir
 from grpo_core.episodes import single_turn_prompts
 from grpo_core.models import (
@@ -26,7 +25,8 @@ from grpo_core.models import (
     load_model_and_tokenizer,
     param_count,
 )
-from grpo_core.trainer import setup_torch
+from grpo_core.runtime import setup_torch
+from grpo_core.tasks import make_task
 
 
 def prepare(cfg: Config, threads: int | None = None, log=print) -> Path:

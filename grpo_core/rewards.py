@@ -18,10 +18,17 @@ from typing import Any
 
 import torch
 
-from evals.tasks import Problem, Task, extract_answer, grade_texts, is_well_formed
-from grpo_core.config import RewardTerm
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
+from grpo_core.schema import RewardTerm
+from grpo_core.tasks import (
+    Problem,
+    Task,
+    extract_answer,
+    grade_texts,
+    is_well_formed,
+    normalise_answer,
+)
 
 REWARDS: Registry = Registry("reward function", leading_args=1)  # fn(ctx, **params)
 
@@ -165,8 +172,8 @@ RewardContext = GroupContext  # the name reward functions were written against
 
 
 def task_grades(ctx: RewardContext) -> list:
-    """[N] the task's :class:`~evals.grader.Grade` of each completion: its one grading function
-    (evals.tasks.grade_texts), the same call evaluation makes; computed once per context."""
+    """[N] the task's :class:`~grpo_core.grader.Grade` of each completion: its one grading function
+    (grpo_core.tasks.grade_texts), the same call evaluation makes; computed once per context."""
     if "grades" not in ctx._cache:
         ctx._cache["grades"] = grade_texts(ctx.task, ctx.texts, ctx.problems)
     return ctx._cache["grades"]
@@ -221,21 +228,6 @@ def _correct(ctx: RewardContext) -> torch.Tensor:
     if "correct" not in ctx._cache:
         ctx._cache["correct"] = correctness_reward(ctx)
     return ctx._cache["correct"]
-
-
-def normalise_answer(a: str | None) -> str | None:
-    """An answer's identity for counting votes: numbers compare by value ("083", "83.0" and
-    "83" are one answer), anything else by its stripped text. None stays None (no answer)."""
-    if a is None:
-        return None
-    a = a.strip()
-    try:
-        x = float(a)
-    except ValueError:
-        return a
-    if math.isfinite(x) and x == int(x):
-        return str(int(x))
-    return repr(x)
 
 
 def _group_answers(ctx: RewardContext, sl: slice) -> list[str | None]:

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from grpo_core import params as P
-from grpo_core.config import SamplerCfg
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
+from grpo_core.schema import SamplerCfg
 
 SAMPLERS: Registry = Registry("sampler", default_params=P.SamplerParams)
 

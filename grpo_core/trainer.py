@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from evals.tasks import Problem, make_task
 from grpo_core import distributed as dist
 from grpo_core import rundir
 from grpo_core.advantages import ADVANTAGES, assert_groups, compute_advantages_logged
@@ -53,42 +52,13 @@ from grpo_core.reference import STATE_FILE as REF_STATE_FILE
 from grpo_core.reference import make_reference
 from grpo_core.rewards import REWARDS, GroupContext, compute_rewards, task_grades
 from grpo_core.rollout import Rollouts, SamplingParams, make_engine
+from grpo_core.runtime import derive_seed, setup_torch
 from grpo_core.samplers import make_sampler
+from grpo_core.tasks import Problem, make_task
 
 STATE_FILE = rundir.STATE_JSON  # in the checkpoint: training_state/state.json (+ .safetensors)
 # metrics that measure wall-clock time: the only fields that differ between identical runs
 TIMING_FIELDS = ("rollout_s", "logprob_s", "train_s", "tokens_per_s")
-
-
-def setup_torch(cfg: Config, threads: int | None = None) -> None:
-    n = threads or cfg.run.threads
-    if n:
-        torch.set_num_threads(n)
-    if cfg.run.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from (run seed, step, round, ...): generation is reproducible per step,
-    so a resumed run samples exactly what an uninterrupted one would."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (p & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
-    return h
-
-
-def chat_prompt_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a one-turn chat prompt with the generation prompt appended."""
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-    )
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
 
 
 def sequence_logprobs(

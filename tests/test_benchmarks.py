@@ -215,7 +215,7 @@ def test_protocols():
 
 
 def _self_grade(name: str):
-    from evals.grader import MathGrader, answer_key
+    from grpo_core.grader import MathGrader, answer_key
 
     f = DATA / name / "test.jsonl"
     if not f.exists():

@@ -429,8 +429,7 @@ def test_new_scaffold_is_a_diff_over_grpo_with_a_settings_block(project, capsys)
 
 
 def test_every_component_declares_params_and_defaults_match_the_runtime():
-    from evals import tasks
-    from grpo_core import advantages, losses, rewards, samplers
+    from grpo_core import advantages, losses, rewards, samplers, tasks
     from grpo_core.config import SamplerCfg
     from grpo_core.registry import Params
 

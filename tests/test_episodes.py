@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 
-from evals.tasks import Problem
 from grpo_core.episodes import (
     ENVS,
     GuessNumberEnv,
@@ -22,6 +21,7 @@ from grpo_core.episodes import (
 )
 from grpo_core.models import build_char_tokenizer
 from grpo_core.rollout import RolloutEngine, Rollouts, SamplingParams, eos_token_ids, left_pad
+from grpo_core.tasks import Problem
 
 
 @pytest.fixture(scope="module")

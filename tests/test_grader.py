@@ -1,4 +1,4 @@
-"""evals.grader: math-verify grading with a per-sample timeout that works in any thread, the
+"""grpo_core.grader: math-verify grading with a per-sample timeout that works in any thread, the
 multi-answer guard, the numeric fallback, and inputs that must score without crashing."""
 
 import threading
@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("math_verify")
 
-from evals.grader import (  # noqa: E402
+from grpo_core.errors import UserError  # noqa: E402
+from grpo_core.grader import (  # noqa: E402
     MathGrader,
     answer_key,
     extract_prediction,
@@ -17,7 +18,6 @@ from evals.grader import (  # noqa: E402
     split_top_level,
     to_number,
 )
-from grpo_core.errors import UserError  # noqa: E402
 
 # LaTeX that keeps math-verify's parser busy for seconds (3000 unclosed parentheses)
 HANG = "\\boxed{" + "(" * 3000 + "}"
@@ -141,7 +141,7 @@ def test_grade_math_and_bad_settings():
 
 
 def test_last_number_fallback_keeps_thousands_but_not_trailing_commas():
-    from evals.grader import extract_prediction
+    from grpo_core.grader import extract_prediction
 
     assert extract_prediction("It had 366, in total", numeric_gold=True) == "366"
     assert extract_prediction("The profit is $70,000.", numeric_gold=True) == "70,000"
@@ -151,7 +151,7 @@ def test_last_number_fallback_keeps_thousands_but_not_trailing_commas():
 def test_huge_numbers_compare_exactly(grader):
     """Old code: to_number gave floats, so two identical 5000-digit numbers (or 1e400 and
     1e400) were inf and inf, and abs(inf - inf) = nan: a mismatch."""
-    from evals.grader import numbers_equal
+    from grpo_core.grader import numbers_equal
 
     big = "7" * 5000
     assert to_number(big) == to_number(big) and str(to_number(big)) == big  # exact, no inf
@@ -191,7 +191,7 @@ def test_huge_numbers_compare_exactly(grader):
 def test_last_boxed_found_anywhere_in_linear_time(grader):
     """Old code looked for the box in the last 4000 characters only: a box followed by more
     text, or a long box starting before that window, graded no_answer."""
-    from evals.grader import MAX_PRED_CHARS, find_last_boxed
+    from grpo_core.grader import MAX_PRED_CHARS, find_last_boxed
 
     after = "\\boxed{3}" + " and that is all." * 500  # 8,500 characters after the box
     long_box = "\\boxed{" + "1+" * 3000 + "1}"  # 6,000 characters inside the box

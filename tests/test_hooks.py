@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from evals.tasks import Problem
 from grpo_core.advantages import ADVANTAGES, compute_advantages, compute_advantages_logged
 from grpo_core.config import AdvantageCfg, ScheduleCfg
 from grpo_core.losses import REGULARISERS, TOKEN_WEIGHTS, schedule_value
 from grpo_core.rewards import GroupContext
 from grpo_core.samplers import SAMPLERS, UniformSampler
+from grpo_core.tasks import Problem
 
 
 def _ctx(sizes, texts=None):

@@ -66,6 +66,9 @@ def test_wheel_ships_defaults_profiles_and_reproductions(wheel):
     # the package data pyproject used to name (folders that never existed) stays out
     assert not any(n.startswith(("grpo_core/configs/", "grpo_core/templates/")) for n in names)
     assert "grpo_core/environment.py" in names and "evals/evaluate.py" in names
+    # the layers (tests/test_layers.py): the schema, the process set-up, tasks and grader
+    for m in ("schema", "runtime", "tasks", "grader"):
+        assert f"grpo_core/{m}.py" in names
 
 
 def test_project_root_falls_back_to_the_packaged_copy(tmp_path, monkeypatch):

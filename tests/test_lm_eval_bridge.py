@@ -29,11 +29,11 @@ ROWS = [json.loads(x) for x in GSM8K.read_text().splitlines()]
 
 def our_score(completion: str, gold_field: str) -> float:
     """The project's GSM8K score of one completion, as evaluation computes it: the gsm8k
-    benchmark's gold extraction ("#### N", commas removed) and evals.grader (last \\boxed{}, else
-    <answer>, else "answer is" / "####" / the last number; numeric comparison, else
-    math-verify). The one place to switch to another grader."""
+    benchmark's gold extraction ("#### N", commas removed) and grpo_core.grader (last
+    \\boxed{}, else <answer>, else "answer is" / "####" / the last number; numeric comparison,
+    else math-verify). The one place to switch to another grader."""
     from evals.benchmarks import _gsm8k_hash
-    from evals.grader import grade_math
+    from grpo_core.grader import grade_math
 
     return grade_math(completion, _gsm8k_hash(gold_field), timeout_s=20.0).score
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from evals.tasks import Problem
 from grpo_core.config import load_config
 from grpo_core.rewards import GroupContext, random_reward
+from grpo_core.tasks import Problem
 from grpo_core.trainer import TIMING_FIELDS, Trainer
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.tasks import ArithMix, Problem
+from grpo_core.tasks import ArithMix, Problem
 
 
 def _p(gold: str) -> Problem:
@@ -26,8 +26,8 @@ def test_arith_grade_is_exact_match_without_substring_credit():
 
 
 def test_arith_cot_scratchpad_and_mix():
-    from evals.tasks import ArithCoT, extract_answer, make_task
     from grpo_core.config import TaskCfg
+    from grpo_core.tasks import ArithCoT, extract_answer, make_task
 
     # units, then tens with the carry, then the sum; the last number is the answer
     assert ArithCoT.scratchpad("45+38") == "5+8=13;4+3+1=8;83"
@@ -48,9 +48,9 @@ def test_arith_cot_scratchpad_and_mix():
 def test_arith_cot_rejects_bad_params():
     import pytest
 
-    from evals.tasks import make_task
     from grpo_core.config import TaskCfg
     from grpo_core.errors import UserError
+    from grpo_core.tasks import make_task
 
     with pytest.raises(UserError, match="cot_frac"):
         make_task(TaskCfg(name="arith_cot", n_train=20, n_test=5, params={"cot_frac": 2})).train()
@@ -59,7 +59,7 @@ def test_arith_cot_rejects_bad_params():
 
 
 def test_extract_answer_keeps_thousands_separators_whole():
-    from evals.tasks import extract_answer, numeric_match
+    from grpo_core.tasks import extract_answer, numeric_match
 
     assert extract_answer("The profit is $70,000.") == "70,000"
     assert numeric_match(extract_answer("The profit is $70,000."), "70000") == 1.0
@@ -92,8 +92,8 @@ MATH_CASES = [
 
 
 def _jsonl_task(tmp_path, golds, **params):
-    from evals.tasks import make_task
     from grpo_core.config import TaskCfg
+    from grpo_core.tasks import make_task
 
     f = tmp_path / "math.jsonl"
     rows = [{"question": f"q{i}", "answer": g} for i, g in enumerate(golds)] + [
@@ -107,9 +107,9 @@ def _jsonl_task(tmp_path, golds, **params):
 def test_math_task_reward_equals_eval_grade_equals_benchmark_grade(tmp_path):
     """Old code: the reward of `task: jsonl` was numeric/exact match (``\\frac12`` vs 1/2 -> 0)
     while the benchmarks graded 1; now reward == evaluate()'s grade == MathGrader's."""
-    from evals.grader import MathGrader
-    from evals.tasks import extract_answer, grade_texts, numeric_match
+    from grpo_core.grader import MathGrader
     from grpo_core.rewards import GroupContext, correctness_reward
+    from grpo_core.tasks import extract_answer, grade_texts, numeric_match
 
     texts = [c for c, *_ in MATH_CASES]
     task = _jsonl_task(tmp_path, [g for _, g, *_ in MATH_CASES])
@@ -139,8 +139,8 @@ def test_evaluate_writes_the_reward_grades(tmp_path, monkeypatch):
     import torch
 
     import evals.evaluate as ev
-    from evals.tasks import grade_texts
     from grpo_core.config import load_config
+    from grpo_core.tasks import grade_texts
 
     texts = [c for c, *_ in MATH_CASES]
     golds = [g for _, g, *_ in MATH_CASES]
@@ -161,30 +161,28 @@ def test_evaluate_writes_the_reward_grades(tmp_path, monkeypatch):
         ],
     )
 
-    class Engine:
+    from grpo_core.models import build_char_tokenizer
+    from grpo_core.rollout import Rollouts
+
+    class Engine:  # the completions above, three tokens each, after a two-token prompt
         def generate(self, prompts, params):
             n = len(prompts)
-            return type(
-                "Ro",
-                (),
-                {
-                    "texts": texts[:n],
-                    "completion_mask": torch.ones(n, 3, dtype=torch.long),
-                    "finish_reasons": ["stop"] * n,
-                },
-            )()
+            ones = torch.ones(n, 3, dtype=torch.long)
+            return Rollouts(ones[:, :2], ones[:, :2], ones, ones, ["stop"] * n, texts[:n])
 
     monkeypatch.setattr(
-        ev, "load_model_and_tokenizer", lambda *a, **k: (torch.nn.Linear(1, 1), None)
+        ev,
+        "load_model_and_tokenizer",
+        lambda *a, **k: (torch.nn.Linear(1, 1), build_char_tokenizer()),
     )
     monkeypatch.setattr(ev, "make_engine", lambda *a, **k: Engine())
-    monkeypatch.setattr(ev, "chat_prompt_ids", lambda tok, text: [1, 2])
+    monkeypatch.setattr(ev, "single_turn_prompts", lambda tok, tpl, ps: [[1, 2] for _ in ps])
     res = ev.evaluate(cfg, tmp_path / "model", tmp_path / "out")
     samples = [json.loads(x) for x in (tmp_path / "out" / "jsonl.samples.jsonl").open()]
     assert [s["score"] for s in samples] == [s for _, _, s, _, _ in MATH_CASES]
     assert [s["grade_reason"] for s in samples] == [r for _, _, _, r, _ in MATH_CASES]
     assert res["metrics"]["avg@1"] == pytest.approx(9 / 12)
-    from evals.tasks import make_task
+    from grpo_core.tasks import make_task
 
     task = make_task(cfg.task)
     try:
@@ -197,7 +195,7 @@ def test_evaluate_writes_the_reward_grades(tmp_path, monkeypatch):
 
 def test_arith_grade_texts_is_the_old_reward():
     """The arithmetic tasks keep their exact grade: grade_texts == grade(extract_answer(.))."""
-    from evals.tasks import extract_answer, grade_texts
+    from grpo_core.tasks import extract_answer, grade_texts
 
     task = ArithMix(10, 2, 0, {"add2": 1}, None)
     texts = ["45", "\\boxed{45}", "\\boxed{45", "145", "", "x", "4 5", "<answer>45</answer>"]
@@ -240,7 +238,7 @@ def test_math_task_workers_end_with_the_task_and_with_the_parent(tmp_path):
 
     code = (
         "import json, os, sys\n"
-        "from evals.tasks import JsonlTask, Problem\n"
+        "from grpo_core.tasks import JsonlTask, Problem\n"
         "t = JsonlTask(1, 1, 0, {}, None, {'grader_workers': 1})\n"
         "t.grade_texts(['\\\\boxed{x^2}'], [Problem('a', 'q', 'x^{2}')])\n"
         "print(json.dumps([w.proc.pid for w in t._grader._workers]), flush=True)\n"
@@ -256,9 +254,9 @@ def test_math_task_workers_end_with_the_task_and_with_the_parent(tmp_path):
 
 
 def test_jsonl_task_rejects_empty_golds_with_file_line(tmp_path):
-    from evals.tasks import make_task
     from grpo_core.config import TaskCfg
     from grpo_core.errors import UserError
+    from grpo_core.tasks import make_task
 
     f = tmp_path / "t.jsonl"
     f.write_text('{"question": "a", "answer": "1"}\n{"question": "b", "answer": ""}\n')

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from evals.tasks import Problem
 from grpo_core.advantages import compute_advantages_logged, semantic_entropy
 from grpo_core.config import AdvantageCfg, RewardTerm, load_config
 from grpo_core.errors import UserError
@@ -19,8 +18,8 @@ from grpo_core.rewards import (
     budget_at,
     completion_format,
     compute_rewards,
-    normalise_answer,
 )
+from grpo_core.tasks import Problem, normalise_answer
 
 REPROS = [
     "seed_grpo",

@@ -8,7 +8,6 @@ import shutil
 import pytest
 import torch
 
-from evals.tasks import Problem
 from grpo_core.advantages import compute_advantages_logged
 from grpo_core.config import AdvantageCfg, LossCfg, SamplerCfg, load_config
 from grpo_core.errors import UserError
@@ -22,6 +21,7 @@ from grpo_core.losses import (
 )
 from grpo_core.rewards import GroupContext
 from grpo_core.samplers import SAMPLERS
+from grpo_core.tasks import Problem
 
 REPROS = [
     "offpolicy_reinforce",

@@ -11,7 +11,6 @@ import math
 import pytest
 import torch
 
-from evals.tasks import Problem
 from grpo_core.advantages import ADVANTAGES, compute_advantages_logged
 from grpo_core.config import AdvantageCfg, SamplerCfg, load_config, validate_profile_overrides
 from grpo_core.errors import UserError
@@ -31,6 +30,7 @@ from grpo_core.samplers import (
     t_quantile,
     weighted_without_replacement,
 )
+from grpo_core.tasks import Problem
 
 REPROS = ["knapsack_rl", "cures", "vade", "mmr1_vas", "xrpo"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from evals.benchmarks import LoadReport, load_benchmark
-from evals.tasks import JsonlTask, Problem, make_task
 from grpo_core.config import EvalCfg, TaskCfg
 from grpo_core.errors import UserError
+from grpo_core.tasks import JsonlTask, Problem, make_task
 
 GOOD = b'{"question": "1+1?", "answer": "2"}\n'
 

@@ -30,9 +30,9 @@ def test_prepare_seed_must_be_an_integer(tmp_path):
 
 
 def test_random_reward_bad_params_are_a_user_error():
-    from evals.tasks import Problem
     from grpo_core.config import RewardTerm
     from grpo_core.rewards import GroupContext, compute_rewards
+    from grpo_core.tasks import Problem
 
     class T:
         def grade(self, a, p):

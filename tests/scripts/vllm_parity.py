@@ -11,7 +11,7 @@ import torch
 from grpo_core.config import load_config
 from grpo_core.models import build_char_tokenizer, build_tiny_model
 from grpo_core.rollout import HFEngine, SamplingParams, VLLMEngine
-from grpo_core.trainer import chat_prompt_ids
+from grpo_core.tasks import chat_prompt_ids
 
 # vLLM's CPU attention needs head_dim in {32, 64, ...}: one head of the smoke model's 32 dims
 VLLM_TINY = ["model.tiny.num_heads=1", "model.tiny.num_kv_heads=1"]

@@ -276,7 +276,7 @@ def _exit_with_parent() -> None:
 
 
 def serve() -> None:
-    """Worker loop (run as ``python -c "from evals.grader import serve; serve()"``): one JSON
+    """Worker loop (run as ``python -c "from grpo_core.grader import serve; serve()"``): one JSON
     request per stdin line -> one JSON reply per stdout line."""
     import json
     import logging
@@ -320,7 +320,7 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from evals.grader import serve; serve()"],
+            [sys.executable, "-c", "from grpo_core.grader import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -5,7 +5,7 @@ A task yields :class:`Problem` rows and grades whole completions with its one gr
 (grpo_core.rewards.correctness), the training accuracy and the evaluation score (evals.evaluate)
 all call it, so they can never disagree. The arithmetic tasks grade the extracted answer exactly
 (:meth:`Task.grade`); the math task (``jsonl``) grades with the benchmarks' math-verify grader
-(evals.grader.MathGrader), in training and evaluation alike.
+(grpo_core.grader.MathGrader), in training and evaluation alike.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
 from grpo_core.errors import UserError
+from grpo_core.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
 from grpo_core.params import ArithCotParams, GuessNumberTaskParams
 from grpo_core.registry import Registry
 
@@ -68,6 +68,16 @@ def render_prompt(template: str, p: Problem) -> str:
     return tpl.format(**fields)
 
 
+def chat_prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a one-turn chat prompt with the generation prompt appended."""
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
 # --------------------------------------------------------------------------------------------
 # answer extraction
 
@@ -85,6 +95,21 @@ def extract_answer(completion: str) -> str | None:
         return tag
     nums = NUMBER_RE.findall(completion)
     return nums[-1] if nums else None
+
+
+def normalise_answer(a: str | None) -> str | None:
+    """An answer's identity for counting votes: numbers compare by value ("083", "83.0" and
+    "83" are one answer), anything else by its stripped text. None stays None (no answer)."""
+    if a is None:
+        return None
+    a = a.strip()
+    try:
+        x = float(a)
+    except ValueError:
+        return a
+    if math.isfinite(x) and x == int(x):
+        return str(int(x))
+    return repr(x)
 
 
 def is_well_formed(completion: str) -> bool:
@@ -412,7 +437,7 @@ class GuessNumber(Task):
 class JsonlTask(Task):
     """Math problems from a local JSONL file (``task.path``): one object per line with a
     question (``question`` or ``problem``) and an ``answer``; the last ``n_test`` rows are the
-    test split. Graded by the benchmarks' math-verify grader (evals.grader.MathGrader: boxed
+    test split. Graded by the benchmarks' math-verify grader (grpo_core.grader.MathGrader: boxed
     answer, numeric fallback, per-sample timeout in killable worker processes) in training and
     evaluation alike. ``task.params``: ``grader_workers`` (default half the CPUs, 1 to 4),
     ``grader_timeout_s`` (default 5). Lines over ``task.max_line_bytes`` raise, as malformed
@@ -437,7 +462,7 @@ class JsonlTask(Task):
 
     def _math_grader(self):
         if self._grader is None:
-            from evals.grader import MathGrader
+            from grpo_core.grader import MathGrader
 
             self._grader = MathGrader(
                 timeout_s=float(self.params.get("grader_timeout_s", 5.0)),
