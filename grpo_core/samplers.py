@@ -138,7 +138,8 @@ class EntropyTargetSampler(UniformSampler):
             "frac": float(self.p["frac"]),
             "min_adv": float(self.p["min_adv"]),
             "max_rows": cap,
-            "halve": not hot,  # cooling: min(cap, candidates) // 2 (the authors' code)
+            # cooling keeps half: min(cap, candidates) // 2 (the authors' code)
+            "keep_frac": 1.0 if hot else 0.5,
             "advantage": float(self.p["advantage"]),
         }
 

@@ -117,7 +117,7 @@ def sampler_mismatch(
     (>= 0, samples come from the sampler); mismatch_ratio_max = max rho_t.
     mode "token": w_t = min(rho_t, cap); "sequence": w_i = min(prod_t rho_t, cap) on every token
     of sequence i; "none": no weights. The weights carry no gradient. Rows whose sampler
-    log-probs are NaN (rows the engine did not sample at the training temperature: AEPO's extra
+    log-probs are NaN (rows the engine did not sample at the training temperature: a sampler's extra
     round) take no part: weight 1, left out of the metrics.
     """
     has = ~torch.isnan(sampler_logp).any(-1, keepdim=True)  # [N, 1]
@@ -447,16 +447,14 @@ class Trainer:
         return batch, stats
 
     def _extra_round(self, batch: Batch, step: int) -> dict:
-        """A sampler's extra generation round (AEPO's temperature-adjusted samples).
-
-        ``sampler.extra_round(step)`` returns None or {"temperature", "frac", "min_adv",
-        "max_rows", "advantage", optional "halve"}: the first ceil(frac * groups) prompts of the
-        batch are sampled again, G each, at that temperature; the first ``max_rows`` completions
-        whose advantage (the run's estimator, within their new group) exceeds min_adv (with
-        ``halve``, the first min(max_rows, n) // 2 of the n such) join the batch (one group
-        per prompt) with the fixed advantage, a REINFORCE term whose log-probs are the policy's
-        at the rollout temperature. Training metrics (reward, accuracy) stay those of the main
-        batch."""
+        """A sampler's extra generation round, from the plan its ``extra_round(step)`` returns
+        (None: none this step): {"temperature", "frac", "min_adv", "max_rows", "advantage",
+        optional "keep_frac"}. The first ceil(frac * groups) prompts of the batch are sampled
+        again, G each, at that temperature; of the completions whose advantage (the run's
+        estimator, within their new group) exceeds min_adv, the first max_rows, then the first
+        int(n * keep_frac) of those n, join the batch (one group per prompt) with the fixed
+        advantage, a REINFORCE term whose log-probs are the policy's at the rollout
+        temperature. Training metrics (reward, accuracy) stay those of the main batch."""
         req = self.sampler.extra_round(step)
         if not req:
             return {}
@@ -488,8 +486,7 @@ class Trainer:
         adv, _ = compute_advantages_logged(rewards, [G] * n_p, cfg.advantage, ctx)
         keep = [i for i in range(len(ro)) if float(adv[i]) > float(req["min_adv"])]
         keep = keep[: int(req["max_rows"])]
-        if req.get("halve"):  # cooling: min(max_rows, candidates) // 2, as the authors' code
-            keep = keep[: len(keep) // 2]
+        keep = keep[: int(len(keep) * float(req.get("keep_frac", 1.0)))]
         logs = {"extra/temperature": float(req["temperature"]), "extra/n_kept": float(len(keep))}
         if not keep:
             return logs
@@ -827,7 +824,7 @@ class Trainer:
 
     def _minibatch_stats(self, batch: Batch, mb: torch.Tensor, first: bool) -> dict | None:
         """Minibatch-global statistics for a policy loss that declares ``minibatch_stats``
-        (DisCO's KL hinge on the whole minibatch): its sums over this rank's micro-batches at
+        (e.g. a KL hinge on the whole minibatch): its sums over this rank's micro-batches at
         the current weights, without gradient, summed over ranks. Before the step's first
         optimizer step the weights are those of the old log-probs (no extra pass)."""
         decl = getattr(self.pg_loss, "minibatch_stats", None)

@@ -141,9 +141,7 @@ def test_shuffled_group_is_caught_in_the_loop(smoke_cfg, monkeypatch):
 def test_dynamic_sampling_keeps_only_groups_with_variance(smoke_cfg):
     # the filter is on accuracy (DAPO's metric=acc); with correctness as the only reward term,
     # reward variance within a kept group is accuracy variance
-    t = Trainer(
-        smoke_cfg("dapo", ["sampler.max_rounds=3", "rewards=[{name: correctness}]"]), None
-    )
+    t = Trainer(smoke_cfg("dapo", ["sampler.max_rounds=3", "rewards=[{name: correctness}]"]), None)
     batch, stats = t.collect(0)
     assert stats["gen_rounds"] <= 3
     if batch is not None:

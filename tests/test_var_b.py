@@ -354,7 +354,7 @@ def test_aepo_sampler_picks_the_temperature_from_the_last_entropy():
         "frac": 0.25,
         "min_adv": 0.05,
         "max_rows": 60,
-        "halve": True,
+        "keep_frac": 0.5,
         "advantage": 1.0,
     }
     assert s.update({"entropy": float("nan")}) is None and s.entropy == 1.0
