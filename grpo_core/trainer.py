@@ -654,7 +654,9 @@ class Trainer:
     # ---------------------------------------------------------------- one training step
 
     def train_step(self, step: int) -> dict:
-        cfg = self.cfg
+        """One step, top to bottom: episodes and their rewards (:meth:`collect`, the sampler's
+        extra round), the no-grad passes and advantages (:meth:`score`), the update
+        (:meth:`optimize`), then what follows it (:meth:`after_update`)."""
         self.passes = {}
         t0 = time.perf_counter()
         batch, stats = self.collect(step)
@@ -675,6 +677,33 @@ class Trainer:
             )
             self.sched.step()
             return stats
+        t_lp = self.score(batch, step, stats)
+        t1 = time.perf_counter()
+        logs = self.optimize(batch)
+        t_train = time.perf_counter() - t1
+        stats.update(self.after_update(batch, logs, step))
+        stats.update(logs)
+        ro = batch.rollouts
+        n_tok = dist.all_sum(int(ro.completion_mask.sum()) + int(ro.prompt_mask.sum()))
+        stats.update(
+            lr=self.opt.param_groups[0]["lr"],
+            kl_beta=self.kl_beta(step),
+            adv_abs_mean=float(batch.advantages.abs().mean()),
+            frac_truncated=sum(f == "length" for f in ro.finish_reasons) / len(ro),
+            rollout_s=t_roll,
+            logprob_s=t_lp,  # the no-grad passes (old / reference / component needs)
+            train_s=t_train,
+            tokens_per_s=n_tok / max(time.perf_counter() - t0, 1e-9),
+        )
+        return stats
+
+    def score(self, batch: Batch, step: int, stats: dict) -> float:
+        """Everything the loss needs besides the gradient pass, into ``batch`` (logs into
+        ``stats``): the no-grad passes of the union of needs (old log-probs when the batch is
+        reused, the reference's, what the advantage estimator and token weights declared), the
+        train/sampler importance weights, KL in the reward, advantages and token weights.
+        Returns the seconds spent in the passes."""
+        cfg = self.cfg
         ro = batch.rollouts
         mask = ro.policy_mask  # the policy's tokens: what losses, KL and entropy count
         # "old" log-probs come from the training model's forward pass (needed when the batch is
@@ -700,7 +729,6 @@ class Trainer:
                 batch.old_logp, ro.sampler_logp, mask, cfg.rollout.is_correction, cfg.rollout.is_cap
             )
             stats.update(mismatch)
-
         rewards = batch.rewards
         if kl_in_reward:
             # KL in the reward: r_i <- r_i - beta * sum_t kl_t under the sampling policy
@@ -722,17 +750,19 @@ class Trainer:
         ) / max(dist.all_sum(len(batch.advantages)), 1)
         if self.token_weight_fn is not None:
             tw = cfg.loss.token_weights
-            old = gctx.logprobs("policy")
             batch.token_weight, tw_logs = self.token_weight_fn(
-                gctx, batch.advantages, old, mask, **tw.params
+                gctx, batch.advantages, gctx.logprobs("policy"), mask, **tw.params
             )
             stats.update({f"tw/{k}": float(v) for k, v in tw_logs.items()})
+        return t_lp
 
-        t1 = time.perf_counter()
-        logs = self.optimize(batch)
-        t_train = time.perf_counter() - t1
+    def after_update(self, batch: Batch, logs: dict, step: int) -> dict:
+        """After the optimizer steps: the reference follows the policy if it moves, the rollout
+        engine gets the new weights, the schedule steps, the sampler sees the kept groups.
+        Returns what to log."""
+        out = {}
         if self.ref is not None:  # a moving reference follows the policy
-            stats.update(
+            out.update(
                 self.ref.after_step(
                     step,
                     lambda: (
@@ -758,20 +788,8 @@ class Trainer:
             }
         )
         if samp_logs:
-            stats.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
-        n_tok = dist.all_sum(int(ro.completion_mask.sum()) + int(ro.prompt_mask.sum()))
-        stats.update(logs)
-        stats.update(
-            lr=self.opt.param_groups[0]["lr"],
-            kl_beta=beta,
-            adv_abs_mean=float(batch.advantages.abs().mean()),
-            frac_truncated=sum(f == "length" for f in ro.finish_reasons) / len(ro),
-            rollout_s=t_roll,
-            logprob_s=t_lp,  # old / reference log-prob passes
-            train_s=t_train,
-            tokens_per_s=n_tok / max(time.perf_counter() - t0, 1e-9),
-        )
-        return stats
+            out.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
+        return out
 
     def optimize(self, batch: Batch) -> dict:
         """mu epochs over minibatches; each minibatch is one optimizer step, accumulated over
