@@ -35,7 +35,6 @@ from grpo_core.losses import (
     TOKEN_WEIGHTS,
     LossContext,
     aggregate,
-    entropy_from_logits,
     kl_estimate,
     row_groups,
     schedule_value,
@@ -48,6 +47,10 @@ from grpo_core.models import (
     memory_estimate,
     merged_state_dict,
 )
+from grpo_core.policy import (
+    CausalLMPolicy,
+    sequence_logprobs,  # noqa: F401 (the log-prob pass, re-exported)
+)
 from grpo_core.reference import STATE_FILE as REF_STATE_FILE
 from grpo_core.reference import make_reference
 from grpo_core.rewards import REWARDS, GroupContext, compute_rewards, task_grades
@@ -59,41 +62,6 @@ from grpo_core.tasks import Problem, make_task
 STATE_FILE = rundir.STATE_JSON  # in the checkpoint: training_state/state.json (+ .safetensors)
 # metrics that measure wall-clock time: the only fields that differ between identical runs
 TIMING_FIELDS = ("rollout_s", "logprob_s", "train_s", "tokens_per_s")
-
-
-def sequence_logprobs(
-    model,
-    prompt_ids: torch.Tensor,  # [b, P]
-    prompt_mask: torch.Tensor,  # [b, P]
-    completion_ids: torch.Tensor,  # [b, C]
-    completion_mask: torch.Tensor,  # [b, C]
-    temperature: float = 1.0,
-    with_entropy: bool | str = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log pi(o_t | q, o_<t) of the completion tokens [b, C] (and entropies [b, C];
-    with ``with_entropy="dist"`` instead the full log-distributions [b, C, V]).
-
-    Logits are divided by the sampling temperature so the log-probs are those of the
-    distribution the completions were drawn from. Only the C+1 last positions go through the
-    LM head. Position ids skip the left padding, as in generation.
-    """
-    dev = next(model.parameters()).device  # batches live on the CPU, the model may not
-    ids = torch.cat([prompt_ids, completion_ids], dim=1).to(dev)
-    attn = torch.cat([prompt_mask, completion_mask], dim=1).to(dev)
-    completion_ids = completion_ids.to(dev)
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    c = completion_ids.shape[1]
-    out = model(
-        input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=c + 1, use_cache=False
-    )
-    logits = out.logits[:, :-1].float()  # [b, C, V]
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-    if with_entropy == "dist":
-        return logp, torch.log_softmax(logits, -1)
-    ent = entropy_from_logits(logits) if with_entropy else None
-    return logp, ent
 
 
 def make_optimizer(params, t) -> torch.optim.Optimizer:
@@ -245,6 +213,10 @@ class Trainer:
             self.rollout_model = copy.deepcopy(self.model).requires_grad_(False)
             dist.shard_model(self.model)
         self.model.train()
+        # what the trainer asks of the model: per-token log-probs of sampled completions
+        self.policy = CausalLMPolicy(
+            self.model, self.tok, cfg.rollout.temperature, cfg.train.micro_batch_size
+        )
         # frozen / adapter-disabled / EMA reference, or None (grpo_core.reference)
         self.ref = make_reference(cfg, self.model, self.model_path, resolve_ref_path(cfg))
         t = cfg.train
@@ -602,54 +574,29 @@ class Trainer:
             kl.beta, kl.schedule, self.step if step is None else step, self.cfg.train.steps
         )
 
-    @torch.no_grad()
     def _nograd_pass(
         self, model, ro: Rollouts, entropy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """([N, C] per-token log-probs, [N, C] entropies or None) in micro-batches, no grad."""
-        mb = self.cfg.train.micro_batch_size
-        lps, ents = [], []
-        n_iter = math.ceil(len(ro) / mb)
-        if self.fsdp and model is self.model:  # every rank runs the same number of passes
-            for _ in range(dist.all_max(n_iter) - n_iter):
-                self._empty_pass(ro, backward=False)
-        for s in range(0, len(ro), mb):
-            lp, ent = sequence_logprobs(
-                model,
-                ro.prompt_ids[s : s + mb],
-                ro.prompt_mask[s : s + mb],
-                ro.completion_ids[s : s + mb],
-                ro.completion_mask[s : s + mb],
-                self.cfg.rollout.temperature,
-                with_entropy=entropy,
-            )
-            lps.append(lp)
-            ents.append(ent)
-        return torch.cat(lps).cpu(), torch.cat(ents).cpu() if entropy else None
+        """([N, C] per-token log-probs, [N, C] entropies or None) of ``model`` (the policy's or
+        the reference's), in micro-batches, no grad."""
+        self._fsdp_align(model, ro)
+        out = self.policy.logprobs(ro, {"logp", "entropy"} if entropy else {"logp"}, model=model)
+        return out["logp"], out.get("entropy")
 
-    @torch.no_grad()
     def _logprobs_nograd(self, model, ro: Rollouts, entropy: bool | str = False) -> torch.Tensor:
         """[N, C] per-token log-probs of the completions (or, with ``entropy``, the per-token
         entropies of the model's distribution; with ``entropy="dist"`` the [N, C, V]
         log-distributions), in micro-batches, no gradient."""
-        mb = self.cfg.train.micro_batch_size
-        out = []
-        n_iter = math.ceil(len(ro) / mb)
-        if self.fsdp and model is self.model:  # every rank runs the same number of passes
+        self._fsdp_align(model, ro)
+        key = "dist" if entropy == "dist" else ("entropy" if entropy else "logp")
+        return self.policy.logprobs(ro, {key}, model=model)[key]
+
+    def _fsdp_align(self, model, ro: Rollouts) -> None:
+        """Under FSDP every rank runs the same number of policy passes: pad with empty ones."""
+        if self.fsdp and model is self.model:
+            n_iter = math.ceil(len(ro) / self.cfg.train.micro_batch_size)
             for _ in range(dist.all_max(n_iter) - n_iter):
                 self._empty_pass(ro, backward=False)
-        for s in range(0, len(ro), mb):
-            lp, ent = sequence_logprobs(
-                model,
-                ro.prompt_ids[s : s + mb],
-                ro.prompt_mask[s : s + mb],
-                ro.completion_ids[s : s + mb],
-                ro.completion_mask[s : s + mb],
-                self.cfg.rollout.temperature,
-                with_entropy=entropy,
-            )
-            out.append(ent if entropy else lp)
-        return torch.cat(out).cpu()
 
     # ---------------------------------------------------------------- one training step
 
@@ -878,13 +825,11 @@ class Trainer:
         lc, ro = self.cfg.loss, batch.rollouts
         mask = ro.policy_mask[ix]  # loss tokens (the policy's); attention covers them all
         need_ent_grad = lc.entropy_coef != 0
-        logp, ent = sequence_logprobs(
-            self.model,
+        logp, ent = self.policy.forward_logprobs(
             ro.prompt_ids[ix],
             ro.prompt_mask[ix],
             ro.completion_ids[ix],
             ro.completion_mask[ix],
-            self.cfg.rollout.temperature,
             with_entropy=True,
         )
         dev = logp.device
@@ -945,13 +890,8 @@ class Trainer:
         of a rank with fewer micro-batches in step with the others."""
         ctx = torch.enable_grad() if backward else torch.no_grad()
         with ctx:
-            logp, _ = sequence_logprobs(
-                self.model,
-                ro.prompt_ids[:1],
-                ro.prompt_mask[:1],
-                ro.completion_ids[:1],
-                ro.completion_mask[:1],
-                self.cfg.rollout.temperature,
+            logp, _ = self.policy.forward_logprobs(
+                ro.prompt_ids[:1], ro.prompt_mask[:1], ro.completion_ids[:1], ro.completion_mask[:1]
             )
             if backward:
                 (logp.sum() * 0.0).backward()

@@ -246,14 +246,13 @@ def test_disco_trainer_gradient_same_for_any_micro_batch_size(smoke_cfg):
 
 
 def test_tw_grpo_weights_multiply_policy_and_kl(smoke_cfg, monkeypatch):
-    import grpo_core.trainer as tr
     from grpo_core.rollout import Rollouts
     from grpo_core.trainer import Batch, Trainer
 
     t = Trainer(smoke_cfg("tw_grpo"), None)
     assert t.token_weight_on == "policy_kl"
     logp = torch.full((2, 2), -1.0)
-    monkeypatch.setattr(tr, "sequence_logprobs", lambda *a, **k: (logp, torch.zeros(2, 2)))
+    monkeypatch.setattr(t.policy, "forward_logprobs", lambda *a, **k: (logp, torch.zeros(2, 2)))
     ids = torch.ones(2, 2, dtype=torch.long)
     ro = Rollouts(
         ids,

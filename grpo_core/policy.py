@@ -1,0 +1,115 @@
+"""The policy: the model being trained, as the trainer sees it. One interface, which a VLM
+policy (a processor, media inputs, the model's own 3-D position ids) and a diffusion policy
+(per-denoising-step log-probs) will implement too:
+
+    policy.logprobs(rollouts, need={"logp", "entropy", "dist"}, grad=False, model=None)
+        -> {"logp": [N, C], "entropy": [N, C], "dist": [N, C, V]}   (what was asked)
+    policy.forward_logprobs(prompt_ids, prompt_mask, completion_ids, completion_mask,
+                            with_entropy)                            (one micro-batch, grad)
+
+``model``: another model of the same kind to run the same computation on (the reference).
+:class:`CausalLMPolicy` is a causal LM from a Hub id or a local directory (AutoModelForCausalLM).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grpo_core.losses import entropy_from_logits
+
+
+def sequence_logprobs(
+    model,
+    prompt_ids: torch.Tensor,  # [b, P]
+    prompt_mask: torch.Tensor,  # [b, P]
+    completion_ids: torch.Tensor,  # [b, C]
+    completion_mask: torch.Tensor,  # [b, C]
+    temperature: float = 1.0,
+    with_entropy: bool | str = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log pi(o_t | q, o_<t) of the completion tokens [b, C] (and entropies [b, C];
+    with ``with_entropy="dist"`` instead the full log-distributions [b, C, V]).
+
+    Logits are divided by the sampling temperature so the log-probs are those of the
+    distribution the completions were drawn from. Only the C+1 last positions go through the
+    LM head. Position ids skip the left padding, as in generation.
+    """
+    dev = next(model.parameters()).device  # batches live on the CPU, the model may not
+    ids = torch.cat([prompt_ids, completion_ids], dim=1).to(dev)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1).to(dev)
+    completion_ids = completion_ids.to(dev)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    c = completion_ids.shape[1]
+    out = model(
+        input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=c + 1, use_cache=False
+    )
+    logits = out.logits[:, :-1].float()  # [b, C, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    if with_entropy == "dist":
+        return logp, torch.log_softmax(logits, -1)
+    ent = entropy_from_logits(logits) if with_entropy else None
+    return logp, ent
+
+
+class CausalLMPolicy:
+    """A causal LM policy: the per-token log-probs of sampled completions at the sampling
+    temperature (:func:`sequence_logprobs`), in micro-batches of ``micro_batch_size`` rows
+    without gradient, or one micro-batch with it."""
+
+    kind = "causal_lm"
+
+    def __init__(self, model, tokenizer, temperature: float, micro_batch_size: int):
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.micro_batch_size = temperature, micro_batch_size
+
+    def forward_logprobs(
+        self, prompt_ids, prompt_mask, completion_ids, completion_mask, with_entropy=False
+    ):
+        """One micro-batch through the policy (gradient as the caller's context says):
+        (log-probs [b, C], entropies / log-distributions or None)."""
+        return sequence_logprobs(
+            self.model,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            self.temperature,
+            with_entropy=with_entropy,
+        )
+
+    def logprobs(self, ro, need=("logp",), grad: bool = False, model=None) -> dict:
+        """What ``need`` asks of rollouts ``ro`` (see the module docstring), on the CPU; without
+        ``grad`` in micro-batches under no_grad. ``model``: run on this model instead of the
+        policy's (the reference)."""
+        need = set(need)
+        if not need <= {"logp", "entropy", "dist"}:
+            raise ValueError(f"unknown needs {sorted(need - {'logp', 'entropy', 'dist'})}")
+        extra = "dist" if "dist" in need else ("entropy" in need)
+        if "dist" in need and "entropy" in need:
+            raise ValueError("ask for entropy and dist in separate calls")
+        m = self.model if model is None else model
+        mb = len(ro) if grad else self.micro_batch_size
+        lps, exs = [], []
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        with ctx:
+            for s in range(0, len(ro), mb):
+                lp, ex = sequence_logprobs(
+                    m,
+                    ro.prompt_ids[s : s + mb],
+                    ro.prompt_mask[s : s + mb],
+                    ro.completion_ids[s : s + mb],
+                    ro.completion_mask[s : s + mb],
+                    self.temperature,
+                    with_entropy=extra,
+                )
+                lps.append(lp)
+                exs.append(ex)
+        out = {}
+        if "logp" in need:
+            out["logp"] = torch.cat(lps) if grad else torch.cat(lps).cpu()
+        if extra:
+            key = "dist" if extra == "dist" else "entropy"
+            out[key] = torch.cat(exs) if grad else torch.cat(exs).cpu()
+        return out
