@@ -174,6 +174,9 @@ class Episodes:
     infos: list[dict]
     turn_texts: list[list[str]]
     end_reasons: list[str]
+    # the media of every observation shown (first observation first; None where it had none),
+    # for a policy that reads images or video (a VLM's processor)
+    media: list[list[dict | None]] = field(default_factory=list)
 
     def env_reward(self) -> torch.Tensor:
         """[N] the sum of each episode's env rewards (0 where the env gave none)."""
@@ -196,6 +199,7 @@ def run_episodes(
     max_turns: int = 1,
     max_tokens: int | None = None,
     turn_seed=None,
+    first_media: list[dict | None] | None = None,
 ) -> tuple[Rollouts, Episodes]:
     """Drive ``envs`` (already reset: ``prompts`` are their first observations' token ids) for
     up to ``max_turns`` policy turns. Turn 0 is one ``engine.generate`` over all prompts with
@@ -222,6 +226,7 @@ def run_episodes(
         infos=[{} for _ in range(n)],
         turn_texts=[[] for _ in range(n)],
         end_reasons=["max_turns"] * n,
+        media=[[m] for m in (first_media or [None] * n)],
     )
     finish = list(ro.finish_reasons)
     texts = list(ro.texts)
@@ -256,6 +261,7 @@ def run_episodes(
             if max_tokens is not None and len(prompts[i]) + len(comp[i]) + len(obs) >= max_tokens:
                 ep.end_reasons[i] = "max_tokens"
                 continue
+            ep.media[i].append(res.observation.media)
             comp[i] += obs
             loss[i] += [0] * len(obs)
             turns[i] += [-1] * len(obs)
@@ -323,11 +329,10 @@ def play(
     ``prompt_fn(r)``: row r's first-observation ids when the caller caches them (single-turn
     prompts do not change between visits)."""
     envs = make_envs(env_cfg, task, template, len(problems))
+    obs = [e.reset(p, s) for e, p, s in zip(envs, problems, seeds)]
     if prompt_fn is None:
-        prompts = reset_prompts(envs, problems, seeds, tokenizer)
+        prompts = [chat_ids(tokenizer, o.messages) for o in obs]
     else:
-        for e, p, s in zip(envs, problems, seeds):
-            e.reset(p, s)
         prompts = [prompt_fn(r) for r in range(len(problems))]
     return run_episodes(
         envs,
@@ -340,6 +345,7 @@ def play(
         max_turns=env_cfg.max_turns,
         max_tokens=env_cfg.max_tokens,
         turn_seed=turn_seed,
+        first_media=[o.media for o in obs],
     )
 
 

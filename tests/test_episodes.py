@@ -110,6 +110,8 @@ def test_two_turn_guesses_hand_written(tok):
     assert ep.success() == [True, True, False]
     assert ep.end_reasons == ["done", "done", "max_turns"]
     assert ep.turn_texts == [["5"], ["3", "4"], ["7", "8"]]
+    # observations shown: the prompt, then one hint for the episodes that went on (no media)
+    assert ep.media == [[None], [None, None], [None, None]]
     assert ro.texts == ["5", "4", "8"]  # the last turn's text
     # turn 1 generated from the whole trajectory so far, for the running episodes only
     assert eng.calls[1] == [prompts[1] + want_ids[1][:11], prompts[2] + want_ids[2][:11]]
