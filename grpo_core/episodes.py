@@ -155,6 +155,82 @@ class GuessNumberEnv(Env):
         )
 
 
+def _action_key(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+@ENVS.register("twx", params=P.TwxEnvParams)
+class TwxEnv(Env):
+    """A TextWorldExpress game (grpo_core.twx; problems from the task twx_coin). ``reset``
+    generates the problem's game (fold, seed, params: the episode seed is not used, the game is
+    fixed by the problem) and shows the task's prompt (the task description and the first
+    observation); each step takes the first line of the policy's text (stripped; matched to a
+    valid action ignoring case and repeated spaces). An action that is not valid is answered
+    "not a valid action: '...'; valid actions: ..." with reward 0 and counts as a step. The
+    reward of a step is the game's score delta (the coin: 1); the episode ends when the game
+    says so (won or lost) or at env.max_turns. Observations end with the valid actions when
+    ``show_actions``. ``info``: success (the game won), score, steps."""
+
+    def __init__(self, task, template: str, params: dict):
+        super().__init__(task, template, params)
+        self.game = None
+
+    def _text(self, text: str, actions: list[str]) -> str:
+        text = text.strip()
+        if self.params.get("show_actions", True):
+            text += "\nValid actions: " + ", ".join(actions)
+        return text
+
+    def reset(self, problem, seed: int) -> Observation:
+        import weakref
+
+        from grpo_core import twx
+        from grpo_core.tasks import render_prompt
+
+        if not {"game", "params", "fold", "seed"} <= set(problem.meta):
+            raise UserError(
+                f"env twx: problem {problem.id} is not a TextWorldExpress game (its meta has no "
+                "game / params / fold / seed); use it with task.name: twx_coin"
+            )
+        rt, spec = twx.runtime(), twx.spec_of(problem.meta)
+        if self.game is None or self.game.rt is not rt or self.game.loaded != spec.key:
+            if self.game is not None:
+                self._release.detach()
+                self.game.rt.release(self.game)
+            # a slot with this game's generator loaded; back to the pool when the env goes
+            self.game = rt.acquire(spec)
+            self._release = weakref.finalize(self, rt.release, self.game)
+        out = self.game.reset(spec)
+        self.actions = out.valid_actions
+        self.score, self.steps, self.done = 0.0, 0, False
+        first = render_prompt(self.template, problem)
+        return Observation([{"role": "user", "content": self._text(first, self.actions)}])
+
+    def info(self, success: bool) -> dict:
+        return {"success": success, "score": self.score, "steps": self.steps}
+
+    def step(self, action: str) -> StepResult:
+        if self.done:
+            raise RuntimeError("TwxEnv.step after the episode ended; reset first")
+        self.steps += 1
+        lines = action.strip().splitlines()
+        line = lines[0].strip() if lines else ""
+        by_key = {_action_key(a): a for a in self.actions}
+        if _action_key(line) not in by_key:
+            msg = f"not a valid action: {line!r}; valid actions: " + ", ".join(self.actions)
+            return StepResult(
+                Observation([{"role": "user", "content": msg}]), 0.0, False, self.info(False)
+            )
+        out = self.game.step(by_key[_action_key(line)])
+        reward = out.score - self.score
+        self.score, self.actions = out.score, out.valid_actions
+        if out.success or out.failure:
+            self.done = True
+            return StepResult(None, reward, True, self.info(out.success))
+        obs = Observation([{"role": "user", "content": self._text(out.observation, self.actions)}])
+        return StepResult(obs, reward, False, self.info(False))
+
+
 def make_envs(env_cfg, task, template: str, n: int) -> list[Env]:
     """``n`` fresh envs of ``env_cfg`` (one per episode of a batch)."""
     cls = ENVS.get(env_cfg.name, "env.name")
@@ -368,6 +444,7 @@ __all__ = [
     "Observation",
     "SingleTurnEnv",
     "StepResult",
+    "TwxEnv",
     "chat_ids",
     "make_envs",
     "observation_ids",

@@ -180,3 +180,28 @@ class ArithCotParams(Params):
 
 class GuessNumberParams(Params):
     reward: float = 1.0  # reward of a right guess
+
+
+class TwxCoinTaskParams(Params):
+    """TextWorldExpress coin collector games (task twx_coin): each problem's number of
+    locations is drawn from [locations_min, locations_max] (3-5: leaves RL headroom for a ~1M
+    model); test problems come from the package's ``test_fold`` seeds."""
+
+    locations_min: int = Field(3, ge=1, le=11)
+    locations_max: int = Field(5, ge=1, le=11)
+    include_doors: bool = False
+    distractor_items: int = Field(0, ge=0)
+    limit_inventory: bool = True
+    test_fold: Literal["test", "dev"] = "test"
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.locations_min > self.locations_max:
+            raise ValueError(
+                f"locations_min {self.locations_min} > locations_max {self.locations_max}"
+            )
+        return self
+
+
+class TwxEnvParams(Params):
+    show_actions: bool = True  # list the valid actions after every observation

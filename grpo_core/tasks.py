@@ -21,7 +21,7 @@ from typing import Any
 
 from grpo_core.errors import UserError
 from grpo_core.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
-from grpo_core.params import ArithCotParams, GuessNumberTaskParams
+from grpo_core.params import ArithCotParams, GuessNumberTaskParams, TwxCoinTaskParams
 from grpo_core.registry import Registry
 
 TASKS: Registry = Registry("task")
@@ -431,6 +431,84 @@ class GuessNumber(Task):
                 )
             )
         self._train, self._test = rows[: self.n_train], rows[self.n_train :]
+
+
+@TASKS.register("twx_coin", params=TwxCoinTaskParams)
+class TwxCoin(Task):
+    """TextWorldExpress coin collector games (grpo_core.twx; played by the env ``twx``): find
+    the coin in a small house and take it. A problem is one game, (fold, seed, game params):
+    train problems from the package's train fold seeds, test problems from its
+    ``task.params.test_fold`` seeds (test, or dev), each with a number of locations drawn from
+    [locations_min, locations_max]; the (seed, locations) pairs of a fold are shuffled with the
+    data seed (task.seed) and the first n_train / n_test taken. ``question``: the task
+    description and the first observation; ``answer``: the length of the package's gold path;
+    ``meta``: fold, seed, game, params (the package's string) and the gold path."""
+
+    name = "twx_coin"
+
+    def _split(self) -> None:
+        import random as _random
+
+        from grpo_core import twx
+
+        p = TASKS.resolve_params("twx_coin", self.params, "task.params")
+        self.params = p
+        locs = list(range(p["locations_min"], p["locations_max"] + 1))
+        rt = twx.runtime()
+        rng = _random.Random(self.seed)
+        out = []
+
+        def game_params(k: int) -> str:
+            return twx.params_string(
+                {
+                    "numLocations": k,
+                    "includeDoors": p["include_doors"],
+                    "numDistractorItems": p["distractor_items"],
+                    "limitInventorySize": p["limit_inventory"],
+                }
+            )
+
+        for fold, n, where in (
+            ("train", self.n_train, "task.n_train"),
+            (p["test_fold"], self.n_test, "task.n_test"),
+        ):
+            pairs = [(s, k) for s in rt.seeds("coin", game_params(locs[0]), fold) for k in locs]
+            if n > len(pairs):
+                raise UserError(
+                    f"{where}={n}: the coin game's {fold} fold has {len(pairs)} games with "
+                    f"{locs[0]}-{locs[-1]} locations; use at most that many"
+                )
+            rng.shuffle(pairs)
+            rows = []
+            for seed, k in pairs[:n]:
+                gp = game_params(k)
+                spec = twx.GameSpec("coin", gp, fold, int(seed))
+                desc, obs, _, gold = twx.first_observation(spec)
+                rows.append(
+                    Problem(
+                        id=f"twx-coin-{fold}-{seed}-L{k}",
+                        question=f"{desc.strip()}\n\n{obs.strip()}",
+                        answer=str(len(gold)),
+                        meta={
+                            "fold": fold,
+                            "seed": int(seed),
+                            "game": "coin",
+                            "params": gp,
+                            "locations": k,
+                            "gold": gold,
+                        },
+                    )
+                )
+            out.append(rows)
+        self._train, self._test = out
+
+    def sft_target(self, problem: Problem) -> str:
+        """The gold path's first move (an episode's first turn; the package's gold paths start
+        with "look around", which the first observation already shows). Multi-turn SFT would
+        teach ``meta['gold']`` turn by turn."""
+        gold = problem.meta["gold"]
+        rest = gold[1:] if gold and gold[0] == "look around" else gold
+        return (rest or gold)[0]
 
 
 @TASKS.register("jsonl")

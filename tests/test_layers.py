@@ -25,6 +25,7 @@ BOTTOM_MAY_IMPORT = {
     "grpo_core.params",
     "grpo_core.schema",
     "grpo_core.grader",
+    "grpo_core.twx",  # the TextWorldExpress gateway (imports errors only)
 }
 ENTRY_POINTS = {"grpo_core.cli"}  # the command line sits above both grpo_core and evals
 
