@@ -441,8 +441,10 @@ class TwxCoin(Task):
     ``task.params.test_fold`` seeds (test, or dev), each with a number of locations drawn from
     [locations_min, locations_max]; the (seed, locations) pairs of a fold are shuffled with the
     data seed (task.seed) and the first n_train / n_test taken. ``question``: the task
-    description and the first observation; ``answer``: the length of the package's gold path;
-    ``meta``: fold, seed, game, params (the package's string) and the gold path."""
+    description and the first observation; ``answer``: "" (the env grades: success is winning
+    the game); ``meta``: fold, seed, game, params (the package's string), locations. Gold
+    paths: ``grpo_core.twx.gold_path(problem)`` (the package's, a random walk that wins) and
+    ``coin_shortest_path`` (fixed; SFT's)."""
 
     name = "twx_coin"
 
@@ -483,19 +485,18 @@ class TwxCoin(Task):
             for seed, k in pairs[:n]:
                 gp = game_params(k)
                 spec = twx.GameSpec("coin", gp, fold, int(seed))
-                desc, obs, _, gold = twx.first_observation(spec)
+                desc, obs, _, _ = twx.first_observation(spec)
                 rows.append(
                     Problem(
                         id=f"twx-coin-{fold}-{seed}-L{k}",
                         question=f"{desc.strip()}\n\n{obs.strip()}",
-                        answer=str(len(gold)),
+                        answer="",
                         meta={
                             "fold": fold,
                             "seed": int(seed),
                             "game": "coin",
                             "params": gp,
                             "locations": k,
-                            "gold": gold,
                         },
                     )
                 )
@@ -503,12 +504,15 @@ class TwxCoin(Task):
         self._train, self._test = out
 
     def sft_target(self, problem: Problem) -> str:
-        """The gold path's first move (an episode's first turn; the package's gold paths start
-        with "look around", which the first observation already shows). Multi-turn SFT would
-        teach ``meta['gold']`` turn by turn."""
-        gold = problem.meta["gold"]
-        rest = gold[1:] if gold and gold[0] == "look around" else gold
-        return (rest or gold)[0]
+        """The first action of the game's shortest winning path (grpo_core.twx.
+        coin_shortest_path: fixed, unlike the package's random-walk gold path); an episode's
+        first turn. Multi-turn SFT would teach the whole path turn by turn."""
+        from grpo_core import twx
+
+        cache = self.__dict__.setdefault("_shortest", {})
+        if problem.id not in cache:
+            cache[problem.id] = twx.coin_shortest_path(twx.spec_of(problem.meta))
+        return cache[problem.id][0]
 
 
 @TASKS.register("jsonl")

@@ -46,6 +46,8 @@ class StepOut:
     score: float
     success: bool
     failure: bool
+    look: str = ""  # the current room's description (what "look around" would say)
+    inventory: str = ""
 
 
 def _parse(js: str) -> StepOut:
@@ -56,6 +58,8 @@ def _parse(js: str) -> StepOut:
         score=float(d["score"]),
         success=bool(d["tasksuccess"]),
         failure=bool(d["taskfailure"]),
+        look=str(d.get("look", "")),
+        inventory=str(d.get("inventory", "")),
     )
 
 
@@ -204,13 +208,14 @@ def params_string(params: dict) -> str:
     return ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in params.items())
 
 
-def first_observation(spec: GameSpec) -> tuple[str, str, list[str], list[str]]:
-    """(task description, first observation, valid actions, gold path) of a game."""
+def first_observation(spec: GameSpec, gold: bool = False) -> tuple[str, str, list[str], list[str]]:
+    """(task description, first observation, valid actions, the package's gold path when
+    ``gold`` else []) of a game."""
     rt = runtime()
     g = rt.acquire(spec)
     try:
-        out = g.reset(spec, gold=True)
-        return g.description, out.observation, out.valid_actions, g.gold_actions()
+        out = g.reset(spec, gold=gold)
+        return g.description, out.observation, out.valid_actions, g.gold_actions() if gold else []
     finally:
         rt.release(g)
 
@@ -223,13 +228,58 @@ def spec_of(meta: dict) -> GameSpec:
 def gold_actions(spec: GameSpec) -> list[str]:
     """The package's gold action sequence of a game (``getGoldActionSequence``): following it
     from the game's start wins it. It starts with "look around" (what the first observation
-    shows)."""
-    return first_observation(spec)[3]
+    shows). For the coin game it is a random walk to the coin drawn with an unseeded
+    generator in the JVM, so two calls may give different (winning) paths; see
+    :func:`coin_shortest_path` for a fixed one."""
+    return first_observation(spec, gold=True)[3]
 
 
 def gold_path(problem) -> list[str]:
     """A problem's (task twx_coin) gold action sequence, from the package."""
     return gold_actions(spec_of(problem.meta))
+
+
+def _coin_moves(actions: list[str]) -> list[str]:
+    return sorted(a for a in actions if a.startswith(("move ", "open door")) or a == "take coin")
+
+
+def coin_shortest_path(spec: GameSpec, max_expansions: int = 5000) -> list[str]:
+    """A shortest winning action sequence of a coin game (breadth-first over the states the
+    moves, door openings and "take coin" reach, a state being the room's description and the
+    inventory; ties broken by action name, so the path is fixed). Each expansion replays its
+    path from a reset, so this costs tens of milliseconds on a 3-5 location map."""
+    from collections import deque
+
+    rt = runtime()
+    g = rt.acquire(spec)
+    try:
+        start = g.reset(spec)
+        seen = {(start.look, start.inventory)}
+        queue = deque([([], start)])
+        n = 0
+        while queue:
+            path, out = queue.popleft()
+            for a in _coin_moves(out.valid_actions):
+                n += 1
+                if n > max_expansions:
+                    raise UserError(
+                        f"TextWorldExpress {spec}: no winning path within {max_expansions} steps "
+                        "of search"
+                    )
+                g.reset(spec)
+                for b in path:
+                    g.step(b)
+                nxt = g.step(a)
+                if nxt.success:
+                    return [*path, a]
+                key = (nxt.look, nxt.inventory)
+                if nxt.failure or key in seen:
+                    continue
+                seen.add(key)
+                queue.append(([*path, a], nxt))
+        raise UserError(f"TextWorldExpress {spec}: the coin cannot be reached")
+    finally:
+        rt.release(g)
 
 
 __all__ = [
@@ -238,6 +288,7 @@ __all__ = [
     "StepOut",
     "TwxGame",
     "TwxRuntime",
+    "coin_shortest_path",
     "first_observation",
     "gold_actions",
     "gold_path",
