@@ -188,6 +188,46 @@ def test_scripted_gold_episode_through_the_runner(tok):
     assert ep.infos[1]["steps"] == 3
 
 
+def test_the_packages_gold_paths_through_the_runner(tok):
+    """Three games with doors, each played along the package's gold path by a scripted engine
+    (the paths differ in length, so episodes end at different turns): every episode wins at
+    its last gold action, the env rewards sum to the final score, and the masks and turn ids
+    follow the turns (expected tokens from a second env replaying the same path)."""
+    params = "numLocations=4,includeDoors=1,numDistractorItems=0,limitInventorySize=1"
+    problems = [_problem(s, params) for s in (0, 1, 3)]
+    plans = [twx.gold_path(p) for p in problems]
+    T = max(len(g) for g in plans)
+    script = [[g[t] for g in plans if len(g) > t] for t in range(T)]
+    envs = [_env() for _ in problems]
+    prompts = [chat_ids(tok, e.reset(p, 0).messages) for e, p in zip(envs, problems)]
+    ro, ep = run_episodes(
+        envs, problems, [0] * 3, prompts, ScriptedEngine(tok, script), tok, SamplingParams(), T
+    )
+    eos, end = eos_token_ids(tok), tok.eos_token_id
+    for i, (p, gold) in enumerate(zip(problems, plans)):
+        ref = _env()
+        ref.reset(p, 0)
+        ids, loss, turns = [], [], []
+        for t, a in enumerate(gold):
+            pol = tok.encode(a, add_special_tokens=False) + [end]
+            ids, loss, turns = ids + pol, loss + [1] * len(pol), turns + [t] * len(pol)
+            r = ref.step(a)
+            if r.done:
+                break
+            obs = observation_ids(tok, r.observation.messages, eos)
+            ids, loss, turns = ids + obs, loss + [0] * len(obs), turns + [-1] * len(obs)
+        n = len(ids)
+        assert t == len(gold) - 1 and r.info["success"]
+        assert ro.completion_ids[i, :n].tolist() == ids
+        assert int(ro.completion_mask[i].sum()) == n
+        assert ro.loss_mask[i, :n].tolist() == loss and int(ro.loss_mask[i, n:].sum()) == 0
+        assert ro.turn_ids[i, :n].tolist() == turns
+        assert ep.turn_rewards[i] == [0.0] * (len(gold) - 1) + [1.0]
+    assert ep.n_turns == [len(g) for g in plans] and ep.end_reasons == ["done"] * 3
+    assert ep.env_reward().tolist() == [i["score"] for i in ep.infos] == [1.0] * 3
+    assert ep.success() == [True] * 3
+
+
 def test_one_jvm_per_process_and_fast_steps():
     rt = twx.runtime()
     assert twx.runtime() is rt
