@@ -71,7 +71,6 @@ class TwxGame:
     def __init__(self, rt: TwxRuntime, server):
         self.rt, self.server = rt, server
         self.loaded: tuple[str, str] | None = None
-        self.description = ""
 
     def reset(self, spec: GameSpec, gold: bool = False) -> StepOut:
         if spec.fold not in FOLDS:
@@ -83,9 +82,11 @@ class TwxGame:
                     f"TextWorldExpress game {spec.game!r} with params {spec.params!r}: {msg.strip()}"
                 )
             self.loaded = spec.key
-        out = _parse(self.server.generateNewGameJSON(int(spec.seed), spec.fold, bool(gold)))
-        self.description = str(self.server.getTaskDescription())
-        return out
+        return _parse(self.server.generateNewGameJSON(int(spec.seed), spec.fold, bool(gold)))
+
+    def description(self) -> str:
+        """The task description of the game last reset."""
+        return str(self.server.getTaskDescription())
 
     def step(self, action: str) -> StepOut:
         return _parse(self.server.stepJSON(action))
@@ -154,9 +155,10 @@ class TwxRuntime:
         20000-20999 for coin)."""
         key = (game, params, fold)
         if key not in self._seeds:
-            g = self.acquire()
+            spec = GameSpec(game, params, "train", 0)
+            g = self.acquire(spec)
             try:
-                g.reset(GameSpec(game, params, "train", 0))  # the generator must be loaded
+                g.reset(spec)  # the generator must be loaded
                 fn = {"train": "getSeedsTrain", "dev": "getSeedsDev", "test": "getSeedsTest"}
                 # one round trip: the Java list's toString ("[0, 1, ...]"), not one per element
                 text = str(getattr(g.server, fn[fold])().toString())
@@ -215,7 +217,7 @@ def first_observation(spec: GameSpec, gold: bool = False) -> tuple[str, str, lis
     g = rt.acquire(spec)
     try:
         out = g.reset(spec, gold=gold)
-        return g.description, out.observation, out.valid_actions, g.gold_actions() if gold else []
+        return g.description(), out.observation, out.valid_actions, g.gold_actions() if gold else []
     finally:
         rt.release(g)
 
