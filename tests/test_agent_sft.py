@@ -181,3 +181,23 @@ def test_sft_on_twx_lowers_the_loss(smoke_cfg):
     losses = [float(m.group(1)) for m in map(re.compile(r"loss (\S+)").search, lines) if m]
     assert len(losses) == 2  # steps 0 and 29
     assert losses[-1] < 0.7 * losses[0], lines
+
+
+def test_tiny_agent_profile_resolves():
+    """The profile (config/profiles/tiny_agent.yaml) resolves under every reproduction, and its
+    completions fit the longest coin action (+ EOS) of its games."""
+    from grpo_core.config import list_reproductions, load_config
+
+    for repro in list_reproductions():
+        load_config(repro, "tiny_agent", [])
+    cfg = load_config("grpo", "tiny_agent", [])
+    assert (cfg.task.name, cfg.env.name, cfg.env.max_turns) == ("twx_coin", "twx", 12)
+    assert [r.name for r in cfg.rewards] == ["env"]
+    assert cfg.workflow.reproductions == ["grpo"] and cfg.workflow.seeded_start
+    assert cfg.model.name_or_path == "tiny" and cfg.sft.steps > 0
+    # no doors (the task's default): the actions are moves, take coin, look around and
+    # inventory (longest: "look around", 11 characters)
+    assert not cfg.task.params.get("include_doors", False)
+    longest = max(len(a) for a in ("move north", "move south", "look around", "inventory"))
+    assert cfg.rollout.max_new_tokens >= longest + 1
+    assert cfg.env.max_tokens <= cfg.model.tiny.max_position_embeddings
