@@ -151,6 +151,21 @@ def evaluate(
     metrics[f"length@{k}"] = sum(lengths) / len(lengths)
     per = per_problem_scores(scores, answers, [1])
     ci = {f"avg@{k}": list(bootstrap_ci(per[f"avg@{k}"]))}
+    agent = None
+    if all(x is not None for x in succ):  # an agent env: success, score, steps, end reasons
+        from evals.agent import agent_metrics
+
+        agent = agent_metrics(ep)
+        metrics.update(agent["metrics"])
+        ci.update(agent["ci"])
+        env_scores = ep.env_reward().tolist()
+        for n, s in enumerate(samples):
+            s.update(
+                turns=ep.n_turns[n],
+                env_score=env_scores[n],
+                end_reason=ep.end_reasons[n],
+                actions=ep.turn_texts[n],
+            )
 
     bench = cfg.task.name
     result = {
@@ -178,6 +193,8 @@ def evaluate(
         },
         "generation_s": gen_s,
     }
+    if agent is not None:
+        result["end_reasons"] = agent["end_reasons"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"{bench}.samples.jsonl.tmp"

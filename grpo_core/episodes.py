@@ -107,6 +107,12 @@ class Env:
     def step(self, action: str) -> StepResult:
         raise NotImplementedError
 
+    def gold_actions(self, problem) -> list[str] | None:
+        """Actions that solve ``problem`` from its reset, one per turn, for multi-turn SFT
+        (grpo_core.prepare plays them in a fresh env, so the observations are the real ones);
+        None: the env has none (SFT then teaches the task's single-turn target)."""
+        return None
+
 
 @ENVS.register("single_turn")
 class SingleTurnEnv(Env):
@@ -153,6 +159,10 @@ class GuessNumberEnv(Env):
         return StepResult(
             Observation([{"role": "user", "content": hint}]), 0.0, False, {"success": False}
         )
+
+    def gold_actions(self, problem) -> list[str]:
+        """One turn: the task's SFT target (the number)."""
+        return [self.task.sft_target(problem) if self.task is not None else problem.answer]
 
 
 def _action_key(text: str) -> str:
@@ -229,6 +239,19 @@ class TwxEnv(Env):
             return StepResult(None, reward, True, self.info(out.success))
         obs = Observation([{"role": "user", "content": self._text(out.observation, self.actions)}])
         return StepResult(obs, reward, False, self.info(False))
+
+    def gold_actions(self, problem) -> list[str]:
+        """The coin game's fixed shortest winning path (grpo_core.twx.coin_shortest_path, cached
+        by the task when it is twx_coin), other games' the package's gold path."""
+        from grpo_core import twx
+
+        spec = twx.spec_of(problem.meta)
+        if spec.game != "coin":
+            return twx.gold_actions(spec)
+        cache = self.task.__dict__.setdefault("_shortest", {}) if self.task is not None else {}
+        if problem.id not in cache:
+            cache[problem.id] = twx.coin_shortest_path(spec)
+        return list(cache[problem.id])
 
 
 def make_envs(env_cfg, task, template: str, n: int) -> list[Env]:

@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 
 from grpo_core.config import Config, base_dir
-from grpo_core.episodes import single_turn_prompts
+from grpo_core.episodes import (
+    Env,
+    chat_ids,
+    episode_seed,
+    make_envs,
+    observation_ids,
+    single_turn_prompts,
+)
+from grpo_core.errors import UserError
 from grpo_core.models import (
     build_char_tokenizer,
     build_tiny_model,
@@ -60,19 +68,72 @@ def prepare(cfg: Config, threads: int | None = None, log=print) -> Path:
     return final
 
 
+def gold_conversation(env: Env, problem, seed: int, tok, max_turns: int, max_tokens=None):
+    """``(prompt, completion, labels)`` of the episode that plays ``env.gold_actions(problem)``
+    in ``env`` (reset here): the first observation's ids, then per action its tokens + EOS
+    (labelled) and, while the game goes on, the observation's tokens (labels -100), exactly the
+    trajectory grpo_core.episodes.run_episodes builds for a policy that emits those actions (it
+    stops at the game's end, after ``max_turns`` actions, or where the next observation would
+    make the trajectory reach ``max_tokens``). None when the env has no gold actions."""
+    from grpo_core.rollout import eos_token_ids
+
+    prompt = chat_ids(tok, env.reset(problem, seed).messages)
+    actions = env.gold_actions(problem)
+    if actions is None:
+        return None
+    if not actions:
+        raise UserError(f"env {type(env).__name__}: no gold actions for problem {problem.id}")
+    eos, end = eos_token_ids(tok), tok.eos_token_id
+    comp: list[int] = []
+    labels: list[int] = []
+    for t, a in enumerate(actions[:max_turns]):
+        ids = tok(a, add_special_tokens=False).input_ids + [end]
+        comp, labels = comp + ids, labels + ids
+        res = env.step(a)
+        if res.done or res.observation is None or t + 1 >= max_turns or t + 1 >= len(actions):
+            break
+        obs = observation_ids(tok, res.observation.messages, eos)
+        if max_tokens is not None and len(prompt) + len(comp) + len(obs) >= max_tokens:
+            break
+        comp, labels = comp + obs, labels + [-100] * len(obs)
+    return prompt, comp, labels
+
+
+def multi_turn_rows(cfg: Config, task, problems: list, tok) -> list[tuple] | None:
+    """SFT rows of the whole gold conversations when ``cfg.env`` is multi-turn and its env
+    gives gold actions (:meth:`grpo_core.episodes.Env.gold_actions`); None otherwise."""
+    if cfg.env.name == "single_turn":
+        return None
+    (env,) = make_envs(cfg.env, task, cfg.task.template, 1)
+    if type(env).gold_actions is Env.gold_actions:
+        return None
+    rows = []
+    for i, p in enumerate(problems):
+        row = gold_conversation(
+            env, p, episode_seed(cfg.run.seed, i), tok, cfg.env.max_turns, cfg.env.max_tokens
+        )
+        if row is None:
+            raise UserError(f"env.name={cfg.env.name}: no gold actions for problem {p.id}")
+        rows.append(row)
+    return rows
+
+
 def sft(model, tok, cfg: Config, log=print) -> None:
     """Supervised warm start: cross-entropy (optionally label-smoothed) on the gold answer (the
     task's sft_target) + EOS, prompt tokens masked out; AdamW with a linear decay to
-    lr * min_lr_ratio."""
+    lr * min_lr_ratio. With a multi-turn env that has gold actions: on the whole gold
+    conversation (:func:`gold_conversation`; the env's observations masked out too)."""
     task = make_task(cfg.task)
     train = task.train()
     eos = tok.eos_token_id
-    rows = []
-    # the first observation of the single-turn episode on each problem
-    prompts = single_turn_prompts(tok, cfg.task.template, train)
-    for p, prompt in zip(train, prompts):
-        target = tok(task.sft_target(p), add_special_tokens=False).input_ids + [eos]
-        rows.append((prompt, target))
+    rows = multi_turn_rows(cfg, task, train, tok)
+    if rows is None:
+        rows = []
+        # the first observation of the single-turn episode on each problem
+        prompts = single_turn_prompts(tok, cfg.task.template, train)
+        for p, prompt in zip(train, prompts):
+            target = tok(task.sft_target(p), add_special_tokens=False).input_ids + [eos]
+            rows.append((prompt, target, target))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
     rng = random.Random(cfg.run.seed)
     model.train()
@@ -84,16 +145,16 @@ def sft(model, tok, cfg: Config, log=print) -> None:
     )
     for step in range(steps):
         batch = rng.sample(rows, min(cfg.sft.batch_size, len(rows)))
-        width = max(len(a) + len(b) for a, b in batch)
+        width = max(len(a) + len(b) for a, b, _ in batch)
         ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
         attn = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, (a, b) in enumerate(batch):
+        for i, (a, b, lab) in enumerate(batch):
             seq = a + b
             off = width - len(seq)  # left padding, as in rollouts
             ids[i, off:] = torch.tensor(seq)
             attn[i, off:] = 1
-            labels[i, off + len(a) :] = torch.tensor(b)
+            labels[i, off + len(a) :] = torch.tensor(lab)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, :-1]
         loss = torch.nn.functional.cross_entropy(

@@ -1,0 +1,32 @@
+"""Agent metrics of an evaluation's episodes (a multi-turn env that reports success): success
+rate, mean score (the sum of an episode's env rewards), mean steps (policy turns) and the
+rate of each end reason, each with a percentile bootstrap CI over episodes."""
+
+from __future__ import annotations
+
+from evals.metrics import bootstrap_ci
+from grpo_core.episodes import Episodes
+
+END_REASONS = ("done", "max_turns", "length", "max_tokens")
+
+
+def agent_metrics(ep: Episodes) -> dict:
+    """``{"metrics": {...}, "ci": {...}, "end_reasons": {reason: count}}`` over the episodes of
+    ``ep`` (every episode's success must be known)."""
+    succ = ep.success()
+    if not succ or any(s is None for s in succ):
+        raise ValueError("agent metrics need every episode's success (info['success'])")
+    per = {
+        "success_rate": [float(bool(s)) for s in succ],
+        "score_mean": ep.env_reward().tolist(),
+        "steps_mean": [float(n) for n in ep.n_turns],
+    }
+    counts = {r: ep.end_reasons.count(r) for r in END_REASONS}
+    counts.update({r: ep.end_reasons.count(r) for r in ep.end_reasons if r not in counts})
+    for r in counts:
+        per[f"end_rate/{r}"] = [float(x == r) for x in ep.end_reasons]
+    return {
+        "metrics": {k: sum(v) / len(v) for k, v in per.items()},
+        "ci": {k: list(bootstrap_ci(v)) for k, v in per.items()},
+        "end_reasons": counts,
+    }

@@ -1,0 +1,138 @@
+"""Agent evaluation (evals.agent, evals.evaluate on a multi-turn env): success rate, score,
+steps and end reasons with bootstrap CIs over episodes, by hand on written episodes and on twx
+with a scripted policy (gold on one game, an invalid action on the other) and the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import textworld_express  # noqa: F401  (a declared dependency: fail, never skip)
+import torch
+
+from evals.agent import agent_metrics
+from grpo_core import twx
+from grpo_core.episodes import Episodes
+from grpo_core.rollout import RolloutEngine, Rollouts, left_pad
+
+
+def test_agent_metrics_by_hand():
+    # 4 episodes: won in 2 turns, lost at max_turns (3 turns), won at once, cut by length
+    ep = Episodes(
+        turn_rewards=[[0.0, 1.0], [0.0, 0.0, 0.0], [1.0], [None]],
+        n_turns=[2, 3, 1, 1],
+        infos=[{"success": True}, {"success": False}, {"success": True}, {"success": False}],
+        turn_texts=[["a", "b"], ["c", "d", "e"], ["f"], ["g"]],
+        end_reasons=["done", "max_turns", "done", "length"],
+    )
+    a = agent_metrics(ep)
+    m = a["metrics"]
+    # success 2/4; score (1 + 0 + 1 + 0) / 4; steps (2 + 3 + 1 + 1) / 4 = 1.75
+    assert m["success_rate"] == 0.5 and m["score_mean"] == 0.5 and m["steps_mean"] == 1.75
+    assert a["end_reasons"] == {"done": 2, "max_turns": 1, "length": 1, "max_tokens": 0}
+    assert m["end_rate/done"] == 0.5 and m["end_rate/length"] == 0.25
+    assert m["end_rate/max_tokens"] == 0.0
+    assert set(a["ci"]) == set(m)
+    for k, (lo, hi) in a["ci"].items():
+        assert lo <= m[k] <= hi
+    assert a["ci"]["end_rate/max_tokens"] == [0.0, 0.0]  # no spread: a point
+    lo, hi = a["ci"]["steps_mean"]
+    assert 1.0 <= lo < 1.75 < hi <= 3.0
+    ep.infos[1] = {}
+    with pytest.raises(ValueError, match="success"):
+        agent_metrics(ep)
+
+
+class GoldEngine(RolloutEngine):
+    """Plays each game's scripted actions: the episode is recognised by its first observation
+    (a prefix of every later prompt), the turn by the <|assistant|> tokens after it."""
+
+    def __init__(self, tok, plans: list[tuple[list[int], list[str]]]):
+        self.tok, self.plans = tok, plans
+        self.asst = tok.get_vocab()["<|assistant|>"]
+
+    def generate(self, prompts, params):
+        texts = []
+        for p in prompts:
+            ((p0, acts),) = [(q, a) for q, a in self.plans if p[: len(q)] == q]
+            turn = p[len(p0) :].count(self.asst)
+            texts.append(acts[min(turn, len(acts) - 1)])
+        eos = self.tok.eos_token_id
+        rows = [self.tok.encode(t, add_special_tokens=False) + [eos] for t in texts]
+        w = max(len(r) for r in rows)
+        ids = torch.full((len(rows), w), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), w), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        p_ids, p_mask = left_pad(prompts, self.tok.pad_token_id)
+        return Rollouts(p_ids, p_mask, ids, mask, ["stop"] * len(rows), texts)
+
+
+TWX = [
+    "task.name=twx_coin",
+    "task.template=plain",
+    "task.n_train=2",
+    "task.n_test=2",
+    "task.params={locations_min: 3, locations_max: 4}",
+    "env.name=twx",
+    "env.max_turns=6",
+    "rewards=[{name: env}]",
+    "eval.k=2",
+    "rollout.max_new_tokens=12",
+]
+
+
+def test_evaluate_twx_scripted(smoke_cfg, tmp_path, monkeypatch):
+    import evals.evaluate as E
+    from grpo_core.episodes import chat_ids, make_envs
+    from grpo_core.models import build_char_tokenizer
+    from grpo_core.tasks import make_task
+
+    cfg = smoke_cfg("grpo", TWX)
+    tok = build_char_tokenizer()
+    test = make_task(cfg.task).test()
+    (env,) = make_envs(cfg.env, None, "plain", 1)
+    firsts = [chat_ids(tok, env.reset(p, 0).messages) for p in test]
+    gold = twx.coin_shortest_path(twx.spec_of(test[0].meta))
+    # game 0: the shortest path (wins); game 1: an invalid action every turn (max_turns)
+    engine = GoldEngine(tok, [(firsts[0], gold), (firsts[1], ["jump"])])
+    monkeypatch.setattr(E, "_load_engine", lambda cfg, model_dir: (tok, engine))
+    res = E.evaluate(cfg, "scripted", tmp_path / "eval")
+    m = res["metrics"]
+    # 4 episodes (2 games x k = 2): two wins, two losses
+    assert m["success_rate"] == m["avg@2"] == 0.5
+    assert m["score_mean"] == 0.5
+    assert m["steps_mean"] == (2 * len(gold) + 2 * 6) / 4
+    assert res["end_reasons"] == {"done": 2, "max_turns": 2, "length": 0, "max_tokens": 0}
+    assert m["end_rate/done"] == 0.5
+    for k in ("success_rate", "score_mean", "steps_mean", "end_rate/done", "avg@2"):
+        lo, hi = res["ci"][k]
+        assert lo <= m[k] <= hi
+    on_disk = json.loads((tmp_path / "eval" / "twx_coin.json").read_text())
+    assert on_disk["metrics"] == m and on_disk["end_reasons"] == res["end_reasons"]
+    lines = (tmp_path / "eval" / "twx_coin.samples.jsonl").read_text().splitlines()
+    samples = [json.loads(x) for x in lines]
+    assert [s["turns"] for s in samples] == [len(gold)] * 2 + [6] * 2
+    assert [s["end_reason"] for s in samples] == ["done"] * 2 + ["max_turns"] * 2
+    assert [s["env_score"] for s in samples] == [1.0, 1.0, 0.0, 0.0]
+    assert samples[0]["actions"] == gold and samples[2]["actions"] == ["jump"] * 6
+    assert [s["correct"] for s in samples] == [True, True, False, False]
+
+
+def test_evaluate_twx_tiny_model(smoke_cfg, tmp_path):
+    from evals.evaluate import evaluate
+    from grpo_core.models import build_char_tokenizer, build_tiny_model
+
+    cfg = smoke_cfg("grpo", [*TWX, "env.max_turns=3", "rollout.max_new_tokens=6"])
+    tok = build_char_tokenizer()
+    build_tiny_model(cfg.model.tiny, tok, seed=0).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    res = evaluate(cfg, tmp_path / "m", tmp_path / "eval")
+    m, n = res["metrics"], 4
+    assert m["success_rate"] == m["avg@2"]
+    assert sum(res["end_reasons"].values()) == n
+    assert 1.0 <= m["steps_mean"] <= 3.0
+    assert sum(m[f"end_rate/{r}"] for r in res["end_reasons"]) == pytest.approx(1.0)
+    for k in ("success_rate", "score_mean", "steps_mean"):
+        lo, hi = res["ci"][k]
+        assert lo <= m[k] <= hi
