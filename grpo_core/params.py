@@ -166,6 +166,11 @@ class XrpoParams(SamplerParams):
 # ------------------------------------------------------------------ tasks
 
 
+class JsonlTaskParams(Params):
+    grader_workers: int | None = Field(None, ge=1)  # None: half the CPUs, 1 to 4
+    grader_timeout_s: float = Field(5.0, gt=0)
+
+
 class GuessNumberTaskParams(Params):
     lo: int = 1
     hi: int = Field(9, ge=1)

@@ -21,7 +21,12 @@ from typing import Any
 
 from grpo_core.errors import UserError
 from grpo_core.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
-from grpo_core.params import ArithCotParams, GuessNumberTaskParams, TwxCoinTaskParams
+from grpo_core.params import (
+    ArithCotParams,
+    GuessNumberTaskParams,
+    JsonlTaskParams,
+    TwxCoinTaskParams,
+)
 from grpo_core.registry import Registry
 
 TASKS: Registry = Registry("task")
@@ -322,9 +327,6 @@ class ArithCoT(ArithMix):
             raise UserError(
                 f"task arith_cot: only add1 / add2 levels have a scratchpad, got {sorted(bad)}"
             )
-        frac = float(self.params.get("cot_frac", 0.5))
-        if not 0.0 <= frac <= 1.0:
-            raise UserError(f"task.params.cot_frac must be in [0, 1], got {frac}")
 
     @staticmethod
     def scratchpad(expression: str) -> str:
@@ -340,7 +342,7 @@ class ArithCoT(ArithMix):
     def sft_target(self, problem: Problem) -> str:
         import zlib
 
-        frac = float(self.params.get("cot_frac", 0.5))
+        frac = float(self.params["cot_frac"])  # (range checked by ArithCotParams)
         if zlib.crc32(problem.id.encode()) % 1000 < frac * 1000:
             return self.scratchpad(problem.meta["expression"])
         return problem.answer
@@ -515,7 +517,7 @@ class TwxCoin(Task):
         return cache[problem.id][0]
 
 
-@TASKS.register("jsonl")
+@TASKS.register("jsonl", params=JsonlTaskParams)
 class JsonlTask(Task):
     """Math problems from a local JSONL file (``task.path``): one object per line with a
     question (``question`` or ``problem``) and an ``answer``; the last ``n_test`` rows are the
@@ -548,7 +550,7 @@ class JsonlTask(Task):
 
             self._grader = MathGrader(
                 timeout_s=float(self.params.get("grader_timeout_s", 5.0)),
-                workers=int(self.params.get("grader_workers", default_grader_workers())),
+                workers=int(self.params.get("grader_workers") or default_grader_workers()),
             )
         return self._grader
 
@@ -627,6 +629,8 @@ def _rg_scorer(name: str):
 def make_task(cfg) -> Task:
     """Build the task of a TaskCfg."""
     cls = TASKS.get(cfg.name, "task.name")
-    task = cls(cfg.n_train, cfg.n_test, cfg.seed, dict(cfg.difficulty), cfg.path, dict(cfg.params))
+    # the task's params with its declared defaults filled in (grpo_core.params)
+    params = TASKS.resolve_params(cfg.name, dict(cfg.params), "task.params")
+    task = cls(cfg.n_train, cfg.n_test, cfg.seed, dict(cfg.difficulty), cfg.path, params)
     task.max_line_bytes = getattr(cfg, "max_line_bytes", DEFAULT_MAX_LINE_BYTES)
     return task

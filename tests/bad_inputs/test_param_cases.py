@@ -187,3 +187,33 @@ def test_defaults_given_or_left_out_give_the_same_advantages():
     b = 0.620115
     assert torch.allclose(a0, torch.tensor([1 - b, -b, -b, 1 - b]), atol=1e-5)
     assert torch.equal(a0, a1)
+
+
+def test_task_params_get_their_declared_defaults_and_ranges(tmp_path):
+    """make_task fills a task's declared param defaults (guess_number without params used to
+    raise KeyError 'lo') and checks ranges; the jsonl task's grader params are declared (a config
+    naming them used to be refused at load)."""
+    from grpo_core.config import load_config
+    from grpo_core.schema import TaskCfg
+    from grpo_core.tasks import make_task
+
+    t = make_task(TaskCfg(name="guess_number", n_train=2, n_test=1))
+    assert t.params == {"lo": 1, "hi": 9} and t.train()[0].meta == {"lo": 1, "hi": 9}
+    with pytest.raises(UserError, match=r"task\.params\.cot_frac.*less than or equal to 1"):
+        make_task(TaskCfg(name="arith_cot", params={"cot_frac": 2}))
+    f = tmp_path / "m.jsonl"
+    f.write_text('{"question": "1+1?", "answer": "2"}\n' * 3)
+    cfg = load_config(
+        "grpo",
+        "smoke",
+        [
+            "task.name=jsonl",
+            f"task.path={f}",
+            "task.n_train=2",
+            "task.n_test=1",
+            "task.params={grader_workers: 1, grader_timeout_s: 2}",
+        ],
+    )
+    assert make_task(cfg.task).params == {"grader_workers": 1, "grader_timeout_s": 2.0}
+    with pytest.raises(UserError, match=r"task\.params\.grader_timout_s"):
+        load_config("grpo", "smoke", ["task.name=jsonl", "task.params={grader_timout_s: 2}"])
