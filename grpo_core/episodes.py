@@ -381,9 +381,8 @@ def run_episodes(
         ro = engine.generate([prompts[i] + comp[i] for i in nxt], p)
         has_slp = has_slp and ro.sampler_logp is not None
         running = nxt
-    first = None if multi else ro
-    if first is not None:  # one turn everywhere: the engine's rollouts as they are
-        return first, ep
+    if not multi:  # one turn everywhere: the engine's rollouts as they are
+        return ro, ep
     width = max(1, max(len(c) for c in comp))
     c_ids = torch.full((n, width), pad, dtype=torch.long)
     c_mask = torch.zeros((n, width), dtype=torch.long)

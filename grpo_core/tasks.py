@@ -73,22 +73,6 @@ def render_prompt(template: str, p: Problem) -> str:
     return tpl.format(**fields)
 
 
-def chat_prompt_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a one-turn chat prompt with the generation prompt appended."""
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-    )
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
-
-
-# --------------------------------------------------------------------------------------------
-# answer extraction
-
-
-# one answer parser for training rewards and evaluation: the grader's (boxed with balanced and
-# escaped braces, thousands separators kept whole)
 def extract_answer(completion: str) -> str | None:
     """Final answer of a completion: the last \\boxed{...}, else <answer>...</answer>, else the
     last number. None when there is none."""

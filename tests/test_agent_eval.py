@@ -8,12 +8,12 @@ import json
 
 import pytest
 import textworld_express  # noqa: F401  (a declared dependency: fail, never skip)
-import torch
+from test_episodes import scripted_rollouts
 
 from evals.agent import agent_metrics
 from grpo_core import twx
 from grpo_core.episodes import Episodes
-from grpo_core.rollout import RolloutEngine, Rollouts, left_pad
+from grpo_core.rollout import RolloutEngine
 
 
 def test_agent_metrics_by_hand():
@@ -57,15 +57,7 @@ class GoldEngine(RolloutEngine):
             ((p0, acts),) = [(q, a) for q, a in self.plans if p[: len(q)] == q]
             turn = p[len(p0) :].count(self.asst)
             texts.append(acts[min(turn, len(acts) - 1)])
-        eos = self.tok.eos_token_id
-        rows = [self.tok.encode(t, add_special_tokens=False) + [eos] for t in texts]
-        w = max(len(r) for r in rows)
-        ids = torch.full((len(rows), w), self.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), w), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-        p_ids, p_mask = left_pad(prompts, self.tok.pad_token_id)
-        return Rollouts(p_ids, p_mask, ids, mask, ["stop"] * len(rows), texts)
+        return scripted_rollouts(self.tok, prompts, texts)
 
 
 TWX = [

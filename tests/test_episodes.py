@@ -40,16 +40,21 @@ class ScriptedEngine(RolloutEngine):
         texts = self.script.pop(0)
         assert len(texts) == len(prompts)
         self.calls.append([list(p) for p in prompts])
-        eos = self.tok.eos_token_id
-        rows = [self.tok.encode(t, add_special_tokens=False) + [eos] for t in texts]
-        w = max(len(r) for r in rows)
-        ids = torch.full((len(rows), w), self.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), w), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        p_ids, p_mask = left_pad(prompts, self.tok.pad_token_id)
-        return Rollouts(p_ids, p_mask, ids, mask, ["stop"] * len(rows), list(texts))
+        return scripted_rollouts(self.tok, prompts, texts)
+
+
+def scripted_rollouts(tok, prompts: list[list[int]], texts: list[str]) -> Rollouts:
+    """Rollouts whose completions are ``texts``, each ended by EOS (what an engine returns)."""
+    eos = tok.eos_token_id
+    rows = [tok.encode(t, add_special_tokens=False) + [eos] for t in texts]
+    w = max(len(r) for r in rows)
+    ids = torch.full((len(rows), w), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), w), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    p_ids, p_mask = left_pad(prompts, tok.pad_token_id)
+    return Rollouts(p_ids, p_mask, ids, mask, ["stop"] * len(rows), list(texts))
 
 
 def _ids(tok, s: str) -> list[int]:

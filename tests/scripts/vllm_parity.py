@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from grpo_core.config import load_config
+from grpo_core.episodes import chat_ids
 from grpo_core.models import build_char_tokenizer, build_tiny_model
 from grpo_core.rollout import HFEngine, SamplingParams, VLLMEngine
-from grpo_core.tasks import chat_prompt_ids
 
 # vLLM's CPU attention needs head_dim in {32, 64, ...}: one head of the smoke model's 32 dims
 VLLM_TINY = ["model.tiny.num_heads=1", "model.tiny.num_kv_heads=1"]
@@ -29,7 +29,10 @@ def main(out_dir: str) -> None:
         model.lm_head.weight.mul_(20.0)
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
-    prompts = [chat_prompt_ids(tok, t) for t in ["1+2=", "7*3-4=", "hello", "(9+9)*2=", "x"]]
+    prompts = [
+        chat_ids(tok, [{"role": "user", "content": t}])
+        for t in ["1+2=", "7*3-4=", "hello", "(9+9)*2=", "x"]
+    ]
     greedy = SamplingParams(temperature=0.0, max_new_tokens=12, seed=0)
     hf = HFEngine(model, tok, cfg=cfg, model_path=None).generate(prompts, greedy)
     engine = VLLMEngine(model, tok, cfg=cfg, model_path=str(out / "model"))
