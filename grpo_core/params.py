@@ -253,6 +253,17 @@ class RecRankTaskParams(Params):
         return self
 
 
+class CodeFnTaskParams(Params):
+    """Task code_fn (grpo_core.tasks.CodeFn): generated small Python functions with unit tests,
+    run in grpo_core.sandbox (grpo_core.codeexec)."""
+
+    n_tests: int = Field(4, ge=1, le=12)  # asserts per problem
+    score: Literal["all", "fraction"] = "all"  # 1 only when all pass, or the fraction passed
+    t_test: float = Field(1.0, gt=0, le=30)  # seconds per test (and to run the definitions)
+    t_prog: float = Field(3.0, gt=0, le=120)  # seconds per program, then it is killed
+    chunk: int = Field(64, ge=1, le=1024)  # programs per sandbox call
+
+
 class GuessNumberTaskParams(Params):
     lo: int = 1
     hi: int = Field(9, ge=1)
@@ -343,6 +354,16 @@ class SearchEnvParams(Params):
     max_searches: int = Field(4, ge=1)
     max_query_chars: int = Field(64, ge=1)
     gold_route: bool = True
+
+
+class CodeProcessParams(Params):
+    """Posterior-GRPO's process reward on task code_fn (grpo_core.rewards.code_process_reward):
+    ``gate: success`` counts it only where every test passed (the paper's R_o * R_t),
+    ``none`` on every completion (the control: process reward everywhere). ``hack_at``: a
+    completion whose process score is at least this while a test fails counts as a hack."""
+
+    gate: Literal["success", "none"] = "success"
+    hack_at: float = Field(1.0, ge=0, le=1)
 
 
 class EGrpoParams(Params):

@@ -904,3 +904,45 @@ def r1_router_reward(
         out[n] = sum(steps) / len(steps)
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     return out, {"query_sim": mean(sims), "kb_acc": mean(kbs), "answer_em": mean(ems)}
+
+
+@REWARDS.register("code_process", params=P.CodeProcessParams)
+def code_process_reward(
+    ctx: RewardContext, gate: str = "success", hack_at: float = 1.0
+) -> tuple[torch.Tensor, dict]:
+    """Posterior-GRPO (Fan et al. 2025, Posterior-GRPO: Rewarding Reasoning Processes in Code
+    Generation): a process reward counted only on successful outcomes. With R_o = 1 when every
+    unit test of the completion passed (the task's grade reason ``pass``), else 0, and R_t the
+    rule-based process score of its code (grpo_core.codeexec.process_score: the mean of six
+    0/1 checks: parses, signature, clean, uses_args, constants, concise), this term is
+    R_o * R_t (``gate: success``), so ``rewards: [correctness, code_process]`` give the paper's
+    R_o + R_o * R_t; ``gate: none`` gives R_t on every completion (the control whose process
+    reward can be hacked: structure without passing tests).
+
+    Logs: ``process_mean`` (R_t over all completions), ``process_on_fail`` (R_t where a test
+    failed; 0 when none failed), ``hack_rate`` (the fraction of completions with
+    R_t >= ``hack_at`` whose tests fail: the reward-hacking signal), ``success`` (mean R_o)."""
+    from grpo_core.codeexec import process_score
+
+    bad = [p.id for p in ctx.problems if "entry" not in p.meta or "args" not in p.meta]
+    if bad:
+        raise UserError(
+            f"reward 'code_process' needs code_fn problems (meta entry, args, constants); "
+            f"problem {bad[0]} has none: use task code_fn"
+        )
+    ok = torch.tensor([float(g.reason == "pass") for g in task_grades(ctx)])
+    rt = torch.tensor(
+        [
+            process_score(t, p.meta["entry"], p.meta["args"], p.meta.get("constants", []))
+            for t, p in zip(ctx.texts, ctx.problems)
+        ],
+        dtype=torch.float32,
+    )
+    fail = ok == 0
+    logs = {
+        "process_mean": float(rt.mean()),
+        "process_on_fail": float(rt[fail].mean()) if bool(fail.any()) else 0.0,
+        "hack_rate": float(((rt >= hack_at) & fail).float().mean()),
+        "success": float(ok.mean()),
+    }
+    return (ok * rt if gate == "success" else rt), logs
