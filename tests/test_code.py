@@ -291,3 +291,52 @@ def test_code_process_refuses_other_tasks():
     ctx = GroupContext(["2"], [p], ["stop"], [1], [1], 8, _GradedTask(["pass"]))
     with pytest.raises(UserError, match="code_process.*code_fn problems.*p1"):
         REWARDS.get("code_process")(ctx)
+
+
+# ------------------------------------------------------------------ profile tiny_code, smoke
+
+
+@needs_isolation
+def test_tiny_code_profile_sft_then_posterior_grpo_steps(tmp_path):
+    """The tiny_code profile end to end at smoke size: a BPE tokenizer fitted to the code text,
+    SFT on the reference solutions, two posterior_grpo steps whose rewards are graded in the
+    sandbox (the gated process term logged with its hacking metric); grpo and the control
+    process_grpo resolve there on the same task, differing only in the reward."""
+    import json
+    import math
+
+    from grpo_core.config import load_config
+    from grpo_core.prepare import prepare
+    from grpo_core.trainer import Trainer
+
+    small = [
+        f"run.results_dir={tmp_path}",
+        "run.threads=1",
+        "workflow.seeded_start=false",
+        'model.tiny={"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, '
+        '"num_heads": 2, "num_kv_heads": 2, "tokenizer": "bpe", "vocab_size": 320}',
+        "task.n_train=64",
+        "task.n_test=8",
+        "sft.steps=20",
+        "sft.batch_size=32",
+        "rollout.group_size=4",
+        "rollout.prompts_per_step=4",
+        "train.steps=2",
+    ]
+    assert load_config("grpo", "tiny_code", small).task.name == "code_fn"
+    ctl = load_config("process_grpo", "tiny_code", small)
+    assert [(t.name, dict(t.params)) for t in ctl.rewards] == [
+        ("correctness", {}),
+        ("code_process", {"gate": "none"}),
+    ]
+    cfg = load_config("posterior_grpo", "tiny_code", small)
+    prepare(load_config(None, "tiny_code", small), threads=1, log=lambda *a: None)
+    t = Trainer(cfg, tmp_path / "run")
+    t.train(progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert math.isfinite(r["loss"]) and 0 <= r["reward_mean"] <= 2
+        assert 0 <= r["reward/code_process/hack_rate"] <= 1
+        # the gated term is never above the outcome: R_o * R_t <= R_o
+        assert r["reward/code_process"] <= r["reward/correctness"] + 1e-6
