@@ -310,7 +310,20 @@ def evaluate_benchmark(
     extra: dict[str, dict] = {}
     grader_stats: dict[str, int] = {}
     gen_s = grade_s = 0.0
-    with MathGrader(timeout_s=ev.grader_timeout_s, workers=ev.grader_workers) as grader:
+    from evals.benchmarks import get_benchmark as _get_benchmark
+
+    # a code benchmark (humaneval, mbpp) runs each completion's program in the sandbox
+    # (evals.benchmarks.grade_code) instead of the math grader; pass@k as for math
+    code = _get_benchmark(benchmark).kind != "math"
+    if code:
+        from contextlib import nullcontext
+
+        from evals.benchmarks import CODE_LIMITS, grade_code
+
+        grader_ctx = nullcontext()
+    else:
+        grader_ctx = MathGrader(timeout_s=ev.grader_timeout_s, workers=ev.grader_workers)
+    with grader_ctx as grader:
         for es in seeds:
             params = SamplingParams(**params_base, seed=derive_seed(es, 424242))
             flat = [ids for ids in prompt_ids for _ in range(k)]
@@ -334,9 +347,12 @@ def evaluate_benchmark(
                 )
             gen_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            grades = grader.grade_many(
-                [(texts[i * k + j], p.answer) for i, p in enumerate(problems) for j in range(k)]
-            )
+            if code:
+                grades = grade_code([p for p in problems for _ in range(k)], texts)
+            else:
+                grades = grader.grade_many(
+                    [(texts[i * k + j], p.answer) for i, p in enumerate(problems) for j in range(k)]
+                )
             grade_s += time.perf_counter() - t0
             scores, answers = [], []
             for i, p in enumerate(problems):
@@ -345,7 +361,7 @@ def evaluate_benchmark(
                     n = i * k + j
                     g = grades[n]
                     s_row.append(g.score)
-                    a_row.append(answer_key(g.pred))
+                    a_row.append(None if code else answer_key(g.pred))
                     samples.append(
                         {
                             "prompt_id": p.id,
@@ -401,6 +417,12 @@ def evaluate_benchmark(
                 "name": "grpo_core.grader.MathGrader (math-verify gold-first, boxed preferred, "
                 "multi-answer guard, numeric fallback)",
                 "timeout_s": ev.grader_timeout_s,
+            }
+            if not code
+            else {
+                "name": "evals.benchmarks.grade_code (the program and its tests in "
+                "grpo_core.sandbox; 1 when all pass)",
+                "limits": dict(CODE_LIMITS),
             },
             "versions": package_versions(),
             # torch CPU capability / GPU, python, git commit (+ dirty) of the code

@@ -76,6 +76,16 @@ TEMPLATES.register("search")(
 )
 
 
+# code benchmarks (evals.benchmarks): HumanEval's prompt as it is (signature + docstring, the
+# completion continues the body); MBPP's prompt of Austin et al. 2021 as lm-eval writes it
+# (the task, its asserts, [BEGIN]; the completion ends at [DONE])
+TEMPLATES.register("humaneval")("{question}")
+TEMPLATES.register("mbpp")(
+    "You are an expert Python programmer, and here is your task: {question} Your code should "
+    "pass these tests:\n\n{tests}\n[BEGIN]\n"
+)
+
+
 def render_prompt(template: str, p: Problem) -> str:
     tpl = TEMPLATES.get(template, "task.template")
     fields = {"question": p.question, **p.meta}
