@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmark",
         default=None,
         help="real math benchmark(s), comma-separated (gsm8k, math500, aime24, aime25, amc23, "
-        "minerva_math, olympiadbench) or 'all' for eval.benchmarks; default: the task's test split",
+        "minerva_math, olympiadbench), code benchmarks (humaneval, mbpp) or 'all' for "
+        "eval.benchmarks; default: the task's test split",
     )
     p.add_argument(
         "--protocol", default=None, choices=["standard", "paper"], help="default eval.protocol"
