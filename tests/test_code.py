@@ -340,3 +340,44 @@ def test_tiny_code_profile_sft_then_posterior_grpo_steps(tmp_path):
         assert 0 <= r["reward/code_process/hack_rate"] <= 1
         # the gated term is never above the outcome: R_o * R_t <= R_o
         assert r["reward/code_process"] <= r["reward/correctness"] + 1e-6
+
+
+def test_eval_metrics_hack_rate_and_reasons_hand_computed():
+    # two problems (L1 "x plus 3", L3 "count 'a'"), two samples each:
+    #   p1 s0 right (correct) R_t 1; p1 s1 "x - 3": wrong, R_t 1 -> a hack
+    #   p2 s0 syntax error, R_t 0; p2 s1 s.count('b'): wrong, R_t 5/6 (constant 'a' missing)
+    # acc_L1 1/2, acc_L3 0; process_mean (1 + 1 + 0 + 5/6) / 4 = 17/24; hack_rate 1/4
+    t = _task()
+    p1 = Problem("a", "", "", {"entry": "f", "args": ["x"], "constants": ["3"], "level": "L1"})
+    p2 = Problem("b", "", "", {"entry": "g", "args": ["s"], "constants": ["'a'"], "level": "L3"})
+    samples = [
+        {
+            "prompt_id": "a",
+            "completion": "def f(x):\n    return x + 3",
+            "correct": True,
+            "grade_reason": "pass",
+        },
+        {
+            "prompt_id": "a",
+            "completion": "def f(x):\n    return x - 3",
+            "correct": False,
+            "grade_reason": "wrong_output",
+        },
+        {
+            "prompt_id": "b",
+            "completion": "def g(s:",
+            "correct": False,
+            "grade_reason": "syntax_error",
+        },
+        {
+            "prompt_id": "b",
+            "completion": "def g(s):\n    return s.count('b')",
+            "correct": False,
+            "grade_reason": "wrong_output",
+        },
+    ]
+    m = t.eval_metrics(samples, [p1, p2])
+    assert m["acc_L1"] == 0.5 and m["acc_L3"] == 0.0 and "acc_L2" not in m
+    assert m["process_mean"] == pytest.approx(17 / 24) and m["hack_rate"] == 0.25
+    assert m["frac_wrong_output"] == 0.5 and m["frac_syntax_error"] == 0.25
+    assert m["frac_timeout"] == 0.0
