@@ -1,0 +1,271 @@
+"""Real video benchmarks (evals.video_benchmarks): each loads its fixture (tests/data/
+video_benchmarks/<name>/, the benchmark's real annotation schema, tiny mpeg4 clips), fixed
+completions score as the benchmark's rule says (right, wrong, malformed, letter in prose),
+frames decode into the VLM policy's inputs, and, where lmms-eval imports (a venv of its own,
+see evals/lmms_eval_bridge.py), lmms-eval's own prompts and process_results agree with ours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evals.video_benchmarks import (
+    VIDEO_BENCHMARKS,
+    aggregate,
+    load_frames,
+    load_video_benchmark,
+    score,
+)
+from evals.video_graders import mcq_extract, mean_relative_accuracy, mvbench_letter, strip_think
+from grpo_core.vision import VIDEO_PLACEHOLDER, fit_size, frame_indices
+
+DATA = Path(__file__).parent / "data" / "video_benchmarks"
+
+
+def load(name, **kw):
+    return load_video_benchmark(name, DATA / name, **kw)
+
+
+def by_id(name):
+    return {p.id: p for p in load(name)}
+
+
+def test_every_benchmark_loads_its_fixture():
+    # name -> (ids, gold answers, levels, answer kinds) as written in the fixture
+    want = {
+        "seed_bench_r1": (4, ["B", "A", "C", "D"], ["L1", "L1", "L2", "L3"]),
+        "mmvu": (2, ["C", "Depth-First Search (DFS)"], ["Biology", "Computer_Science"]),
+        "vsibench": (
+            3,
+            ["B", "4", "20.0"],
+            ["object_rel_direction_easy", "object_counting", "room_size_estimation"],
+        ),
+        # tracks in declared order: Perception, then Adaptation (no Comprehension file)
+        "videommmu": (3, ["D", "B", "12.5"], ["Perception", "Adaptation", "Adaptation"]),
+        # tasks in declared order (moving_direction before action_count); gold option text
+        # "right" is D, "3" is B, "0" is C
+        "mvbench": (3, ["D", "B", "C"], ["moving_direction", "action_count", "action_count"]),
+        "videomme": (2, ["A", "C"], ["short", "long"]),
+    }
+    assert set(want) == set(VIDEO_BENCHMARKS)
+    for name, (n, golds, levels) in want.items():
+        ps = load(name)
+        assert len(ps) == n, name
+        assert [p.answer for p in ps] == golds, name
+        assert [p.meta["level"] for p in ps] == levels, name
+        for p in ps:
+            assert p.question.startswith(VIDEO_PLACEHOLDER)
+            assert p.question.count(VIDEO_PLACEHOLDER) == 1
+            assert p.meta["benchmark"] == name and isinstance(p.meta["doc"], dict)
+    kinds = [p.meta["answer_kind"] for p in load("vsibench")]
+    assert kinds == ["letter", "number", "number"]
+    assert [p.meta["answer_kind"] for p in load("mmvu")] == ["letter", "open"]
+
+
+def test_levels_select_files_or_values():
+    assert [p.meta["level"] for p in load("seed_bench_r1", levels=["L3"])] == ["L3"]
+    assert [p.answer for p in load("videomme", levels=["long"])] == ["C"]
+    assert len(load("mvbench", levels=["action_count"])) == 2
+    assert len(load("vsibench", n=2)) == 2
+
+
+def test_prompts_follow_the_reference_templates():
+    p = by_id("mvbench")["mvbench-action_count-0"]
+    assert p.question == (
+        VIDEO_PLACEHOLDER + "Question:How many times did the person jump?\nOption:\n(A) 2\n"
+        "(B) 3\n(C) 4\nOnly give the best option.\n"
+    )
+    s = by_id("seed_bench_r1")["seed_bench_r1-L1-L1-1"]
+    assert s.question.endswith(
+        "make tea?\nA. boil water\nB. wash plate\nC. open door\nD. sit down\n Output the "
+        "thinking process in <think> </think> and final answer in <answer> </answer> tags, "
+        "i.e., <think> reasoning process here </think><answer> answer here </answer>. "
+    )
+    v = by_id("vsibench")["vsibench-1"]
+    assert v.question == (
+        VIDEO_PLACEHOLDER + "These are frames of a video.\nHow many chair(s) are in this room?"
+        "\nPlease answer the question using a single word or phrase."
+    )
+
+
+# (benchmark, problem id, completion, score). Worked out from each benchmark's rule:
+CASES = [
+    # SEED-Bench-R1 (infer.py): first <answer> tag, its first character == the gold letter
+    ("seed_bench_r1", "seed_bench_r1-L1-L1-0", "<think>cup ready</think><answer>B. pour water</answer>", 1.0),
+    ("seed_bench_r1", "seed_bench_r1-L1-L1-0", "<think>x</think><answer>A</answer>", 0.0),
+    ("seed_bench_r1", "seed_bench_r1-L1-L1-0", "B", 0.0),  # malformed: no tag
+    ("seed_bench_r1", "seed_bench_r1-L1-L1-0", "<answer>The answer is B</answer>", 0.0),  # 'T'
+    ("seed_bench_r1", "seed_bench_r1-L1-L1-0", "<answer>b</answer>", 0.0),  # case-sensitive
+    ("seed_bench_r1", "seed_bench_r1-L1-L1-0", "<answer></answer>", 0.0),  # empty tag
+    # MMVU: first standalone letter A-E (any case), else the gold letter alone anywhere, ...
+    ("mmvu", "mmvu-mmvu-0", "C", 1.0),
+    ("mmvu", "mmvu-mmvu-0", "A", 0.0),
+    ("mmvu", "mmvu-mmvu-0", "", 0.0),
+    ("mmvu", "mmvu-mmvu-0", "The answer is C.", 1.0),
+    # first standalone letter is the article "a" (= A, wrong), but C stands alone later
+    ("mmvu", "mmvu-mmvu-0", "I see a mitochondrion, so C", 1.0),
+    ("mmvu", "mmvu-mmvu-0", "<think>maybe A</think>C", 1.0),  # the think block is removed
+    ("mmvu", "mmvu-mmvu-0", "It is the mitochondrion", 1.0),  # the option text
+    ("mmvu", "mmvu-mmvu-1", "It runs depth-first search (DFS).", 1.0),  # gold inside
+    ("mmvu", "mmvu-mmvu-1", "Breadth-first search", 0.0),
+    # VSI-Bench multiple choice: the first word, trailing '.' removed, equals the letter
+    ("vsibench", "vsibench-0", "B", 1.0),
+    ("vsibench", "vsibench-0", "b.", 1.0),
+    ("vsibench", "vsibench-0", "B. right", 1.0),
+    ("vsibench", "vsibench-0", "The answer is B", 0.0),  # first word "The"
+    ("vsibench", "vsibench-0", "A", 0.0),
+    # VSI-Bench numeric, MRA over t in {.50, ..., .95}: |pred - gold| / gold <= 1 - t
+    ("vsibench", "vsibench-1", "4", 1.0),  # rel 0: all 10 thresholds
+    ("vsibench", "vsibench-1", "4.5", 0.8),  # rel .125 <= 1 - t for t = .50 ... .85: 8 / 10
+    ("vsibench", "vsibench-1", "There are four chairs.", 1.0),  # number words
+    ("vsibench", "vsibench-1", "none", 0.0),  # no number
+    ("vsibench", "vsibench-2", "26", 0.5),  # rel .3: t = .50, .55, .60, .65, .70
+    ("vsibench", "vsibench-2", "30", 0.1),  # rel .5 <= 1 - .5 (the code's <=; < would give 0)
+    # VideoMMMU multiple choice: lmms-eval's ranked extraction over A-D
+    ("videommmu", "videommmu-Perception-Perception_Biology_1", "D", 1.0),
+    ("videommmu", "videommmu-Perception-Perception_Biology_1", "The answer is (D) polymerase.", 1.0),
+    ("videommmu", "videommmu-Perception-Perception_Biology_1", "A", 0.0),
+    ("videommmu", "videommmu-Perception-Perception_Biology_1", "", 0.0),  # "No Answer Found."
+    ("videommmu", "videommmu-Perception-Perception_Biology_1", "I am not sure", 0.0),
+    # "B" of "Because" is no candidate (a letter follows); the standalone last D is
+    ("videommmu", "videommmu-Perception-Perception_Biology_1", "Because of the slide, D", 1.0),
+    # VideoMMMU open-ended (MMMU): the tail after "is " and its numbers, 12.5 == 12.5
+    ("videommmu", "videommmu-Adaptation-Adaptation_Physics_7", "The speed is 12.5 m/s.", 1.0),
+    ("videommmu", "videommmu-Adaptation-Adaptation_Physics_7", "The speed is 25 m/s.", 0.0),
+    # MVBench: "X. text" -> X, else punctuation removed and the first standalone letter
+    ("mvbench", "mvbench-action_count-0", "(B) 3", 1.0),
+    ("mvbench", "mvbench-action_count-0", "B. 3", 1.0),
+    ("mvbench", "mvbench-action_count-0", "3", 0.0),  # the option text is not a letter
+    ("mvbench", "mvbench-action_count-0", "The answer is B", 1.0),
+    ("mvbench", "mvbench-action_count-0", "A person jumps; answer B", 0.0),  # "A" comes first
+    ("mvbench", "mvbench-action_count-0", "", 0.0),
+    # Video-MME: ranked extraction over A-D
+    ("videomme", "videomme-001-1", "A", 1.0),
+    ("videomme", "videomme-001-1", "A. 1.", 1.0),
+    ("videomme", "videomme-001-1", "The best answer is C", 0.0),
+    ("videomme", "videomme-001-1", "", 0.0),
+    ("videomme", "videomme-001-1", "I think it is (A).", 1.0),
+    ("videomme", "videomme-001-1", "Definitely, B", 0.0),  # ends with a standalone B
+    ("videomme", "videomme-301-2", "<think>A or C?</think>C", 1.0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,pid,completion,want", CASES)
+def test_fixed_completions_score(name, pid, completion, want):
+    assert score(by_id(name)[pid], completion) == pytest.approx(want, abs=1e-12)
+
+
+def test_answer_tag_mode_scores_the_tag():
+    # a GRPO policy writes <think>..</think><answer>X</answer>: VSI's first-word rule sees
+    # "<answer>B</answer>" (0) unless the tag's content is scored (answer_tag=True: 1)
+    p = by_id("vsibench")["vsibench-0"]
+    c = "<think>lamp right of me</think><answer>B</answer>"
+    assert score(p, c) == 0.0
+    assert score(p, c, answer_tag=True) == 1.0
+
+
+def test_rules_by_hand():
+    assert strip_think("<think>A</think> B <think>C</think>") == "B"
+    assert strip_think("reasoning A</think>B") == "B"  # opening tag was in the prompt
+    assert strip_think("<think>unclosed A") == "<think>unclosed A"
+    # phrase (rank 7) beats parentheses (6): "C" after "the answer is"
+    assert mcq_extract("(A) is wrong, the answer is C", list("ABCD")) == "C"
+    assert mcq_extract("", list("ABCD")) == ""
+    assert mvbench_letter("(c) ") == "C"
+    # MRA by hand: gold 10, pred 12 -> rel .2 <= 1 - t for t in .50 .. .75 (6), and not for
+    # t = .80 (1 - .80 is 0.19999999999999996 in floating point): 0.6
+    assert mean_relative_accuracy(12, 10) == pytest.approx(0.6)
+    assert mean_relative_accuracy(10, 10) == 1.0
+    assert mean_relative_accuracy(100, 10) == 0.0
+
+
+def test_aggregate_levels_and_vsi_overall():
+    ps = load("vsibench")
+    # scores 1, 0.5, 0.1: per type 1 (rel-direction merged: the mean of the one present), 0.5,
+    # 0.1 -> overall (1 + 0.5 + 0.1) / 3
+    m = aggregate(ps, [1.0, 0.5, 0.1])
+    assert m["acc"] == pytest.approx(1.6 / 3)
+    assert m["overall"] == pytest.approx(1.6 / 3)
+    assert m["acc_object_counting"] == 0.5
+    s = aggregate(load("seed_bench_r1"), [1.0, 0.0, 1.0, 0.0])
+    assert (s["acc_L1"], s["acc_L2"], s["acc_L3"]) == (0.5, 1.0, 0.0)
+
+
+def test_frame_sampling_by_hand():
+    # count 4 of 10: linspace(0, 9, 4) = 0, 3, 6, 9
+    assert frame_indices(10, 4.0, count=4) == [0, 3, 6, 9]
+    assert frame_indices(10, 4.0, count=32) == list(range(10))  # at most all frames
+    # fps 2 of a 10-frame 4 fps clip: 10 / 4 * 2 = 5 frames, clamped to [4, 16], floored to
+    # even = 4: linspace(0, 9, 4) rounded = 0, 3, 6, 9
+    assert frame_indices(10, 4.0, fps=2.0, min_frames=4, max_frames=16) == [0, 3, 6, 9]
+    # 28 x 28 under min_pixels 256*28*28: scaled by sqrt(200704 / 784) = 16 -> 448 x 448
+    assert fit_size(28, 28, 28, 256 * 28 * 28, 1605632) == (448, 448)
+    # 1080p over max 1605632: beta = sqrt(1080*1920 / 1605632) = 1.1364; floor(1080 / beta /
+    # 28) = 33 -> 924, floor(1920 / beta / 28) = 60 -> 1680
+    assert fit_size(1080, 1920, 28, 3136, 1605632) == (924, 1680)
+
+
+def test_frames_decode_per_declared_sampling():
+    p = by_id("mvbench")["mvbench-action_count-0"]  # 16 uniform frames of a 10-frame clip
+    f = load_frames(p)
+    assert f.dtype == np.uint8 and f.shape == (10, 448, 448, 3)
+    s = by_id("seed_bench_r1")
+    f = load_frames(s["seed_bench_r1-L1-L1-0"])
+    # fps 2: 4 clip frames + the current-observation still (colour 200, 200, 0) last
+    assert f.shape[0] == 5 and f.shape[1] * f.shape[2] <= 196 * 28 * 28
+    assert np.abs(f[-1].astype(int) - [200, 200, 0]).max() <= 2
+    still_only = load_frames(s["seed_bench_r1-L1-L1-1"])  # no task progress: the still alone
+    assert still_only.shape[0] == 1
+
+
+def test_frames_feed_the_tiny_vlm():
+    from grpo_core.config import TinyModelCfg
+    from grpo_core.models import build_tiny_vl_model, build_tiny_vl_tokenizer
+    from grpo_core.vision import VideoProcessor, vlm_inputs
+
+    tok = build_tiny_vl_tokenizer()
+    cfg = TinyModelCfg(
+        hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=2
+    )
+    model = build_tiny_vl_model(cfg, tok, seed=0).eval()
+    proc = VideoProcessor.from_model(model)
+    p = by_id("videomme")["videomme-001-1"]
+    p.meta["sampling"] = dict(p.meta["sampling"], count=4, min_pixels=0, max_pixels=28 * 28)
+    frames = load_frames(p, factor=proc.patch * proc.merge)  # 28 x 28 (multiple of 14)
+    assert frames.shape == (4, 28, 28, 3)
+    ids = tok(p.question[:200])["input_ids"]
+    ids2, media = proc.process(ids, {"video": frames})
+    # 4 frames / temporal patch 2 = 2, 28 / 7 = 4 x 4 patches, merged 2 x 2: 2 * 16 / 4 = 8
+    assert len(ids2) == len(ids) - 1 + 8
+    assert media["video_grid_thw"].tolist() == [[2, 4, 4]]
+    x = torch.tensor([ids2])
+    with torch.no_grad():
+        out = model(**vlm_inputs(model, x, torch.ones_like(x), [media]))
+    assert out.logits.shape[:2] == (1, len(ids2)) and torch.isfinite(out.logits).all()
+
+
+# ---------------------------------------------------------------------------- lmms-eval parity
+
+
+@pytest.mark.parametrize("name", [n for n in VIDEO_BENCHMARKS if n != "seed_bench_r1"])
+def test_lmms_eval_parity(name):
+    """lmms-eval 0.7.3's own process_results (after its reasoning_tags strip) gives every case
+    of CASES the score ours does, and its doc_to_text our prompt. SEED-Bench-R1 is not an
+    lmms-eval task (its rule is its infer.py's, above)."""
+    pytest.importorskip(
+        "lmms_eval", reason="needs lmms-eval (its own venv: evals/lmms_eval_bridge.py)"
+    )
+    from evals import lmms_eval_bridge as br
+
+    probs = by_id(name)
+    for p in probs.values():
+        assert br.lmms_prompt(p) == p.question.removeprefix(VIDEO_PLACEHOLDER), p.id
+    cases = [c for c in CASES if c[0] == name]
+    assert cases
+    for _, pid, completion, want in cases:
+        got = br.lmms_score(probs[pid], completion)
+        assert got == pytest.approx(want, abs=1e-12), (pid, completion, got)
