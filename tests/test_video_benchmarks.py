@@ -222,6 +222,24 @@ def test_frames_decode_per_declared_sampling():
     assert still_only.shape[0] == 1
 
 
+def test_frames_become_vlm_inputs():
+    from grpo_core.vision import VideoProcessor
+
+    # the tiny VLM's geometry (patch 7, temporal patch 2, merge 2), video token id 99
+    proc = VideoProcessor(patch=7, temporal_patch=2, merge=2, video_token_id=99)
+    p = by_id("seed_bench_r1")["seed_bench_r1-L1-L1-0"]
+    p.meta["sampling"] = dict(p.meta["sampling"], min_pixels=0, max_pixels=28 * 28)
+    frames = load_frames(p, factor=14)  # 4 clip frames + the still, 28 x 28
+    assert frames.shape == (5, 28, 28, 3)
+    ids, media = proc.process([1, 99, 2], {"video": frames})
+    # 5 frames padded to 6 (last repeated) / temporal patch 2 = 3; 28 / 7 = 4 x 4 patches;
+    # merged 2 x 2: 3 * 16 / 4 = 12 video tokens; rows 3 * 16 of 3 * 2 * 7 * 7 = 294 values
+    assert ids == [1] + [99] * 12 + [2]
+    assert media["video_grid_thw"].tolist() == [[3, 4, 4]]
+    assert media["pixel_values_videos"].shape == (48, 294)
+
+
+@pytest.mark.slow
 def test_frames_feed_the_tiny_vlm():
     from grpo_core.config import TinyModelCfg
     from grpo_core.models import build_tiny_vl_model, build_tiny_vl_tokenizer
