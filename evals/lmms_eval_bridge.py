@@ -273,8 +273,12 @@ def run_lmms_eval(
     """Evaluate ``generate`` on an lmms-eval video task from a local directory: lmms-eval's
     prompt, our frames, lmms-eval's process_results and aggregation. Returns {"benchmark",
     "tasks": {lmms task: its aggregate}, "samples": [...], "acc", "n", "bridge": {...}}."""
-    from evals.video_benchmarks import VIDEO_PLACEHOLDER, get_video_benchmark, load_frames
-    from evals.video_benchmarks import load_video_benchmark
+    from evals.video_benchmarks import (
+        VIDEO_PLACEHOLDER,
+        get_video_benchmark,
+        load_frames,
+        load_video_benchmark,
+    )
 
     t = _check(benchmark)
     mod = _utils(benchmark)

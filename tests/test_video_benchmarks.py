@@ -287,3 +287,34 @@ def test_lmms_eval_parity(name):
     for _, pid, completion, want in cases:
         got = br.lmms_score(probs[pid], completion)
         assert got == pytest.approx(want, abs=1e-12), (pid, completion, got)
+
+
+def test_lmms_eval_run_on_local_files_to_records(tmp_path):
+    """A run through the bridge with fixed completions (the generator sees our prompt with the
+    video placeholder and our frames): lmms-eval's per-item scores, its aggregate per task,
+    and the eval record written beside ours."""
+    pytest.importorskip(
+        "lmms_eval", reason="needs lmms-eval (its own venv: evals/lmms_eval_bridge.py)"
+    )
+    import json
+
+    from evals import lmms_eval_bridge as br
+
+    seen = []
+
+    def gen(prompt, frames):
+        seen.append((prompt.count(VIDEO_PLACEHOLDER), frames.shape))
+        return "A" if "squares" in prompt else "B"  # 001-1 right (A), 301-2 wrong (gold C)
+
+    res = br.run_lmms_eval("videomme", DATA / "videomme", gen, model="fixed")
+    assert [s["score"] for s in res["samples"]] == [1.0, 0.0]
+    assert seen == [(1, (10, 448, 448, 3)), (1, (12, 448, 448, 3))]
+    assert res["tasks"] == {"videomme": 50.0}  # lmms-eval reports percent
+    (path,) = br.write_eval(res, tmp_path, reproduction="grpo", seed=0)
+    rec = json.loads(path.read_text())
+    assert rec["benchmark"] == "lmms_videomme" and rec["metrics"]["acc"] == 0.5
+    assert rec["metrics"]["lmms:videomme"] == 50.0 and rec["n_prompts"] == 2
+    assert len((tmp_path / "lmms_videomme.samples.jsonl").read_text().splitlines()) == 2
+    # MVBench: one lmms-eval task per level, each aggregated by lmms-eval
+    res = br.run_lmms_eval("mvbench", DATA / "mvbench", lambda p, f: "(B)")
+    assert res["tasks"] == {"mvbench_moving_direction": 0.0, "mvbench_action_count": 50.0}
