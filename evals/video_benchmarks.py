@@ -28,7 +28,7 @@ from typing import Any
 from evals import video_graders as vg
 from grpo_core.errors import UserError
 from grpo_core.tasks import Problem
-from grpo_core.vision import VIDEO_PLACEHOLDER
+from grpo_core.vision import VIDEO_PLACEHOLDER  # noqa: F401  (re-exported for callers)
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -519,8 +519,9 @@ def row_to_problem(b: VideoBenchmark, root: Path, row: Any, level: str | None, i
         meta["qtype"] = row.get(b.kind_field)
     pid = row.get(b.id_field, idx) if b.id_field else idx
     pid = f"{level}-{pid}" if b.level_field is None else pid
-    text = VIDEO_PLACEHOLDER + b.prompt(row, meta)
-    return Problem(id=f"{b.name}-{pid}", question=text, answer=answer, meta=meta)
+    # the prompt without the video placeholder: env video_mc (and the lmms-eval bridge) put
+    # grpo_core.vision.VIDEO_PLACEHOLDER before it
+    return Problem(id=f"{b.name}-{pid}", question=b.prompt(row, meta), answer=answer, meta=meta)
 
 
 def _annotation_files(b: VideoBenchmark, root: Path, levels: list[str] | None) -> list:
@@ -616,32 +617,15 @@ def load_video_benchmark(
 
 def load_frames(problem: Problem, factor: int = 28):
     """The problem's frames (uint8 [T, H, W, 3]) per its declared sampling, PyAV-decoded; a
-    still (SEED-Bench-R1) is appended as the last frame, resized to the clip's size.
-    ``factor``: the VLM's patch_size * spatial_merge_size (sizes are multiples of it)."""
-    import numpy as np
+    still (SEED-Bench-R1) is appended as the last frame, resized to the clip's size
+    (grpo_core.vision.benchmark_frames). ``factor``: the VLM's patch_size *
+    spatial_merge_size (sizes are multiples of it)."""
+    from grpo_core.vision import benchmark_frames
 
-    from grpo_core.vision import fit_size, resize_frames, sample_video
-
-    s = problem.meta["sampling"]
-    frames = None
-    if problem.meta.get("video"):
-        frames = sample_video(problem.meta["video"], factor=factor, **s)
-    if problem.meta.get("image"):
-        from PIL import Image
-
-        try:
-            img = np.asarray(Image.open(problem.meta["image"]).convert("RGB"))
-        except OSError as e:
-            raise UserError(f"could not read image {problem.meta['image']}: {e}") from None
-        if frames is None:
-            h, w = fit_size(img.shape[0], img.shape[1], factor, s["min_pixels"], s["max_pixels"])
-        else:
-            h, w = frames.shape[1:3]
-        still = resize_frames(img[None], h, w)
-        frames = still if frames is None else np.concatenate([frames, still])
-    if frames is None:
-        raise UserError(f"problem {problem.id} has neither a video nor an image")
-    return frames
+    try:
+        return benchmark_frames(problem.meta, factor)
+    except UserError as e:
+        raise UserError(f"problem {problem.id}: {e}") from None
 
 
 # ---------------------------------------------------------------------------- scoring

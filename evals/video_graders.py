@@ -18,9 +18,9 @@ there (tests/test_video_benchmarks.py checks that against lmms-eval 0.7.3 where 
   removed) equal to the letter, ignoring case; numeric answers by mean relative accuracy
   (:func:`mean_relative_accuracy`) of the first number (digits or English number words).
 - :func:`seed_r1_score`: SEED-Bench-R1's ``infer.py``: the first character of the first
-  ``<answer>...</answer>`` equals the gold letter (its math-verify pre-check, which may also
-  match an untagged answer whose last expression parses to the letter, is left out: here an
-  answer must be tagged, as its prompt asks).
+  ``<answer>...</answer>`` equals the gold letter. Its math-verify pre-check compares against
+  ``parse("<answer>B.</answer>")``, which is empty, so it never matches: the string rule is
+  the whole score (tested).
 - :func:`mmmu_open_correct`: VideoMMMU's open-ended rule (MMMU's ``parse_open_response`` /
   ``eval_open``).
 """

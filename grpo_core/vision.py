@@ -311,3 +311,27 @@ def sample_video(
     frames = np.stack([got.get(i, got[last]) for i in want])
     h, w = fit_size(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
     return resize_frames(frames, h, w)
+
+
+def benchmark_frames(meta: dict, factor: int = 28) -> np.ndarray:
+    """The frames of a real video benchmark's problem (evals.video_benchmarks): its ``video``
+    sampled per ``meta["sampling"]`` (:func:`sample_video`), then its ``image`` (a still, such
+    as SEED-Bench-R1's current observation) as the last frame at the clip's size, or alone."""
+    s = meta["sampling"]
+    frames = sample_video(meta["video"], factor=factor, **s) if meta.get("video") else None
+    if meta.get("image"):
+        from PIL import Image
+
+        try:
+            img = np.asarray(Image.open(meta["image"]).convert("RGB"))
+        except OSError as e:
+            raise UserError(f"could not read image {meta['image']}: {e}") from None
+        if frames is None:
+            h, w = fit_size(img.shape[0], img.shape[1], factor, s["min_pixels"], s["max_pixels"])
+        else:
+            h, w = frames.shape[1:3]
+        still = resize_frames(img[None], h, w)
+        frames = still if frames is None else np.concatenate([frames, still])
+    if frames is None:
+        raise UserError("neither a video nor an image to show")
+    return frames
