@@ -232,6 +232,7 @@ def checkpoint_generator(
 ) -> Callable[[str, Any], str]:
     """``generate(prompt, frames) -> completion`` of a VLM checkpoint (the project's hf
     engine; the prompt's one video placeholder expanded by the model's processor)."""
+    from grpo_core.episodes import chat_ids
     from grpo_core.models import load_model_and_tokenizer
     from grpo_core.rollout import HFEngine, SamplingParams
     from grpo_core.vision import VideoProcessor
@@ -247,12 +248,11 @@ def checkpoint_generator(
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
 
     def generate(prompt: str, frames) -> str:
-        if getattr(tok, "chat_template", None):
-            msgs = [{"role": "user", "content": prompt}]
-            ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        if getattr(tok, "chat_template", None):  # the chat the env video_mc would send
+            ids = chat_ids(tok, [{"role": "user", "content": prompt}])
         else:
-            ids = tok(prompt)["input_ids"]
-        ids, media = proc.process(list(ids), {"video": frames})
+            ids = list(tok(prompt)["input_ids"])
+        ids, media = proc.process(ids, {"video": frames})
         return engine.generate([ids], params, media=[media]).texts[0]
 
     generate.factor = proc.patch * proc.merge  # frame sizes: multiples of this
@@ -269,10 +269,12 @@ def run_lmms_eval(
     answer_tag: bool = False,
     factor: int | None = None,
     model: str | None = None,
+    sampling: dict | None = None,
 ) -> dict:
     """Evaluate ``generate`` on an lmms-eval video task from a local directory: lmms-eval's
     prompt, our frames, lmms-eval's process_results and aggregation. Returns {"benchmark",
-    "tasks": {lmms task: its aggregate}, "samples": [...], "acc", "n", "bridge": {...}}."""
+    "tasks": {lmms task: its aggregate}, "samples": [...], "acc", "n", "bridge": {...}}.
+    ``sampling``: entries replacing the declared frame sampling's (count, max_pixels, ...)."""
     from evals.video_benchmarks import (
         VIDEO_PLACEHOLDER,
         get_video_benchmark,
@@ -284,6 +286,15 @@ def run_lmms_eval(
     mod = _utils(benchmark)
     b = get_video_benchmark(benchmark)
     probs = load_video_benchmark(benchmark, root, levels=levels, n=n)
+    frames_used = b.frames.as_dict() | dict(sampling or {})
+    unknown = set(sampling or {}) - set(b.frames.as_dict())
+    if unknown:
+        raise UserError(
+            f"lmms-eval bridge: unknown sampling keys {sorted(unknown)}; known: "
+            f"{sorted(b.frames.as_dict())}"
+        )
+    for p in probs:
+        p.meta["sampling"] = dict(frames_used)
     fac = factor or getattr(generate, "factor", 28)
     per_task: dict[str, list] = {}
     samples = []
@@ -317,7 +328,7 @@ def run_lmms_eval(
             "levels": levels,
             "n": n,
             "answer_tag": answer_tag,
-            "frames": b.frames.as_dict(),
+            "frames": frames_used,
             "generation": b.generation,
             "model": model,
             "versions": _versions(),

@@ -239,7 +239,7 @@ def test_frames_become_vlm_inputs():
 
 
 @pytest.mark.slow
-def test_frames_feed_the_tiny_vlm():
+def test_frames_feed_the_tiny_vlm(tmp_path):
     from grpo_core.config import TinyModelCfg
     from grpo_core.models import build_tiny_vl_model, build_tiny_vl_tokenizer
     from grpo_core.vision import VideoProcessor, vlm_inputs
@@ -254,7 +254,7 @@ def test_frames_feed_the_tiny_vlm():
     p.meta["sampling"] = dict(p.meta["sampling"], count=4, min_pixels=0, max_pixels=28 * 28)
     frames = load_frames(p, factor=proc.patch * proc.merge)  # 28 x 28 (multiple of 14)
     assert frames.shape == (4, 28, 28, 3)
-    ids = tok(p.question[:200])["input_ids"]
+    ids = tok(VIDEO_PLACEHOLDER + p.question[:200])["input_ids"]
     ids2, media = proc.process(ids, {"video": frames})
     # 4 frames / temporal patch 2 = 2, 28 / 7 = 4 x 4 patches, merged 2 x 2: 2 * 16 / 4 = 8
     assert len(ids2) == len(ids) - 1 + 8
@@ -263,6 +263,25 @@ def test_frames_feed_the_tiny_vlm():
     with torch.no_grad():
         out = model(**vlm_inputs(model, x, torch.ones_like(x), [media]))
     assert out.logits.shape[:2] == (1, len(ids2)) and torch.isfinite(out.logits).all()
+    # the same model as a checkpoint, through the bridge's generator (greedy, 3 new tokens)
+    import importlib.util
+
+    from evals.lmms_eval_bridge import checkpoint_generator
+
+    model.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    gen = checkpoint_generator(tmp_path / "ckpt", max_new_tokens=3)
+    assert gen.factor == 14
+    a = gen(VIDEO_PLACEHOLDER + p.question, frames)
+    assert isinstance(a, str) and a == gen(VIDEO_PLACEHOLDER + p.question, frames)  # greedy
+    if importlib.util.find_spec("lmms_eval") is not None:
+        from evals.lmms_eval_bridge import run_lmms_eval
+
+        small = {"count": 4, "min_pixels": 0, "max_pixels": 28 * 28}
+        res = run_lmms_eval(
+            "videomme", DATA / "videomme", gen, levels=["short"], model="ckpt", sampling=small
+        )
+        assert res["n"] == 1 and res["samples"][0]["completion"] == a
 
 
 # ---------------------------------------------------------------------------- lmms-eval parity

@@ -143,3 +143,12 @@ def test_bridge_refuses_seed_bench_r1():
     with pytest.raises(UserError) as e:
         _check("seed_bench_r1")
     assert "seed_bench_r1 has no lmms-eval task" in one_line(e)
+
+
+def test_bridge_unknown_sampling_key():
+    pytest.importorskip("lmms_eval", reason="needs lmms-eval (its own venv)")
+    from evals.lmms_eval_bridge import run_lmms_eval
+
+    with pytest.raises(UserError) as e:
+        run_lmms_eval("videomme", DATA / "videomme", lambda p, f: "A", sampling={"frames": 8})
+    assert "unknown sampling keys ['frames']" in one_line(e) and "'count'" in str(e.value)
