@@ -286,12 +286,20 @@ def sample_video(
     max_pixels: int = 1605632,
     min_pixels: int = 3136,
     factor: int = 28,
+    folder_fps: float = 3.0,
 ) -> np.ndarray:
     """The frames of a video file a benchmark shows (:func:`frame_indices`), decoded with PyAV
     (only the chosen frames are converted) and resized by :func:`fit_size` to multiples of
-    ``factor`` (a VLM's patch_size * spatial_merge_size: 28 for Qwen2.5-VL)."""
+    ``factor`` (a VLM's patch_size * spatial_merge_size: 28 for Qwen2.5-VL). A folder instead
+    of a file: its .jpg / .png frames in name order, taken as ``folder_fps`` frames a second."""
+    from pathlib import Path
+
     import av
 
+    if Path(path).is_dir():  # a folder of frames (MVBench's episodic_reasoning: TVQA, 3 fps)
+        frames = _folder_frames(Path(path), count, fps, min_frames, max_frames, folder_fps)
+        h, w = fit_size(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
+        return resize_frames(frames, h, w)
     total, vfps = _video_meta(path)
     want = frame_indices(total, vfps, count, fps, min_frames, max_frames)
     need = sorted(set(want))
@@ -311,6 +319,22 @@ def sample_video(
     frames = np.stack([got.get(i, got[last]) for i in want])
     h, w = fit_size(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
     return resize_frames(frames, h, w)
+
+
+def _folder_frames(d, count, fps, min_frames, max_frames, folder_fps) -> np.ndarray:
+    from PIL import Image
+
+    files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise UserError(f"video folder {d} has no .jpg / .png frames")
+    want = frame_indices(len(files), folder_fps, count, fps, min_frames, max_frames)
+    try:
+        frames = [np.asarray(Image.open(files[i]).convert("RGB")) for i in want]
+    except OSError as e:
+        raise UserError(f"could not read a frame of {d}: {e}") from None
+    if len({f.shape for f in frames}) != 1:
+        raise UserError(f"video folder {d}: frames of different sizes")
+    return np.stack(frames)
 
 
 def benchmark_frames(meta: dict, factor: int = 28) -> np.ndarray:

@@ -221,6 +221,19 @@ def test_frames_decode_per_declared_sampling():
     assert still_only.shape[0] == 1
 
 
+def test_frame_folder(tmp_path):
+    # MVBench's episodic_reasoning videos are folders of frames: 6 PNGs, frame i all grey
+    # 40 * i; count 4 -> linspace(0, 5, 4) = 0, 1.67, 3.33, 5 truncated: frames 0, 1, 3, 5
+    from PIL import Image
+
+    from grpo_core.vision import sample_video
+
+    for i in range(6):
+        Image.fromarray(np.full((28, 28, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:03d}.png")
+    f = sample_video(tmp_path, count=4, min_pixels=0, max_pixels=28 * 28)
+    assert f.shape == (4, 28, 28, 3) and f[:, 0, 0, 0].tolist() == [0, 40, 120, 200]
+
+
 def test_frames_become_vlm_inputs():
     from grpo_core.vision import VideoProcessor
 
