@@ -85,9 +85,11 @@ class VideoBenchmark:
     grader: str  # key of GRADERS
     generation: dict  # max_new_tokens, temperature (the reference's)
     lmms_task: str | None = None  # lmms-eval's task (per level: "{level}")
-    # rows whose kind_field value is in na_values are numeric (VSI) / open-ended (MMVU, MMMU)
+    # the row's kind_field says its answer kind: a value in numeric_values is numeric (VSI);
+    # with mc_values given, any other value than those is open-ended (MMVU, VideoMMMU: as
+    # lmms-eval, which checks question_type == "multiple-choice")
     kind_field: str | None = None
-    open_values: tuple[str, ...] = ()
+    mc_values: tuple[str, ...] = ()
     numeric_values: tuple[str, ...] = ()
     image: str | None = None  # a still (SEED-Bench-R1's current observation), after the clip
     video_if: str | None = None  # the clip is shown only when this field is non-empty
@@ -269,7 +271,7 @@ VIDEO_BENCHMARKS: dict[str, VideoBenchmark] = {
             levels=(),
             level_field="<category>",  # the video folder: <discipline>
             kind_field="question_type",
-            open_values=("open-ended",),
+            mc_values=("multiple-choice",),
             frames=LMMS_QWEN,
             prompt=_p_mmvu,
             grader="mmvu",
@@ -321,7 +323,7 @@ VIDEO_BENCHMARKS: dict[str, VideoBenchmark] = {
             levels=("Perception", "Comprehension", "Adaptation"),
             level_field=None,
             kind_field="question_type",
-            open_values=("open",),
+            mc_values=("multiple-choice",),
             frames=LMMS_QWEN,
             prompt=_p_videommmu,
             grader="videommmu",
@@ -441,7 +443,7 @@ def _answer_kind(b: VideoBenchmark, row: dict) -> str:
     k = row[b.kind_field]
     if k in b.numeric_values:
         return "number"
-    if k in b.open_values:
+    if b.mc_values and k not in b.mc_values:
         return "open"
     if b.name == "vsibench" and k not in VSI_MCA:
         raise ValueError(f"question_type: unknown {k!r}; VSI-Bench has {VSI_MCA + VSI_NA}")

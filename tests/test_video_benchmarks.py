@@ -91,7 +91,9 @@ def test_prompts_follow_the_reference_templates():
     )
 
 
-# (benchmark, problem id, completion, score). Worked out from each benchmark's rule:
+# (benchmark, problem id, completion, score). Worked out from each benchmark's rule; every
+# score but SEED-Bench-R1's is also lmms-eval 0.7.3's own (test_lmms_eval_parity, run in a venv
+# with lmms-eval), so where lmms-eval is absent these numbers still pin our graders to it.
 CASES = [
     # SEED-Bench-R1 (infer.py): first <answer> tag, its first character == the gold letter
     ("seed_bench_r1", "seed_bench_r1-L1-L1-0", "<think>cup ready</think><answer>B. pour water</answer>", 1.0),
