@@ -47,6 +47,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from evals.video_benchmarks import checkpoint_generator  # noqa: F401  (the bridge's model)
 from grpo_core.errors import UserError
 from grpo_core.tasks import Problem
 
@@ -221,44 +222,6 @@ def lmms_score(p: Problem, completion: str, answer_tag: bool = False) -> float:
 # ---------------------------------------------------------------------------- runs
 
 
-def checkpoint_generator(
-    model_dir: str | Path,
-    *,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    device: str = "cpu",
-    dtype: str = "float32",
-    seed: int = 0,
-) -> Callable[[str, Any], str]:
-    """``generate(prompt, frames) -> completion`` of a VLM checkpoint (the project's hf
-    engine; the prompt's one video placeholder expanded by the model's processor)."""
-    from grpo_core.episodes import chat_ids
-    from grpo_core.models import load_model_and_tokenizer
-    from grpo_core.rollout import HFEngine, SamplingParams
-    from grpo_core.vision import VideoProcessor
-
-    if not Path(model_dir).exists():
-        raise UserError(f"lmms-eval bridge: no checkpoint at {model_dir}")
-    model, tok = load_model_and_tokenizer(str(model_dir), dtype, device)
-    model.eval()
-    proc = VideoProcessor.from_model(model)
-    if proc is None:
-        raise UserError(f"lmms-eval bridge: {model_dir} is a text model; video tasks need a VLM")
-    engine = HFEngine(model, tok, cfg=None, model_path=str(model_dir), batch_size=1)
-    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-
-    def generate(prompt: str, frames) -> str:
-        if getattr(tok, "chat_template", None):  # the chat the env video_mc would send
-            ids = chat_ids(tok, [{"role": "user", "content": prompt}])
-        else:
-            ids = list(tok(prompt)["input_ids"])
-        ids, media = proc.process(ids, {"video": frames})
-        return engine.generate([ids], params, media=[media]).texts[0]
-
-    generate.factor = proc.patch * proc.merge  # frame sizes: multiples of this
-    return generate
-
-
 def run_lmms_eval(
     benchmark: str,
     root: str | Path,
@@ -316,7 +279,15 @@ def run_lmms_eval(
             }
         )
     agg = getattr(mod, t["aggregate"])
-    tasks = {k: float(agg(v)) for k, v in per_task.items()}
+    tasks: dict[str, float | None] = {}
+    agg_errors: dict[str, str] = {}
+    for k, v in per_task.items():
+        try:
+            tasks[k] = float(agg(v))
+        except (KeyError, ValueError, ZeroDivisionError) as e:
+            # e.g. VSI-Bench's aggregate needs all three relative-direction types present
+            tasks[k] = None
+            agg_errors[k] = f"{type(e).__name__}: {e}"
     return {
         "benchmark": benchmark,
         "tasks": tasks,
@@ -331,6 +302,7 @@ def run_lmms_eval(
             "frames": frames_used,
             "generation": b.generation,
             "model": model,
+            "aggregate_errors": agg_errors,
             "versions": _versions(),
         },
     }
@@ -371,6 +343,7 @@ def to_eval_records(res: dict, reproduction: str, seed: int) -> list[dict]:
                 "answer_tag": br["answer_tag"],
                 "frames": br["frames"],
                 "generation": br["generation"],
+                "aggregate_errors": br["aggregate_errors"],
                 "versions": br["versions"],
             },
         }

@@ -710,3 +710,110 @@ def aggregate(problems: list[Problem], scores: list[float]) -> dict[str, float]:
             per["object_rel_direction"] = sum(rd) / len(rd)
         out["overall"] = sum(per.values()) / len(per)
     return out
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def checkpoint_generator(
+    model_dir: str | Path,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> Callable[[str, Any], str]:
+    """``generate(prompt, frames) -> completion`` of a VLM checkpoint (the project's hf
+    engine; the prompt's one video placeholder expanded by the model's processor)."""
+    from grpo_core.episodes import chat_ids
+    from grpo_core.models import load_model_and_tokenizer
+    from grpo_core.rollout import HFEngine, SamplingParams
+    from grpo_core.vision import VideoProcessor
+
+    if not Path(model_dir).exists():
+        raise UserError(f"video eval: no checkpoint at {model_dir}")
+    model, tok = load_model_and_tokenizer(str(model_dir), dtype, device)
+    model.eval()
+    proc = VideoProcessor.from_model(model)
+    if proc is None:
+        raise UserError(f"video eval: {model_dir} is a text model; video benchmarks need a VLM")
+    engine = HFEngine(model, tok, cfg=None, model_path=str(model_dir), batch_size=1)
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+
+    def generate(prompt: str, frames) -> str:
+        if getattr(tok, "chat_template", None):  # the chat the env video_mc would send
+            ids = chat_ids(tok, [{"role": "user", "content": prompt}])
+        else:
+            ids = list(tok(prompt)["input_ids"])
+        ids, media = proc.process(ids, {"video": frames})
+        return engine.generate([ids], params, media=[media]).texts[0]
+
+    generate.factor = proc.patch * proc.merge  # frame sizes: multiples of this
+    return generate
+
+
+def evaluate_video(
+    name: str,
+    root: str | Path,
+    generate: Callable[[str, Any], str],
+    *,
+    levels: list[str] | None = None,
+    n: int | None = None,
+    answer_tag: bool = False,
+    sampling: dict | None = None,
+    out_dir: str | Path | None = None,
+    reproduction: str = "",
+    seed: int = 0,
+    model: str | None = None,
+) -> dict:
+    """Our harness on a video benchmark: per problem ``generate(VIDEO_PLACEHOLDER + prompt,
+    frames)`` (:func:`checkpoint_generator` or any callable), scored by the benchmark's grader;
+    the eval record (benchmark, metrics from :func:`aggregate`, n, protocol), written as
+    ``out_dir/<name>.json`` + ``.samples.jsonl`` when out_dir is given. ``sampling``: entries
+    replacing the declared frame sampling's."""
+    import json
+
+    b = get_video_benchmark(name)
+    used = b.frames.as_dict() | dict(sampling or {})
+    unknown = set(sampling or {}) - set(b.frames.as_dict())
+    if unknown:
+        raise UserError(
+            f"video eval: unknown sampling keys {sorted(unknown)}; known: {sorted(used)}"
+        )
+    probs = load_video_benchmark(name, root, levels=levels, n=n)
+    fac = getattr(generate, "factor", 28)
+    samples, scores = [], []
+    for p in probs:
+        p.meta["sampling"] = dict(used)
+        c = generate(VIDEO_PLACEHOLDER + p.question, load_frames(p, factor=fac))
+        s = score(p, c, answer_tag)
+        scores.append(s)
+        samples.append({"id": p.id, "level": p.meta.get("level"), "completion": c,
+                        "target": p.answer, "score": s})  # fmt: skip
+    rec = {
+        "benchmark": name,
+        "reproduction": reproduction,
+        "seed": seed,
+        "model": model,
+        "n_prompts": len(probs),
+        "k": 1,
+        "metrics": aggregate(probs, scores),
+        "headline": "overall" if name == "vsibench" else "acc",
+        "protocol": {
+            "harness": "grpo",
+            "root": str(Path(root).resolve()),
+            "levels": levels,
+            "answer_tag": answer_tag,
+            "frames": used,
+            "generation": b.generation,
+            "grader": b.grader,
+        },
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(x, default=str) + "\n" for x in samples)
+        (out / f"{name}.samples.jsonl").write_text(lines)
+        (out / f"{name}.json").write_text(json.dumps(rec, indent=2))
+    return {**rec, "samples": samples}

@@ -371,3 +371,52 @@ def test_seed_r1_reference_precheck_never_matches_a_letter_gold():
     from math_verify import parse
 
     assert parse("<answer>B.</answer>") == []
+
+
+def test_evaluate_video_record(tmp_path):
+    import json
+
+    from evals.video_benchmarks import evaluate_video
+
+    seen = []
+
+    def gen(prompt, frames):
+        seen.append(frames.shape)
+        return {"How many chair": "4.5", "size of this room": "26"}.get(
+            next((k for k in ("How many chair", "size of this room") if k in prompt), ""), "B"
+        )
+
+    res = evaluate_video(
+        "vsibench", DATA / "vsibench", gen, sampling={"count": 2}, out_dir=tmp_path, seed=1
+    )
+    # scores 1 (B), 0.8 (4.5 vs 4), 0.5 (26 vs 20); overall = mean of the 3 type scores
+    assert [s["score"] for s in res["samples"]] == pytest.approx([1.0, 0.8, 0.5])
+    assert res["metrics"]["overall"] == pytest.approx(2.3 / 3)
+    assert seen == [(2, 448, 448, 3)] * 3  # the sampling override: 2 frames
+    rec = json.loads((tmp_path / "vsibench.json").read_text())
+    assert rec["headline"] == "overall" and rec["protocol"]["frames"]["count"] == 2
+    assert len((tmp_path / "vsibench.samples.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("answer", ["A", "B", "(C) 3", "D.", "The answer is B", "4.5", ""])
+def test_lmms_eval_run_parity(answer):
+    """Both harnesses on every lmms-eval benchmark's fixture with one fixed answer: the same
+    per-item scores (ours from evaluate_video, lmms-eval's from run_lmms_eval)."""
+    pytest.importorskip(
+        "lmms_eval", reason="needs lmms-eval (its own venv: evals/lmms_eval_bridge.py)"
+    )
+    from evals.lmms_eval_bridge import LMMS_TASKS, run_lmms_eval
+    from evals.video_benchmarks import evaluate_video
+
+    small = {"count": 2, "min_pixels": 0, "max_pixels": 28 * 28}
+    for name in LMMS_TASKS:
+        ours = evaluate_video(name, DATA / name, lambda p, f: answer, sampling=small)
+        theirs = run_lmms_eval(name, DATA / name, lambda p, f: answer, sampling=small)
+        assert [s["score"] for s in ours["samples"]] == [s["score"] for s in theirs["samples"]]
+        assert ours["metrics"]["acc"] == pytest.approx(theirs["acc"])
+    # lmms-eval's VSI aggregate needs all three relative-direction types; the fixture has one
+    assert theirs["tasks"] != {} and "KeyError" in str(
+        run_lmms_eval("vsibench", DATA / "vsibench", lambda p, f: "A", sampling=small)["bridge"][
+            "aggregate_errors"
+        ]
+    )
