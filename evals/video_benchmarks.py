@@ -20,6 +20,7 @@ instead of the whole completion.
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from grpo_core.errors import UserError
 from grpo_core.tasks import Problem
 from grpo_core.vision import VIDEO_PLACEHOLDER  # noqa: F401  (re-exported for callers)
 
-LETTERS = "ABCDEFGHIJ"
+LETTERS = string.ascii_uppercase  # VideoMMMU has up to 10 options
 
 
 @dataclass(frozen=True)
