@@ -1053,18 +1053,20 @@ class Trainer:
             self.passes["ref"] = self.passes.get("ref", 0) + 1
         return out
 
-    def reuse_old_logprobs_valid(self, ro: Rollouts) -> bool:
+    def reuse_old_logprobs_valid(self, ro: Rollouts, behaviour: bool = False) -> bool:
         """train.reuse_old_logprobs: auto and the update is on-policy: one epoch of one
         minibatch that is one micro-batch (the gradient pass covers the batch at the weights
         that sampled it), no engine copy with its own sampler log-probs, no FSDP, no dropout
-        (a pass in train mode computes what the eval-mode no-grad pass does)."""
+        (a pass in train mode computes what the eval-mode no-grad pass does). ``behaviour``:
+        the sampler log-probs are an asynchronous batch's behaviour log-probs; its old
+        (proximal) log-probs are the current weights', which the gradient pass computes."""
         t = self.cfg.train
         return (
             t.reuse_old_logprobs == "auto"
             and t.mu == 1
             and t.minibatches == 1
             and len(ro) <= t.micro_batch_size
-            and ro.sampler_logp is None
+            and (ro.sampler_logp is None or behaviour)
             and not self.fsdp
             and not has_dropout(self.model)
             and ro.media is None  # the score-time pass carries no media (a VLM's rows)
@@ -1224,7 +1226,8 @@ class Trainer:
         have = batch.passes or {}
         todo = needs - set(have)
         reused = {}
-        if todo & {"policy", "entropy"} and self.reuse_old_logprobs_valid(ro):
+        behaviour = batch.policy_version is not None  # (asynchronous rollouts)
+        if todo & {"policy", "entropy"} and self.reuse_old_logprobs_valid(ro, behaviour):
             # on-policy: the log-probs the components need are the gradient pass's, detached;
             # the pass runs now and the loss uses it (no separate no-grad policy pass)
             with torch.enable_grad():

@@ -267,3 +267,34 @@ def test_error_in_the_worker_reaches_the_trainer(smoke_cfg, tmp_path, monkeypatc
     with pytest.raises(OSError, match="env died"):
         t.train(progress=False)
     assert len(metrics(tmp_path / "a")) == 2 and not workers()
+
+
+def test_stale_batch_takes_old_logprobs_from_the_gradient_pass(smoke_cfg, tmp_path):
+    """train.reuse_old_logprobs=auto (an on-policy-shaped update: mu 1, one minibatch of one
+    micro-batch): a stale batch's old (proximal) log-probs are the current weights', which the
+    gradient pass computes, so no no-grad policy pass runs; the numbers are those of the
+    separate pass up to float rounding."""
+    runs = {}
+    for reuse in ("off", "auto"):
+        cfg = smoke_cfg(
+            "grpo",
+            ["train.steps=3", "rollout.max_staleness=1", f"train.reuse_old_logprobs={reuse}"]
+            + ASYNC,
+        )
+        t = Trainer(cfg, tmp_path / reuse)
+        passes = []
+
+        def step(s, orig=t.train_step, t=t, passes=passes):
+            out = orig(s)
+            passes.append(dict(t.passes))  # the no-grad passes of this step
+            return out
+
+        t.train_step = step
+        t.train(progress=False)
+        runs[reuse] = (metrics(tmp_path / reuse), passes)
+    (m_off, p_off), (m_on, p_on) = runs["off"], runs["auto"]
+    assert p_off[1:] == [{"policy": 1, "ref": 1}] * 2 and p_on[1:] == [{"ref": 1}] * 2
+    for a, b in zip(m_off, m_on):
+        for k in ("loss", "grad_norm", "is_weight_mean", "is_weight_max", "mismatch_kl", "kl"):
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7), k
+        assert a["reward_mean"] == b["reward_mean"]
