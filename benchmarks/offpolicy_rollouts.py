@@ -3,7 +3,8 @@
 Trains grpo for ``--steps`` steps of a profile (default tiny) from a given start model, once
 per staleness in ``--staleness`` and ``--repeat`` times in turn (0, 1, 0, 1, ...: the shared
 machine's load drifts), one process at a time in this process. Per run: the wall time of
-``Trainer.train`` (worker start and the final drain included), steps/s from it, and the mean of
+``Trainer.train`` (worker start and the final drain included), steps/s from it, the process's
+CPU seconds per wall second (above 1: the threads ran at the same time), and the mean of
 the logged ``step_s`` / ``rollout_s`` (for a stale run rollout_s is the wait for the worker's
 batch) / ``logprob_s`` / ``train_s`` without the first step. Both runs use
 ``train.reuse_old_logprobs=auto`` and no curve / checkpoints. Not a test; asserts nothing.
@@ -40,15 +41,17 @@ def run(profile: str, model: str, steps: int, k: int, out: Path, threads: int) -
     ]
     cfg = load_config("grpo", profile, ov)
     t = Trainer(cfg, out, resume=False)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     t.train(progress=False)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     later = rows[1:] or rows
     return {
         "k": k,
         "wall_s": wall,
         "steps_per_s": steps / wall,
+        # CPU seconds of this process (all threads) per wall second: 1 = one core's worth
+        "cpu_per_wall": cpu / wall,
         "step_s": statistics.mean(r["step_s"] for r in later),
         "rollout_s": statistics.mean(r["rollout_s"] for r in later),
         "train_s": statistics.mean(r["train_s"] for r in later),

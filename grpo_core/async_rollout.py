@@ -5,7 +5,7 @@ One-step-off / PipelineRL-style generation: a worker thread with its own copy of
 were submitted, while the trainer trains on an earlier batch. The trainer (grpo_core.trainer)
 submits the first round of step ``s`` right after the update of step ``s - k - 1`` (steps
 ``0..k`` at the start), queued behind the weights of that moment, so batch ``s`` is sampled by
-policy version ``max(0, s - k)`` (version = optimizer steps applied) and trained at version
+policy version ``max(0, s - k)`` (version v: the weights after v training steps) and trained at version
 ``s``: staleness ``min(s, k)``. The weights are queued to the worker after every update (a
 clone of the trainable parameters), and a job runs on exactly the weights queued before it:
 the batches do not depend on thread timing.

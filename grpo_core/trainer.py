@@ -199,8 +199,8 @@ class Batch:
     # train.reuse_old_logprobs: the gradient pass over the whole batch (log-probs, entropies
     # with their graphs), run in :meth:`Trainer.score`; the one micro-batch's loss uses it
     grad_forward: tuple[torch.Tensor, torch.Tensor] | None = None
-    # asynchronous rollouts (rollout.max_staleness > 0): the policy version (optimizer steps
-    # applied) of the weights that sampled the batch's first round; None: the synchronous loop
+    # asynchronous rollouts (rollout.max_staleness > 0): the policy version (training steps
+    # completed) of the weights that sampled the batch's first round; None: the synchronous loop
     policy_version: int | None = None
 
 
@@ -1131,6 +1131,8 @@ class Trainer:
                 tokens_per_s=0.0,
             )
             self.sched.step()
+            if self._async is not None:  # (no update: the same weights, the schedule goes on)
+                self._async_after_update(step)
             stats.update(self.compute_stats(time.perf_counter() - t0))
             return stats
         t_lp = self.score(batch, step, stats)

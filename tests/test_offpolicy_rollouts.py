@@ -144,12 +144,20 @@ def test_stale_runs_train_with_the_scheduled_staleness(smoke_cfg, tmp_path, k):
 
 def test_staleness_1_same_seed_same_run(smoke_cfg, tmp_path):
     """Jobs run on exactly the weights queued before them and every generation holds the
-    lock: two runs of one seed give identical metrics and weights; another seed differs."""
-    cfg = smoke_cfg("grpo", ["train.steps=3", "rollout.max_staleness=1", *ASYNC])
+    lock (the held-out curve's too): two runs of one seed give identical metrics, curves and
+    weights; another seed differs."""
+    curve = "eval.curve={every: 1, n_problems: 4, k: 2}"
+    cfg = smoke_cfg("grpo", ["train.steps=3", "rollout.max_staleness=1", curve, *ASYNC])
     Trainer(cfg, tmp_path / "a").train(progress=False)
     Trainer(cfg, tmp_path / "b").train(progress=False)
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     assert same_weights(tmp_path / "a", tmp_path / "b")
+
+    def points(d):
+        rows = [json.loads(x) for x in (d / "curve.jsonl").read_text().splitlines()]
+        return [(r["step"], r["accuracy"], r["tokens_generated_cum"]) for r in rows]
+
+    assert len(points(tmp_path / "a")) == 4 and points(tmp_path / "a") == points(tmp_path / "b")
     other = smoke_cfg("grpo", ["train.steps=3", "rollout.max_staleness=1", *ASYNC], seed=1)
     Trainer(other, tmp_path / "c").train(progress=False)
     assert metrics(tmp_path / "c") != metrics(tmp_path / "a")
@@ -298,3 +306,31 @@ def test_stale_batch_takes_old_logprobs_from_the_gradient_pass(smoke_cfg, tmp_pa
         for k in ("loss", "grad_norm", "is_weight_mean", "is_weight_max", "mismatch_kl", "kl"):
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7), k
         assert a["reward_mean"] == b["reward_mean"]
+
+
+@pytest.mark.parametrize(
+    "repro,extra",
+    [
+        # refill rounds queued during collect; steps whose groups are all filtered: no update
+        ("dapo", [VARYING]),
+        ("aepo", [VARYING, "sampler.params={target: 10.0, min_adv: -100.0, frac: 0.5}"]),
+    ],
+)
+def test_stale_runs_with_refill_and_extra_rounds(smoke_cfg, tmp_path, repro, extra):
+    """A filter's refill rounds (sampled by the worker on the current weights, with behaviour
+    log-probs when the step's first round is stale), steps without a batch (the schedule goes
+    on), and a sampler's extra round (the trainer's own engine, under the worker's lock)."""
+    cfg = smoke_cfg(
+        repro, ["train.steps=3", "rollout.max_staleness=1", "rollout.is_correction=token", *extra]
+    )
+    Trainer(cfg, tmp_path / "a").train(progress=False)
+    m = metrics(tmp_path / "a")
+    assert len(m) == 3 and not workers()
+    for s, r in enumerate(m):
+        if "staleness" in r:  # (a step whose groups were all filtered out has no batch)
+            assert r["staleness"] == min(s, 1) and math.isfinite(r["loss"])
+    if repro == "dapo":  # (measured: steps 0 and 1 filter every group, step 2 keeps some)
+        assert all(r["gen_rounds"] == 3 for r in m)
+        assert any("staleness" not in r for r in m) and "staleness" in m[-1]
+    if repro == "aepo":
+        assert any(r.get("extra/n_kept", 0) > 0 for r in m)
