@@ -334,3 +334,26 @@ def test_stale_runs_with_refill_and_extra_rounds(smoke_cfg, tmp_path, repro, ext
         assert any("staleness" not in r for r in m) and "staleness" in m[-1]
     if repro == "aepo":
         assert any(r.get("extra/n_kept", 0) > 0 for r in m)
+
+
+def test_lora_policy_under_staleness_1(smoke_cfg, tmp_path, monkeypatch):
+    """A LoRA policy: the worker's copy gets the adapter's weights (the trainable ones) after
+    every update, so a stale batch's behaviour log-probs are those of the older adapter."""
+    pytest.importorskip("peft")
+    lora = "model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}"
+    cfg = smoke_cfg("grpo", ["train.steps=3", "rollout.max_staleness=1", lora, *ASYNC])
+    from grpo_core.async_rollout import RolloutWorker
+
+    seen = []
+    orig = RolloutWorker.sync
+
+    def sync(self, model, version):
+        seen.append([n for n, p in model.named_parameters() if p.requires_grad])
+        orig(self, model, version)
+
+    monkeypatch.setattr(RolloutWorker, "sync", sync)
+    Trainer(cfg, tmp_path / "a").train(progress=False)
+    m = metrics(tmp_path / "a")
+    assert [r["staleness"] for r in m] == [0, 1, 1] and m[2]["mismatch_kl"] > 0
+    assert seen and all(names and all("lora_" in n for n in names) for names in seen)
+    assert not workers()
