@@ -200,7 +200,7 @@ class Batch:
     # with their graphs), run in :meth:`Trainer.score`; the one micro-batch's loss uses it
     grad_forward: tuple[torch.Tensor, torch.Tensor] | None = None
     # asynchronous rollouts (rollout.max_staleness > 0): the policy version (training steps
-    # completed) of the weights that sampled the batch's first round; None: the synchronous loop
+    # completed) of the oldest weights that sampled the batch's rows; None: the synchronous loop
     policy_version: int | None = None
 
 
@@ -464,7 +464,7 @@ class Trainer:
         # over all ranks (for the sampler's update)
         n_kept_groups, kept_all, kept_all_r, kept_all_sizes, kept_all_idx = 0, [], [], [], []
         kept_all_texts: list[str] = []
-        versions: list[int] = []  # policy version of each round (asynchronous rollouts)
+        versions: list[int] = []  # policy version of each kept round (asynchronous rollouts)
         for rnd in range(self.sampler.max_rounds):
             need = want - n_kept_groups
             if need <= 0:
@@ -483,7 +483,6 @@ class Trainer:
                 ro, ep = self.episodes(row_idx, params, turn_seed)
             else:
                 ro, ep = self._async_wait(job)
-                versions.append(job.version)
             lengths = ro.policy_mask.sum(-1).tolist()
             passes = self.no_grad_passes(ro, self.reward_needs)
             ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step, passes, ep)
@@ -530,6 +529,8 @@ class Trainer:
                     kept_sizes.append(sizes[k])
                     kept_idx += [idx[k]] * sizes[k]
             if mine:
+                if job is not None:
+                    versions.append(job.version)
                 if mine == list(range(len(ro))):  # every row of the round, in order
                     kept_passes.append(passes)
                 kept_ro.append(ro.select(mine))
@@ -570,8 +571,8 @@ class Trainer:
         batch.all_problems, batch.all_rewards = kept_all, all_rewards
         batch.all_group_sizes, batch.all_indices = kept_all_sizes, kept_all_idx
         batch.all_texts = kept_all_texts
-        if versions:
-            batch.policy_version = versions[0]
+        if versions:  # the oldest weights among the batch's rows
+            batch.policy_version = min(versions)
         return batch, stats
 
     def _round_sampling(self, step: int, rnd: int):
