@@ -188,10 +188,12 @@ def rm_dir(results_dir: str | Path, profile: str, name: str, seed: int) -> Path:
 
 def perturb(gold: str, rng: random.Random) -> tuple[str, bool]:
     """One completion made from a numeric gold answer, and whether it ended by itself: the gold
-    (2 in 8), off by 1-3 (2 in 8), off by 4-50, a random number, the gold with a stray
-    character, the gold's digits reversed, or a run of 6 characters that did not stop."""
+    (weight 2), off by 1-3 (2), off by 4-50 (1), a random number (1), the gold with a stray
+    character (1), its digits reversed (0.5), a run of 6 characters that did not stop (0.5),
+    1-6 random characters of digits and signs (1), the gold with a digit more (0.5) or its
+    first digit alone (0.5): the policy's near misses and the junk it may drift to."""
     g = int(float(gold))
-    kind = rng.choices(range(7), weights=[2, 2, 1, 1, 1, 0.5, 0.5])[0]
+    kind = rng.choices(range(10), weights=[2, 2, 1, 1, 1, 0.5, 0.5, 1, 0.5, 0.5])[0]
     if kind == 0:
         return gold, True
     if kind == 1:
@@ -205,7 +207,14 @@ def perturb(gold: str, rng: random.Random) -> tuple[str, bool]:
         return (gold + s) if rng.random() < 0.5 else (s + gold), True
     if kind == 5:
         return gold[::-1], True
-    return (gold * 6)[:6], False
+    if kind == 6:
+        return (gold * 6)[:6], False
+    if kind == 7:
+        n = rng.randint(1, 6)
+        return "".join(rng.choice("0123456789+-=. x") for _ in range(n)), rng.random() < 0.5
+    if kind == 8:
+        return gold + str(rng.randint(0, 9)), True
+    return gold[0], True
 
 
 def make_dataset(spec: RMSpec, task, seed: int) -> dict:
@@ -314,12 +323,16 @@ class RewardModel(torch.nn.Module):
             heads.append(torch.nn.Linear(a.hidden_size, len(spec.heads)))
         self.bodies = torch.nn.ModuleList(bodies)
         self.heads = torch.nn.ModuleList(heads)
+        # regression heads predict objectives in [0, 1]: a sigmoid keeps them there (a policy
+        # cannot push an unbounded head past what any completion earns)
+        self.bounded = spec.kind == "regression"
 
     def member(self, m: int, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        """[N, H] member m's heads on right-padded ``ids``."""
+        """[N, H] member m's heads on right-padded ``ids`` (in (0, 1) for regression)."""
         h = self.bodies[m](input_ids=ids, attention_mask=attn).last_hidden_state
         last = attn.sum(-1).clamp(min=1) - 1
-        return self.heads[m](h[torch.arange(len(ids)), last])
+        out = self.heads[m](h[torch.arange(len(ids)), last])
+        return torch.sigmoid(out) if self.bounded else out
 
     def forward(self, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """[K, N, H]."""
