@@ -190,10 +190,13 @@ def perturb(gold: str, rng: random.Random) -> tuple[str, bool]:
     """One completion made from a numeric gold answer, and whether it ended by itself: the gold
     (weight 2), off by 1-3 (2), off by 4-50 (1), a random number (1), the gold with a stray
     character (1), its digits reversed (0.5), a run of 6 characters that did not stop (0.5),
-    1-6 random characters of digits and signs (1), the gold with a digit more (0.5) or its
-    first digit alone (0.5): the policy's near misses and the junk it may drift to."""
+    1-6 random characters of digits and signs (1), the gold with a digit more (0.5), its
+    first digit alone (0.5) or nothing (0.5, the empty completion: a policy that stops at once):
+    the policy's near misses and the junk it may drift to (a reward model scores what it never
+    saw at random, and GRPO finds it: on smoke the policy collapsed to the empty completion
+    when it was missing here)."""
     g = int(float(gold))
-    kind = rng.choices(range(10), weights=[2, 2, 1, 1, 1, 0.5, 0.5, 1, 0.5, 0.5])[0]
+    kind = rng.choices(range(11), weights=[2, 2, 1, 1, 1, 0.5, 0.5, 1, 0.5, 0.5, 0.5])[0]
     if kind == 0:
         return gold, True
     if kind == 1:
@@ -214,7 +217,9 @@ def perturb(gold: str, rng: random.Random) -> tuple[str, bool]:
         return "".join(rng.choice("0123456789+-=. x") for _ in range(n)), rng.random() < 0.5
     if kind == 8:
         return gold + str(rng.randint(0, 9)), True
-    return gold[0], True
+    if kind == 9:
+        return gold[0], True
+    return "", True
 
 
 def make_dataset(spec: RMSpec, task, seed: int) -> dict:

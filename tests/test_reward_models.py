@@ -130,7 +130,7 @@ def test_objectives_hand_computed():
 def test_perturbations_and_pairs(task):
     rng = random.Random(0)
     outs = [RM.perturb("83", rng) for _ in range(400)]
-    assert ("83", True) in outs and ("838383", False) in outs
+    assert ("83", True) in outs and ("838383", False) in outs and ("", True) in outs
     assert any(t in ("84", "82", "81", "85", "80", "86") for t, _ in outs)
     spec = pref_spec(label_noise=0.0)
     d = RM.make_dataset(spec, task, 0)
