@@ -225,6 +225,7 @@ def test_reward_combines_the_scores_and_logs_each_head(trained, task):
     model, meta = RM.load_rm(d / "mo")
     v = RM.score(model, meta, texts, [True] * 4, probs)[0]  # [N, H]
     assert r.tolist() == pytest.approx((0.5 * v[:, 0] + 0.5 * v[:, 2]).tolist())
+    assert ((v > 0) & (v < 1)).all()  # regression heads are bounded (a sigmoid)
     for h in ("correct", "close", "format"):
         assert f"{h}_mean" in logs and f"true_{h}_mean" in logs
     assert logs["true_format_mean"] == pytest.approx(0.75)  # the third is not well formed
