@@ -1022,6 +1022,7 @@ class Trainer:
             if episodes is None or all(r is None for rs in episodes.turn_rewards for r in rs)
             else episodes.env_reward(),
             episodes=episodes,
+            rm_root=str(Path(self.cfg.run.results_dir) / self.cfg.profile / "rm"),
         )
         for k, v in (passes or {}).items():
             ctx._cache[f"logp/{k}"] = v
