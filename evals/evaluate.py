@@ -56,6 +56,33 @@ def locked_output(fn):
     return run
 
 
+def reward_model_metrics(cfg: Config, task, texts, finish_reasons, problems) -> dict:
+    """For a run trained on a learned reward (rewards ``reward_model``): that term's logs over
+    the eval samples as ``rm_<key>`` (each head's mean, the combined proxy, the members' std,
+    the rule-based truth of each head and the gold reward); {} for every other run."""
+    from grpo_core.rewards import GroupContext, reward_model_reward
+
+    out: dict = {}
+    for term in cfg.rewards:
+        if term.name != "reward_model":
+            continue
+        ctx = GroupContext(
+            texts=list(texts),
+            problems=list(problems),
+            finish_reasons=list(finish_reasons),
+            lengths=[0] * len(texts),
+            group_sizes=[len(texts)],
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            task=task,
+            seed=cfg.run.seed,
+            rm_root=str(Path(cfg.run.results_dir) / cfg.profile / "rm"),
+        )
+        r, logs = reward_model_reward(ctx, **term.params)
+        out["rm_reward_mean"] = float(r.mean())
+        out.update({f"rm_{k}": v for k, v in logs.items()})
+    return out
+
+
 @locked_output
 def evaluate(
     cfg: Config,
@@ -122,6 +149,7 @@ def evaluate(
         grades = [
             Grade(float(x), g.pred, "success" if x else "failure") for x, g in zip(succ, grades)
         ]
+    rm_metrics = reward_model_metrics(cfg, task, ro.texts, ro.finish_reasons, problems)
     task.close()  # grader workers (the math task) are not needed any more
     scores, answers, samples = [], [], []
     for i, p in enumerate(test):
@@ -156,6 +184,7 @@ def evaluate(
     task_metrics = getattr(task, "eval_metrics", None)  # e.g. video_mc's per-level accuracy
     if task_metrics is not None:
         metrics.update(task_metrics(samples, test))
+    metrics.update(rm_metrics)
     per = per_problem_scores(scores, answers, [1])
     ci = {f"avg@{k}": list(bootstrap_ci(per[f"avg@{k}"]))}
     agent = None

@@ -408,3 +408,29 @@ class ToolsEnvParams(Params):
     # answering; the others answer at once
     gold_tool_frac: float = Field(1.0, ge=0, le=1)
     sandbox: ToolsSandboxParams = Field(default_factory=ToolsSandboxParams)
+
+
+class RewardModelParams(Params):
+    """The reward ``reward_model`` (grpo_core.rewards.reward_model_reward): a reward model
+    trained in the workflow (``name``: config/reward_models/<name>.yaml, its checkpoint
+    <results>/<profile>/rm/<name>/seed<run seed>/) or at ``path``; its heads combined by
+    ``weights`` (head -> weight; default equal weights over ``heads``, default every head),
+    its members (``members``: a subset by index; default all) by ``combine`` with ``lam``."""
+
+    name: str | None = None
+    path: str | None = None
+    heads: list[str] | None = None
+    weights: dict[str, float] | None = None
+    members: list[int] | None = None
+    combine: Literal["mean", "min", "mean_minus_std", "mean_minus_var"] = "mean"
+    lam: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give the reward model's name (trained in the workflow) or a path")
+        if self.name is not None and not self.name.replace("_", "").isalnum():
+            raise ValueError(f"name {self.name!r}: want letters, digits and _")
+        if self.members is not None and (not self.members or min(self.members) < 0):
+            raise ValueError(f"members {self.members}: want a non-empty list of indices >= 0")
+        return self
