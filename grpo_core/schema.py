@@ -250,6 +250,9 @@ class TrainCfg(Strict):
     # encode each group's shared prompt once, its completions attend to its KV cache
     # (grpo_core.policy.grouped_sequence_logprobs): policy, old and reference passes
     prefix_grouper: bool = False
+    # false: no weight update (Training-Free GRPO): each step samples, scores and shows the
+    # sampler its groups (sampler.update), then skips advantages, the loss and the optimizer
+    optimize: bool = True
 
 
 class SFTCfg(Strict):
