@@ -196,7 +196,8 @@ def evaluate(
             "max_new_tokens": max_new,
             "k": k,
             "template": cfg.task.template,
-            "prompt_prefix_chars": len(prefix or ""),
+            # a learned prompt prior before every prompt (only when the checkpoint has one)
+            **({"prompt_prefix_chars": len(prefix)} if prefix else {}),
             "task": cfg.task.model_dump(mode="json"),
             "engine": cfg.rollout.engine,
             "eval_seed": ev.seed,
