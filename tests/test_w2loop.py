@@ -234,3 +234,37 @@ def test_urpo_smoke_run(smoke_cfg, tmp_path):
         assert all(math.isfinite(r[k]) for r in rows), k
     assert any(r["grad_norm"] > 0 for r in rows)
     assert (tmp_path / "r" / "checkpoint" / "training_state" / "state.json").exists()
+
+
+def test_referee_sft_rows_hand_computed():
+    """sft.referee_frac 0.5 of 4 problems: 2 referee rows; problem 0's distractor is answer + 10,
+    problem 1's answer - 10; the prompt is the urpo sampler's, the target the answer + EOS."""
+    from grpo_core.models import build_char_tokenizer
+    from grpo_core.prepare import referee_rows
+    from grpo_core.samplers import UrpoSampler
+
+    cfg = load_config("urpo", "smoke", ["sft.referee_frac=0.5"])
+    tok = build_char_tokenizer()
+    train = [
+        Problem(f"p{i}", "", a, {"expression": e})
+        for i, (e, a) in enumerate([("30+55", "85"), ("12+13", "25"), ("1+1", "2"), ("2+2", "4")])
+    ]
+    task = SimpleTask()
+    rows = referee_rows(cfg, task, train, tok)
+    assert len(rows) == 2
+    judge = UrpoSampler(4, SamplerCfg(name="urpo"), cfg.run.seed)
+    for i, (w, p) in enumerate([("95", train[0]), ("15", train[1])]):
+        a, b, _ = judge.referee_pair(p.answer, [w], [False], 0, i)
+        assert {a, b} == {p.answer, w}
+        text = tok.decode(rows[i][0], skip_special_tokens=True)
+        assert f"Which is right, {a} or {b}?\n{p.meta['expression']}=" in text
+        assert tok.decode(rows[i][1], skip_special_tokens=True) == p.answer
+        assert rows[i][1][-1] == tok.eos_token_id and rows[i][1] == rows[i][2]
+    assert load_config("urpo", "tiny_urpo").sft.referee_frac == 0.25
+    assert load_config("urpo", "tiny").sft.referee_frac == 0.0  # the tiny start is unchanged
+
+
+class SimpleTask:
+    @staticmethod
+    def sft_target(p):
+        return p.answer
