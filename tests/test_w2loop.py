@@ -268,3 +268,21 @@ class SimpleTask:
     @staticmethod
     def sft_target(p):
         return p.answer
+
+
+def test_training_free_resumes_its_library(smoke_cfg, tmp_path):
+    """Stopped after step 2 and resumed: the library (sampler state in the checkpoint) is back,
+    and the finished run's library equals the uninterrupted run's."""
+    from grpo_core.trainer import Trainer
+
+    ov = ["train.steps=3", f"rewards={SMOKE_REWARDS}"]
+    full = Trainer(smoke_cfg("training_free_grpo", ov), tmp_path / "a")
+    full.train(progress=False)
+    part = Trainer(smoke_cfg("training_free_grpo", ov), tmp_path / "b")
+    part.train(progress=False, stop_at=2)
+    lib2 = json.loads(json.dumps(part.sampler.library))
+    again = Trainer(smoke_cfg("training_free_grpo", ov), tmp_path / "b")
+    assert again.step == 2 and again.sampler.library == lib2
+    again.train(progress=False)
+    assert full.sampler.library and again.sampler.library == full.sampler.library
+    assert again.sampler.next_id == full.sampler.next_id
