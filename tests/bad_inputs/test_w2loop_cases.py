@@ -92,3 +92,20 @@ def test_groups_that_teach_nothing():
     # a referee prompt needs a wrong candidate: none from a non-integer gold
     u = make_sampler(SamplerCfg(name="urpo"), 10, 0)
     assert u.referee_pair("2/3", [None], [False], 0, 0) is None
+
+
+def test_referee_frac_out_of_range_and_rows_without_an_integer_answer():
+    with pytest.raises(UserError, match="sft.referee_frac"):
+        load_config("urpo", "tiny_urpo", ["sft.referee_frac=1.5"])
+    # a problem whose answer is not an integer has no distractor: no referee row (no error)
+    from grpo_core.models import build_char_tokenizer
+    from grpo_core.prepare import referee_rows
+
+    cfg = load_config("urpo", "smoke", ["sft.referee_frac=1.0"])
+    train = [
+        Problem("a", "", "1/2", {"expression": "1/2"}),
+        Problem("b", "", "3", {"expression": "1+2"}),
+    ]
+    task = SimpleNamespace(sft_target=lambda p: p.answer)
+    rows = referee_rows(cfg, task, train, build_char_tokenizer())
+    assert len(rows) == 1
