@@ -105,7 +105,7 @@ for _p, _names in HOMES.items():
 # the profiles with a module block at the end of this file (a module's name must be written out)
 MODULE_PROFILES = {
     "tiny_rec", "tiny_code", "tiny_geo", "tiny_agent", "tiny_tools", "tiny_search", "tiny_video",
-    "tiny_cot",
+    "tiny_cot", "tiny_urpo",
 }
 _NO_MODULE = sorted(set(HOMES) - MODULE_PROFILES)
 if _NO_MODULE:
@@ -400,3 +400,12 @@ if "tiny_cot" in HOMES:
         config: _home_config("tiny_cot")
 
     use rule * from tiny_cot as tiny_cot_*
+
+
+if "tiny_urpo" in HOMES:
+
+    module tiny_urpo:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_urpo")
+
+    use rule * from tiny_urpo as tiny_urpo_*

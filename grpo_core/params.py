@@ -179,6 +179,23 @@ class CritiqueParams(SamplerParams):
     critique: Literal["simple", "simple_gt", "hint"] = "simple_gt"
 
 
+class UrpoParams(SamplerParams):
+    frac: float = Field(0.5, gt=0, le=1)  # share of the batch's prompts that become referee data
+    group_size: int | None = Field(None, ge=2)  # referee samples per referee prompt (None: G)
+
+
+class ExperienceParams(SamplerParams):
+    # who writes an experience's text: rule (the error class of the worse rollout and a worked
+    # example; no model) or policy (the model itself, one greedy sentence per group)
+    summariser: Literal["rule", "policy"] = "rule"
+    max_items: int = Field(8, ge=1)  # library size; the least supported ones are deleted first
+    ttl: int = Field(10, ge=1)  # updates an experience survives without being reinforced
+    max_chars: int = Field(400, ge=1)  # the prefix shown to the policy is cut to this length
+    only_partial: bool = True  # learn only from groups whose rewards differ (the paper's)
+    header: str = "Experiences:"
+    summary_tokens: int = Field(40, ge=1)  # the policy summariser's new tokens
+
+
 class KnapsackParams(SamplerParams):
     min_n: int = Field(2, ge=2)
     max_n: int | None = Field(None, ge=2)
