@@ -792,6 +792,12 @@ class Trainer:
         groups = [batch.rewards[starts[k] : starts[k + 1]] for k in range(len(starts) - 1)]
         failed = buf.failed(groups)
         k_max = int(buf.p["n_replay"])
+        if k_max >= min(batch.group_sizes):
+            raise UserError(
+                f"sampler.params.n_replay {k_max}: must be below the group size "
+                f"{min(batch.group_sizes)} (rollout.group_size): a replayed group keeps at least "
+                "one on-policy row"
+            )
         # draw first (the buffer before this step), then store this step's successes
         drawn = {
             k: buf.draw(batch.indices[starts[k]], min(k_max, g.numel() - 1))
