@@ -339,3 +339,39 @@ def test_flow_grpo_smoke_training_gives_every_turn_the_outcome(tmp_path):
         assert torch.allclose(v, v[0].expand_as(v))
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert math.isfinite(row["loss"]) and math.isfinite(row["adv_token_abs_mean"])
+
+
+def test_arpo_resumes_with_its_buffer(tmp_path):
+    """The buffer and the task selection are checkpoint state: 2 steps, an interruption, and a
+    resume to 3 give the metrics of 3 uninterrupted steps (step 2 replays step 0's successes)."""
+    import grpo_core.trainer as T
+    from grpo_core.prepare import prepare
+    from grpo_core.trainer import TIMING_FIELDS
+
+    cfg = _tools_cfg(tmp_path, "arpo", ["train.steps=3", "sampler.params.pool=2"])
+    prepare(cfg, threads=1, log=lambda *a: None)
+    first = T.Trainer(cfg, tmp_path / "r")
+    first.engine = OracleEngine(first.tok, 4)
+    step_fn = first.train_step
+
+    def interrupted(step):
+        out = step_fn(step)
+        first._stop = step == 1
+        return out
+
+    first.train_step = interrupted
+    first.train(progress=False)
+    again = T.Trainer(cfg, tmp_path / "r")
+    again.engine = OracleEngine(again.tok, 4)
+    again.engine.calls = 2  # the engine's calls so far (one per step)
+    again.train(progress=False)
+    full = T.Trainer(cfg, tmp_path / "f")
+    full.engine = OracleEngine(full.tok, 4)
+    full.train(progress=False)
+
+    def rows(d):
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k not in TIMING_FIELDS} for x in lines]
+
+    a, b = rows(tmp_path / "r"), rows(tmp_path / "f")
+    assert a == b and [r["replay_used"] for r in b] == [0.0, 2.0, 2.0]
