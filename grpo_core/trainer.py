@@ -807,7 +807,7 @@ class Trainer:
         drawn = {k: v for k, v in drawn.items() if v}
         succ = [i for i in range(len(ro0)) if buf.is_success(batch.rewards[i])]
         if succ:
-            lp = self._logprobs_nograd(self.model, ro0.select(succ))
+            lp = self.no_grad_passes(ro0.select(succ), {"policy"})["policy"]
             for j, i in enumerate(succ):
                 buf.store(
                     batch.indices[i], replay_entry(ro0, ep0, i, float(batch.rewards[i]), lp[j])

@@ -110,7 +110,7 @@ def _replay(s: ArpoSampler, rewards: list[float], indices: list[int], lp: torch.
         cfg=SimpleNamespace(sampler=SimpleNamespace(name="arpo")),
         tok=SimpleNamespace(pad_token_id=0),
         model=None,
-        _logprobs_nograd=lambda model, ro: lp[: len(ro)],
+        no_grad_passes=lambda ro, needs: {"policy": lp[: len(ro)]},
     )
     logs = T.Trainer._replay_round(fake, batch, 0, s.extra_round(0))
     return batch, logs
