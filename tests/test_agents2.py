@@ -375,3 +375,34 @@ def test_arpo_resumes_with_its_buffer(tmp_path):
 
     a, b = rows(tmp_path / "r"), rows(tmp_path / "f")
     assert a == b and [r["replay_used"] for r in b] == [0.0, 2.0, 2.0]
+
+
+def test_home_profile_of_the_agent_reproductions():
+    from grpo_core.config import home_profiles
+
+    split = home_profiles(["grpo", "dapo", "arpo", "flow_grpo"], "tiny")
+    assert split == {"tiny": ["grpo", "dapo"], "tiny_tools": ["grpo", "arpo", "flow_grpo"]}
+    assert home_profiles(["grpo", "arpo"], "tiny_tools") == {"tiny_tools": ["grpo", "arpo"]}
+
+
+@pytest.mark.slow
+def test_the_snakefile_runs_arpo_and_flow_grpo_in_tiny_tools(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "GRPO_ROOT": str(root),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(root / "Snakefile"), "-d"]
+    cmd += [str(tmp_path), "--config", "reproductions=[grpo,arpo,flow_grpo]", "seeds=[0]"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for name in ("arpo", "flow_grpo", "grpo"):
+        assert f"results/tiny_tools/runs/{name}/seed0/train.done" in out
+    assert "results/tiny/runs/arpo" not in out and "results/tiny/runs/flow_grpo" not in out
