@@ -1197,7 +1197,6 @@ class Trainer:
         # A separate rollout engine (vLLM) samples from its own copy of the weights: the
         # training model's log-probs of the batch are then needed to measure the mismatch.
         off_policy = cfg.train.mu > 1 or cfg.train.minibatches > 1 or ro.sampler_logp is not None
-        off_policy = off_policy or batch.behaviour_logp is not None  # replayed rows
         kl_cfg = cfg.loss.kl
         beta = self.kl_beta(step)
         kl_in_reward = self.ref is not None and beta > 0 and kl_cfg.placement == "reward"
@@ -1224,9 +1223,6 @@ class Trainer:
         passes = {**self.no_grad_passes(ro, todo), **reused, **have}
         t_lp = time.perf_counter() - t_lp
         batch.old_logp = passes["policy"] if off_policy else None
-        if batch.behaviour_logp is not None:  # replayed rows: their behaviour policy's
-            beh = batch.behaviour_logp
-            batch.old_logp = torch.where(torch.isnan(beh), batch.old_logp, beh)
         batch.ref_logp = passes.get("ref")
         if ro.sampler_logp is not None:
             batch.is_weight, mismatch = sampler_mismatch(
@@ -1419,6 +1415,9 @@ class Trainer:
         dev = logp.device
         mask = mask.to(dev)
         old = batch.old_logp[ix].to(dev) if batch.old_logp is not None else logp.detach()
+        if batch.behaviour_logp is not None:  # replayed rows: their behaviour policy's
+            beh = batch.behaviour_logp[ix].to(dev)
+            old = torch.where(torch.isnan(beh), old, beh.to(old.dtype))
         adv = batch.advantages[ix].to(dev)
         # the policy loss's advantages: per token from a step-level estimator, else per sequence
         adv_pg = batch.token_advantages[ix].to(dev) if batch.token_advantages is not None else adv

@@ -283,15 +283,19 @@ def test_arpo_smoke_training_fills_and_uses_the_buffer(tmp_path):
     prepare(cfg, threads=1, log=lambda *a: None)
     tr = T.Trainer(cfg, tmp_path / "run")
     tr.engine = OracleEngine(tr.tok, 4)
-    seen = []
-    orig = tr.score
+    seen, olds = [], []
+    orig, orig_pg = tr.score, tr.pg_loss
 
     def spy(batch, step, stats):
         out = orig(batch, step, stats)
         seen.append(batch)
         return out
 
-    tr.score = spy
+    def spy_pg(logp, old, adv, mask, lc, ctx=None):
+        olds.append((len(seen) - 1, ctx.seq_index.clone(), old.detach().clone()))
+        return orig_pg(logp, old, adv, mask, lc, ctx=ctx)
+
+    tr.score, tr.pg_loss = spy, spy_pg
     tr.train(progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["replay_used"] for r in rows] == [0.0, 2.0, 2.0]
@@ -304,10 +308,14 @@ def test_arpo_smoke_training_fills_and_uses_the_buffer(tmp_path):
     assert b.off_policy.tolist() == [True, False, False, False] * 2
     assert b.rewards.tolist() == [1.0, 0, 0, 0] * 2
     stored = {i: e[0]["logp"] for i, e in tr.sampler.buffer.items()}
+    # the loss's old log-probs of step 1: the stored ones on the replayed rows (no extra
+    # no-grad pass: the on-policy rows keep the gradient pass's, detached)
+    ((_, ix, old),) = [o for o in olds if o[0] == 1]
+    assert ix.tolist() == list(range(8)) and b.old_logp is None
     for k in range(2):
         i = 4 * k
         n = len(stored[b.indices[i]])
-        assert torch.allclose(b.old_logp[i, :n], torch.tensor(stored[b.indices[i]]))
+        assert torch.allclose(old[i, :n], torch.tensor(stored[b.indices[i]]))
     # the policy moved after step 0: the stored log-probs are not the current ones
     cur = tr._logprobs_nograd(tr.model, b.rollouts.select([0]))[0]
     n0 = len(stored[b.indices[0]])
