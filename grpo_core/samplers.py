@@ -463,6 +463,96 @@ class ExperienceSampler(UniformSampler):
         self.next_id = int(s.get("next_id", 0))
 
 
+def arpo_failed_groups(groups: list[torch.Tensor], fail_std: float, fail_mean: float) -> list[bool]:
+    """ARPO's all-negative groups (the authors' apply_replay): population std of the group's
+    rewards below ``fail_std`` and mean below ``fail_mean``."""
+    out = []
+    for r in groups:
+        r = r.double()
+        out.append(bool(r.std(correction=0) < fail_std and r.mean() < fail_mean))
+    return out
+
+
+@SAMPLERS.register("arpo", params=P.ArpoParams)
+class ArpoSampler(UniformSampler):
+    """ARPO (Lu et al. 2025, "ARPO: End-to-End Policy Optimization for GUI Agents with Experience
+    Replay", arXiv:2505.16282; github.com/dvlab-research/ARPO): a replay buffer of successful
+    trajectories per task, and task selection.
+
+    Replay (the plan ``kind: replay`` of :meth:`grpo_core.trainer.Trainer._replay_round`):
+    after the main round, every group that is all-negative (:func:`arpo_failed_groups`) and
+    whose task has buffered successes gets ``n_replay`` of them, drawn with replacement
+    (``random.choices``), in place of its first rows, marked off-policy; then every on-policy
+    trajectory of the batch whose reward exceeds ``success`` is stored (FIFO, at most
+    ``buffer_size`` per task), as the authors' code does after the injection.
+    Task selection: prompts in epochs over the pool as ``uniform``; with ``select``, epochs
+    after the first visit only the tasks whose first group had a success (all tasks while
+    none has)."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.buffer: dict[int, list[dict]] = {}
+        self.first_ok: dict[int, bool] = {}  # task -> its first visit had a success
+
+    def next_prompts(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if self.pos >= len(self.order):
+                pool = list(range(self.n))
+                if self.p["select"] and self.epoch >= 1:
+                    pool = [i for i in pool if self.first_ok.get(i, True)] or pool
+                self.order = pool
+                self.rng.shuffle(self.order)
+                self.pos, self.epoch = 0, self.epoch + 1
+            out.append(self.order[self.pos])
+            self.pos += 1
+        return out
+
+    def extra_round(self, step: int) -> dict | None:
+        return {"kind": "replay", "buffer": self, "importance": self.p["importance"]}
+
+    def failed(self, groups: list[torch.Tensor]) -> list[bool]:
+        return arpo_failed_groups(groups, float(self.p["fail_std"]), float(self.p["fail_mean"]))
+
+    def is_success(self, reward: float) -> bool:
+        return float(reward) > float(self.p["success"])
+
+    def draw(self, index: int, k: int) -> list[dict]:
+        """k buffered trajectories of task ``index`` (with replacement), [] if it has none."""
+        entries = self.buffer.get(int(index))
+        return self.rng.choices(entries, k=k) if entries else []
+
+    def store(self, index: int, entry: dict) -> None:
+        buf = self.buffer.setdefault(int(index), [])
+        buf.append(entry)
+        if len(buf) > int(self.p["buffer_size"]):
+            buf.pop(0)
+
+    def size(self) -> int:
+        return sum(len(v) for v in self.buffer.values())
+
+    def update(self, stats: dict) -> dict | None:
+        for idx, r, _ in split_groups(stats):
+            if idx not in self.first_ok:
+                self.first_ok[idx] = any(self.is_success(x) for x in r.tolist())
+        return {
+            "buffer_tasks": float(len(self.buffer)),
+            "selected_tasks": float(sum(self.first_ok.values())),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "buffer": [[k, v] for k, v in sorted(self.buffer.items())],
+            "first_ok": [[k, v] for k, v in sorted(self.first_ok.items())],
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.buffer = {int(k): list(v) for k, v in s["buffer"]}
+        self.first_ok = {int(k): bool(v) for k, v in s["first_ok"]}
+
+
 # ------------------------------------------------------------------ group filters
 # A group filter decides which sampled groups enter the batch (``sampler.filter``); the step
 # keeps generating (up to ``sampler.max_rounds`` rounds) until prompts_per_step groups are

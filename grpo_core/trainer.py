@@ -197,6 +197,10 @@ class Batch:
     # [N] rows that were not sampled from the training prompt (a refinement round's rows): the
     # policy loss treats them as off-policy (LossContext.off_policy); None: every row on-policy
     off_policy: torch.Tensor | None = None
+    # [N, C] stored behaviour log-probs of replayed rows (a replay round's, sampler arpo), NaN
+    # rows: the batch's own; the PPO ratio of a replayed row is then pi_theta / pi_behaviour.
+    # None: the old log-probs are the training model's for every row
+    behaviour_logp: torch.Tensor | None = None
     # train.reuse_old_logprobs: the gradient pass over the whole batch (log-probs, entropies
     # with their graphs), run in :meth:`Trainer.score`; the one micro-batch's loss uses it
     grad_forward: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -215,6 +219,75 @@ ON_POLICY_IS_STATS = {
 }
 
 ENV_FILE = "environment.json"
+
+# the Episodes fields a replay entry keeps (one row each; media is refused)
+_EPISODE_FIELDS = (
+    "turn_rewards",
+    "n_turns",
+    "infos",
+    "turn_texts",
+    "end_reasons",
+    "media",
+    "obs_texts",
+)
+
+
+def replay_entry(ro: Rollouts, ep: Episodes | None, i: int, reward: float, logp) -> dict:
+    """Row ``i`` of a batch as a replay-buffer entry of plain lists (JSON, for the sampler's
+    checkpoint state): its prompt and completion tokens (padding dropped), loss mask, turn ids,
+    text, finish reason, reward, the per-token log-probs of its completion under the policy
+    that sampled it, and its episode."""
+    pm = ro.prompt_mask[i].bool()
+    cm = ro.completion_mask[i]
+    n = int(cm.nonzero().max()) + 1 if bool(cm.any()) else 0
+    return {
+        "prompt_ids": ro.prompt_ids[i][pm].tolist(),
+        "completion_ids": ro.completion_ids[i, :n].tolist(),
+        "completion_mask": cm[:n].tolist(),
+        "loss_mask": None if ro.loss_mask is None else ro.loss_mask[i, :n].tolist(),
+        "turn_ids": None if ro.turn_ids is None else ro.turn_ids[i, :n].tolist(),
+        "text": ro.texts[i],
+        "finish_reason": ro.finish_reasons[i],
+        "reward": float(reward),
+        "logp": [float(x) for x in logp[:n].tolist()],
+        "episode": None
+        if ep is None
+        else {f: getattr(ep, f)[i] for f in _EPISODE_FIELDS if getattr(ep, f)},
+    }
+
+
+def replay_rollouts(e: dict, like: Rollouts) -> Rollouts:
+    """A one-row Rollouts of replay entry ``e`` (loss mask / turn ids / sampler log-probs
+    present where the batch ``like`` has them; sampler log-probs NaN: not this engine's)."""
+    n = len(e["completion_ids"])
+
+    def row(x, dtype=torch.long):
+        return torch.tensor([x], dtype=dtype)
+
+    return Rollouts(
+        prompt_ids=row(e["prompt_ids"]),
+        prompt_mask=torch.ones(1, len(e["prompt_ids"]), dtype=like.prompt_mask.dtype),
+        completion_ids=row(e["completion_ids"]),
+        completion_mask=row(e["completion_mask"], like.completion_mask.dtype),
+        finish_reasons=[e["finish_reason"]],
+        texts=[e["text"]],
+        sampler_logp=None if like.sampler_logp is None else torch.full((1, n), float("nan")),
+        loss_mask=None if e["loss_mask"] is None else row(e["loss_mask"], like.policy_mask.dtype),
+        turn_ids=None if e["turn_ids"] is None else row(e["turn_ids"]),
+    )
+
+
+def replay_episodes(e: dict) -> Episodes:
+    ep = e["episode"] or {}
+    return Episodes(
+        [ep.get("turn_rewards", [])],
+        [ep.get("n_turns", 1)],
+        [ep.get("infos", {})],
+        [ep.get("turn_texts", [])],
+        [ep.get("end_reasons", "done")],
+        media=[ep["media"]] if "media" in ep else [],
+        obs_texts=[ep["obs_texts"]] if "obs_texts" in ep else [],
+    )
 
 
 def pick_refinement(correct: list[bool], rewards: list[float]) -> int:
@@ -744,6 +817,8 @@ class Trainer:
             return self._reference_round(batch, step, req)
         if req.get("kind") == "referee":
             return self._referee_round(batch, step, req)
+        if req.get("kind") == "replay":
+            return self._replay_round(batch, step, req)
         if dist.active():
             raise UserError(f"sampler {self.cfg.sampler.name!r}: extra rounds need one process")
         cfg, G = self.cfg, self.cfg.rollout.group_size
@@ -884,6 +959,88 @@ class Trainer:
             "extra/frac_failed_groups": len(failed) / max(n_p, 1),
             "extra/solved_failed": sum(ref_ok[k] for k in failed) / max(len(failed), 1),
         }
+
+    def _replay_round(self, batch: Batch, step: int, req: dict) -> dict:
+        """A replay round (plan ``kind: replay``, sampler arpo): every group of the batch that
+        the buffer calls failed (``buf.failed``) and whose task has buffered successes gets
+        ``n_replay`` (at most G - 1) of them, ``buf.draw``, in place of its first rows, marked
+        off-policy (``Batch.off_policy``) with their stored rewards and episodes; with
+        ``importance: stored`` their stored behaviour log-probs become the rows' old log-probs
+        (``Batch.behaviour_logp``). Then each on-policy row whose reward ``buf.is_success`` is
+        stored in its task's buffer with its log-probs under the policy that sampled it (one
+        no-grad pass over those rows). Training metrics stay those of the main batch."""
+        buf, stored = req["buffer"], req["importance"] == "stored"
+        if dist.active():
+            raise UserError(f"sampler {self.cfg.sampler.name!r}: replay rounds need one process")
+        ro0, ep0 = batch.rollouts, batch.episodes
+        if ro0.media is not None:
+            raise UserError(f"sampler {self.cfg.sampler.name!r}: no replay of rows with media")
+        starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
+        groups = [batch.rewards[starts[k] : starts[k + 1]] for k in range(len(starts) - 1)]
+        failed = buf.failed(groups)
+        k_max = int(buf.p["n_replay"])
+        if k_max >= min(batch.group_sizes):
+            raise UserError(
+                f"sampler.params.n_replay {k_max}: must be below the group size "
+                f"{min(batch.group_sizes)} (rollout.group_size): a replayed group keeps at least "
+                "one on-policy row"
+            )
+        # draw first (the buffer before this step), then store this step's successes
+        drawn = {
+            k: buf.draw(batch.indices[starts[k]], min(k_max, g.numel() - 1))
+            for k, g in enumerate(groups)
+            if failed[k] and g.numel() > 1
+        }
+        drawn = {k: v for k, v in drawn.items() if v}
+        succ = [i for i in range(len(ro0)) if buf.is_success(batch.rewards[i])]
+        if succ:
+            lp = self.no_grad_passes(ro0.select(succ), {"policy"})["policy"]
+            for j, i in enumerate(succ):
+                buf.store(
+                    batch.indices[i], replay_entry(ro0, ep0, i, float(batch.rewards[i]), lp[j])
+                )
+        logs = {
+            "replay_failed_groups": float(sum(failed)),
+            "replay_used": float(len(drawn)),
+            "buffer_size": float(buf.size()),
+        }
+        if not drawn:
+            return logs
+        rows, used = [], []
+        rewards = batch.rewards.clone()
+        for k, entries in drawn.items():
+            for j, e in enumerate(entries):
+                rows.append(starts[k] + j)
+                used.append(e)
+                rewards[starts[k] + j] = float(e["reward"])
+        parts = [replay_rollouts(e, ro0) for e in used]
+        n = len(ro0)
+        keep = [i for i in range(n) if i not in set(rows)]
+        # the batch's rows, then the replayed ones, put back in their places
+        merged = Rollouts.concat([ro0.select(keep), *parts], self.tok.pad_token_id)
+        order = keep + rows
+        back = [order.index(i) for i in range(n)]
+        batch.rollouts = merged.select(back)
+        if ep0 is not None:
+            ep_m = Episodes.concat([ep0.select(keep), *[replay_episodes(e) for e in used]])
+            batch.episodes = ep_m.select(back)
+        batch.rewards = rewards
+        batch.passes = None  # rows replaced: the round's passes do not cover them
+        off = (
+            batch.off_policy.clone()
+            if batch.off_policy is not None
+            else torch.zeros(n, dtype=torch.bool)
+        )
+        off[rows] = True
+        batch.off_policy = off
+        if stored:
+            C = batch.rollouts.completion_ids.shape[1]
+            beh = torch.full((n, C), float("nan"))
+            for i, e in zip(rows, used):
+                beh[i] = 0.0
+                beh[i, : len(e["logp"])] = torch.tensor(e["logp"])
+            batch.behaviour_logp = beh
+        return logs
 
     def _join_off_policy(self, batch: Batch, extra: Rollouts, rewards: torch.Tensor) -> None:
         """Row k of ``extra`` (its completion, with reward ``rewards[k]``) joins the batch's
@@ -1618,6 +1775,9 @@ class Trainer:
         dev = logp.device
         mask = mask.to(dev)
         old = batch.old_logp[ix].to(dev) if batch.old_logp is not None else logp.detach()
+        if batch.behaviour_logp is not None:  # replayed rows: their behaviour policy's
+            beh = batch.behaviour_logp[ix].to(dev)
+            old = torch.where(torch.isnan(beh), old, beh.to(old.dtype))
         adv = batch.advantages[ix].to(dev)
         # the policy loss's advantages: per token from a step-level estimator, else per sequence
         adv_pg = batch.token_advantages[ix].to(dev) if batch.token_advantages is not None else adv
