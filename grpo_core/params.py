@@ -387,3 +387,44 @@ class ToolsEnvParams(Params):
     # answering; the others answer at once
     gold_tool_frac: float = Field(1.0, ge=0, le=1)
     sandbox: ToolsSandboxParams = Field(default_factory=ToolsSandboxParams)
+
+
+# ------------------------------------------------------------------ issue 16 (w2misc): gcpo,
+# oncoreason, pta_grpo
+
+
+class GeoAnglesParams(Params):
+    """Task geo_angles (grpo_core.tasks.GeoAngles): reasoning-gym simple_geometry polygons."""
+
+    # mixture weights of the polygon levels (tri: 2 known angles of a triangle, quad: 3 of a
+    # quadrilateral)
+    levels: dict[Literal["tri", "quad"], float] = Field(
+        default_factory=lambda: {"tri": 1.0, "quad": 1.0}
+    )
+    min_angle: int = Field(20, ge=1, le=170)  # reasoning-gym's known-angle range
+    max_angle: int = Field(150, ge=1, le=170)
+    # share of SFT targets written with the auxiliary construction (<aux>a+b=s</aux>180-s=x)
+    aux_frac: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if not self.levels or any(w < 0 for w in self.levels.values()):
+            raise ValueError("levels: name at least one of tri / quad with a weight >= 0")
+        if sum(self.levels.values()) <= 0:
+            raise ValueError("levels: the weights add up to 0")
+        if self.min_angle > self.max_angle:
+            raise ValueError(f"min_angle {self.min_angle} > max_angle {self.max_angle}")
+        return self
+
+
+class GcpoParams(Params):
+    """GeometryZero's GCPO reward (grpo_core.rewards.gcpo_reward): the auxiliary-construction
+    reward under group contrastive masking, plus a length reward."""
+
+    eta: float = Field(0.0, ge=0, lt=1)  # accuracy gap the group must show
+    w_aux: float = Field(0.2, ge=0)
+    w_len: float = Field(0.2, ge=0)
+    len_target: int = Field(0, ge=0)  # tokens for the full length reward; 0: max_new_tokens
+    len_on: Literal["correct", "all"] = "correct"
+    open_tag: str = Field("<aux>", min_length=1)
+    close_tag: str = Field("</aux>", min_length=1)

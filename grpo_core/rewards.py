@@ -904,3 +904,58 @@ def r1_router_reward(
         out[n] = sum(steps) / len(steps)
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     return out, {"query_sim": mean(sims), "kb_acc": mean(kbs), "answer_em": mean(ems)}
+
+
+@REWARDS.register("gcpo", params=P.GcpoParams)
+def gcpo_reward(
+    ctx: RewardContext,
+    eta: float = 0.0,
+    w_aux: float = 0.2,
+    w_len: float = 0.2,
+    len_target: int = 0,
+    len_on: str = "correct",
+    open_tag: str = "<aux>",
+    close_tag: str = "</aux>",
+) -> tuple[torch.Tensor, dict]:
+    """GeometryZero's GCPO rewards (Wang et al. 2025, arXiv:2506.07160) besides correctness:
+
+    - group contrastive masking of the auxiliary-construction reward: in each group, acc+ /
+      acc- are the mean task grades of the completions with / without an auxiliary
+      construction (a non-empty ``open_tag`` ... ``close_tag`` span, grpo_core.tasks.has_aux);
+      the group's mask m is +1 when acc+ - acc- > eta, -1 when acc- - acc+ > eta, else 0 (also
+      0 when either side is empty: nothing to contrast); each completion earns
+      ``w_aux`` x m x [it constructs];
+    - the length reward ``w_len`` x min(1, L_i / len_target) (L_i its tokens; len_target 0:
+      rollout.max_new_tokens), on right completions only (``len_on: correct``) or all.
+
+    Logs the share of groups with mask +1 / -1 (``mask_pos`` / ``mask_neg``), the share of
+    completions that construct (``aux_rate``) and the mean length term (``len``)."""
+    from grpo_core.tasks import has_aux
+
+    right = [g.score for g in task_grades(ctx)]
+    aux = [has_aux(t, open_tag, close_tag) for t in ctx.texts]
+    target = len_target or ctx.max_new_tokens
+    out = torch.zeros(len(ctx.texts))
+    lens = torch.zeros(len(ctx.texts))
+    pos = neg = 0
+    for sl in ctx.groups():
+        a = [right[i] for i in range(sl.start, sl.stop) if aux[i]]
+        b = [right[i] for i in range(sl.start, sl.stop) if not aux[i]]
+        m = 0.0
+        if a and b:
+            gap = sum(a) / len(a) - sum(b) / len(b)
+            m = 1.0 if gap > eta else -1.0 if -gap > eta else 0.0
+        pos += m > 0
+        neg += m < 0
+        for i in range(sl.start, sl.stop):
+            if len_on == "all" or right[i] >= 1.0:
+                lens[i] = min(1.0, ctx.lengths[i] / max(target, 1))
+            out[i] = w_aux * m * float(aux[i]) + w_len * lens[i]
+    n_groups = max(len(ctx.group_sizes), 1)
+    logs = {
+        "mask_pos": pos / n_groups,
+        "mask_neg": neg / n_groups,
+        "aux_rate": sum(aux) / max(len(aux), 1),
+        "len": float(lens.mean()) if len(lens) else 0.0,
+    }
+    return out, logs

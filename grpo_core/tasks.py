@@ -23,6 +23,7 @@ from grpo_core.errors import UserError
 from grpo_core.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
 from grpo_core.params import (
     ArithCotParams,
+    GeoAnglesParams,
     GuessNumberTaskParams,
     JsonlTaskParams,
     RecRankTaskParams,
@@ -1369,6 +1370,108 @@ class VideoMC(Task):
         out["correct_consistent"] = sum(
             c and bool(s["correct"]) for c, s in zip(cons, samples)
         ) / max(len(samples), 1)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# geometry with an auxiliary construction (GeometryZero's GCPO; profile tiny_geo)
+
+GEO_TOTAL = {"tri": 180, "quad": 360}
+GEO_NAME = {"tri": "triangle", "quad": "quadrilateral"}
+
+
+def has_aux(text: str, open_tag: str = "<aux>", close_tag: str = "</aux>") -> bool:
+    """Whether a completion constructs an auxiliary quantity: a non-empty ``open_tag`` ...
+    ``close_tag`` span (GeometryZero triggers auxiliary construction with such tokens)."""
+    i = text.find(open_tag)
+    if i < 0:
+        return False
+    j = text.find(close_tag, i + len(open_tag))
+    return j > i + len(open_tag) and bool(text[i + len(open_tag) : j].strip())
+
+
+@TASKS.register("geo_angles", params=GeoAnglesParams)
+class GeoAngles(Task):
+    """The missing interior angle of a polygon (reasoning-gym ``simple_geometry``, integer
+    answers), levels ``tri`` (a triangle's two known angles) and ``quad`` (a quadrilateral's
+    three), asked compactly: "triangle: 36, 85, ?". A completion may first construct the
+    auxiliary quantity, the sum of the known angles, in a tag, then the answer:
+    "<aux>36+85=121</aux>180-121=59"; or answer at once: "59". The grade is reasoning-gym's
+    exact answer against the last number (either way). SFT targets take the auxiliary form for
+    ``aux_frac`` of the problems (fixed by the problem id)."""
+
+    name = "geo_angles"
+
+    def _split(self) -> None:
+        import random as _random
+
+        import reasoning_gym as rg
+
+        levels = {k: float(v) for k, v in self.params["levels"].items() if v > 0}
+        total = sum(levels.values())
+        n_all = self.n_train + self.n_test
+        rows: list[Problem] = []
+        seen: set[tuple] = set()
+        for li, (level, w) in enumerate(sorted(levels.items())):
+            sides = 3 if level == "tri" else 4
+            n = max(1, round(n_all * w / total))
+            ds = rg.create_dataset(
+                "simple_geometry",
+                size=3 * n,
+                seed=self.seed + 7919 * li,
+                min_sides=sides,
+                max_sides=sides,
+                min_angle=int(self.params["min_angle"]),
+                max_angle=int(self.params["max_angle"]),
+            )
+            got = 0
+            for e in ds:
+                known = [int(round(a)) for a in e["metadata"]["known_angles"]]
+                if got >= n or tuple(known) in seen:
+                    continue
+                seen.add(tuple(known))
+                got += 1
+                q = f"{GEO_NAME[level]}: " + ", ".join(map(str, known)) + ", ?"
+                meta = {"level": level, "known": known, "total": GEO_TOTAL[level]}
+                rows.append(Problem(f"geo-{level}-{len(rows)}", q, str(e["answer"]), meta))
+        rng = _random.Random(f"geo:{self.seed}")
+        rng.shuffle(rows)
+        if len(rows) < n_all:
+            raise UserError(
+                f"task geo_angles: only {len(rows)} distinct problems for task.n_train + n_test "
+                f"= {n_all}; widen task.params min_angle / max_angle or ask for fewer"
+            )
+        self._test = sorted(rows[: self.n_test], key=lambda p: p.id)
+        self._train = rows[self.n_test : n_all]
+
+    def aux_target(self, problem: Problem) -> str:
+        """'<aux>36+85=121</aux>180-121=59': the sum of the known angles, then the answer."""
+        known, total = problem.meta["known"], int(problem.meta["total"])
+        s = sum(known)
+        return f"<aux>{'+'.join(map(str, known))}={s}</aux>{total}-{s}={total - s}"
+
+    def sft_target(self, problem: Problem) -> str:
+        import zlib
+
+        if zlib.crc32(problem.id.encode()) % 1000 < float(self.params["aux_frac"]) * 1000:
+            return self.aux_target(problem)
+        return problem.answer
+
+    def eval_metrics(self, samples: list[dict], problems: list[Problem]) -> dict:
+        """Per-level accuracy (acc_tri / acc_quad), the share of samples that construct
+        (aux_rate) and the accuracy of those that do / do not (acc_aux / acc_plain)."""
+        by_id = {p.id: p for p in problems}
+        out: dict[str, float] = {}
+        for lv in ("tri", "quad"):
+            rows = [s for s in samples if by_id[s["prompt_id"]].meta["level"] == lv]
+            if rows:
+                out[f"acc_{lv}"] = sum(bool(s["correct"]) for s in rows) / len(rows)
+        aux = [s for s in samples if has_aux(s["completion"])]
+        plain = [s for s in samples if not has_aux(s["completion"])]
+        out["aux_rate"] = len(aux) / max(len(samples), 1)
+        for name, rows in (("acc_aux", aux), ("acc_plain", plain)):
+            if rows:
+                out[name] = sum(bool(s["correct"]) for s in rows) / len(rows)
         return out
 
 

@@ -1,0 +1,169 @@
+"""Wave-2 reproductions of w2misc (issue 16): gcpo (GeometryZero's group contrastive masking of
+the auxiliary-construction reward + length reward, task geo_angles, profile tiny_geo).
+Hand-computed tests of each mechanism, the task's generator and grade, and smoke runs."""
+
+import json
+import math
+
+import pytest
+
+from grpo_core.config import load_config
+from grpo_core.rewards import REWARDS, GroupContext
+from grpo_core.schema import TaskCfg
+from grpo_core.tasks import Problem, has_aux, make_task, normalise_answer
+
+
+class _Task:
+    """Exact match of the last number with the gold answer."""
+
+    def grade(self, answer, problem):
+        return float(answer is not None and normalise_answer(answer) == problem.answer)
+
+
+def _ctx(texts, sizes, golds, lengths, max_new_tokens=8):
+    probs = []
+    for g, size in enumerate(sizes):
+        probs += [Problem(f"p{g}", f"q{g}", golds[g])] * size
+    n = len(texts)
+    return GroupContext(texts, probs, ["stop"] * n, lengths, sizes, max_new_tokens, _Task())
+
+
+# ------------------------------------------------------------------ gcpo
+
+
+def test_has_aux_needs_a_non_empty_tagged_span():
+    assert has_aux("<aux>36+85=121</aux>180-121=59")
+    assert not has_aux("<aux></aux>59")  # empty: no construction
+    assert not has_aux("<aux>36+85=121 59")  # never closed
+    assert not has_aux("</aux>1<aux>")  # closed before opened
+    assert not has_aux("59")
+    assert has_aux("[c]x[/c]1", "[c]", "[/c]")
+
+
+def test_gcpo_reward_hand_computed():
+    # group 0 (gold 59): aux right (L 4), aux wrong (L 8), plain right (L 2), plain wrong (L 2)
+    #   acc+ = 1/2, acc- = 1/2: gap 0, not > eta = 0 -> m = 0
+    #   r = w_len min(1, L/8) on right ones: [.2 * 4/8, 0, .2 * 2/8, 0] = [.1, 0, .05, 0]
+    # group 1 (gold 10): aux right (L 4), aux right (L 16), plain wrong, empty tag wrong
+    #   (an empty span is no construction): acc+ = 1, acc- = 0 -> m = +1
+    #   r = [.2 + .2 * 4/8, .2 + .2 * min(1, 2), 0, 0] = [.3, .4, 0, 0]
+    # group 2 (gold 7): aux wrong (L 4), plain right (L 2): acc+ 0, acc- 1 -> m = -1
+    #   r = [-.2, .2 * 2/8] = [-.2, .05]
+    # group 3 (gold 1): two aux completions, no plain one: nothing to contrast -> m = 0
+    #   r = [.2 * 8/8, 0] = [.2, 0]
+    texts = [
+        "<aux>36+85=121</aux>180-121=59", "<aux>36+85=120</aux>180-120=60", "59", "58",
+        "<aux>1</aux>10", "<aux>2</aux>10", "11", "<aux></aux>12",
+        "<aux>x</aux>5", "7",
+        "<aux>a</aux>1", "<aux>b</aux>2",
+    ]  # fmt: skip
+    lengths = [4, 8, 2, 2, 4, 16, 2, 2, 4, 2, 8, 8]
+    ctx = _ctx(texts, [4, 4, 2, 2], ["59", "10", "7", "1"], lengths)
+    fn = REWARDS.get("gcpo")
+    r, logs = fn(ctx, **REWARDS.resolve_params("gcpo", {}, "rewards[1].params"))
+    want = [0.1, 0, 0.05, 0, 0.3, 0.4, 0, 0, -0.2, 0.05, 0.2, 0]
+    assert r.tolist() == pytest.approx(want)
+    # groups with m = +1: 1 of 4, m = -1: 1 of 4; 7 of 12 construct (0, 1, 4, 5, 8, 10, 11)
+    assert logs["mask_pos"] == pytest.approx(0.25) and logs["mask_neg"] == pytest.approx(0.25)
+    assert logs["aux_rate"] == pytest.approx(7 / 12)
+    # len mean: (.5 + .25 + .5 + 1 + .25 + 1) / 12 = 3.5 / 12
+    assert logs["len"] == pytest.approx(3.5 / 12)
+
+
+def test_gcpo_eta_and_length_options_hand_computed():
+    # one group of 4 (gold 3): aux right, aux wrong, aux right, plain wrong; L = 4 each
+    #   acc+ = 2/3, acc- = 0: gap .667 > eta .5 -> m = +1; eta .7: gap not > .7 -> m = 0
+    texts = ["<aux>1</aux>3", "<aux>1</aux>4", "<aux>2</aux>3", "5"]
+    ctx = _ctx(texts, [4], ["3"], [4, 4, 4, 4])
+    fn = REWARDS.get("gcpo")
+    r, _ = fn(ctx, eta=0.5, w_aux=1.0, w_len=0.0)
+    assert r.tolist() == pytest.approx([1, 1, 1, 0])
+    r, _ = fn(ctx, eta=0.7, w_aux=1.0, w_len=0.0)
+    assert r.tolist() == pytest.approx([0, 0, 0, 0])
+    # len_on all, len_target 2: every completion min(1, 4/2) = 1 -> w_len each
+    r, _ = fn(ctx, eta=0.7, w_aux=1.0, w_len=0.5, len_target=2, len_on="all")
+    assert r.tolist() == pytest.approx([0.5, 0.5, 0.5, 0.5])
+
+
+def test_geo_angles_task_generates_reasoning_gym_polygons():
+    task = make_task(TaskCfg(name="geo_angles", n_train=40, n_test=10, seed=3))
+    rows = task.train() + task.test()
+    assert len(task.train()) == 40 and len(task.test()) == 10
+    assert len({p.id for p in rows}) == 50
+    for p in rows:
+        known, total = p.meta["known"], p.meta["total"]
+        assert total == (180 if p.meta["level"] == "tri" else 360)
+        assert len(known) == (2 if total == 180 else 3)
+        assert int(p.answer) == total - sum(known)  # reasoning-gym's answer
+        assert p.question.endswith(", ?") and p.question.startswith(
+            "triangle" if total == 180 else "quadrilateral"
+        )
+    p = Problem("x", "triangle: 36, 85, ?", "59", {"level": "tri", "known": [36, 85], "total": 180})
+    assert task.aux_target(p) == "<aux>36+85=121</aux>180-121=59"
+    g = task.grade_texts(["<aux>36+85=121</aux>180-121=59", "59", "<aux>36+85=121</aux>", "x"],
+                         [p] * 4)  # fmt: skip
+    # the last number is the answer: the construction alone ("121") is wrong
+    assert [x.score for x in g] == [1.0, 1.0, 0.0, 0.0]
+    assert [x.reason for x in g] == ["match", "match", "mismatch", "no_answer"]
+    # aux_frac: 0 -> every target plain, 1 -> every target constructed
+    t0 = make_task(TaskCfg(name="geo_angles", n_train=20, n_test=2, params={"aux_frac": 0.0}))
+    t1 = make_task(TaskCfg(name="geo_angles", n_train=20, n_test=2, params={"aux_frac": 1.0}))
+    assert all(t0.sft_target(p) == p.answer for p in t0.train())
+    assert all(t1.sft_target(p).startswith("<aux>") for p in t1.train())
+
+
+# ------------------------------------------------------------------ profiles at smoke size
+
+SMALL = [
+    "run.threads=1",
+    "workflow.seeded_start=false",
+    'model.tiny={"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, '
+    '"num_heads": 2, "num_kv_heads": 2, "tokenizer": "bpe", "vocab_size": 320}',
+    "task.n_train=48",
+    "task.n_test=8",
+    "sft.steps=20",
+    "sft.batch_size=16",
+    "rollout.group_size=4",
+    "rollout.prompts_per_step=4",
+    "train.steps=2",
+    "train.micro_batch_size=16",
+]
+
+
+def _profile_run(profile, repro, tmp_path, keys):
+    """SFT at smoke size under ``profile``, then two steps of ``repro``: finite metrics and
+    the reward terms' logs."""
+    from grpo_core.prepare import prepare
+    from grpo_core.trainer import Trainer
+
+    ov = [f"run.results_dir={tmp_path}", *SMALL]
+    prepare(load_config(None, profile, ov), threads=1, log=lambda *a: None)
+    t = Trainer(load_config(repro, profile, ov), tmp_path / "run")
+    t.train(progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    for k in keys:
+        assert all(k in r and math.isfinite(r[k]) for r in rows), k
+    assert (tmp_path / "run" / "checkpoint" / "training_state" / "state.json").exists()
+    return rows
+
+
+def test_tiny_geo_profile_sft_then_gcpo_steps(tmp_path):
+    assert load_config("grpo", "tiny_geo").task.name == "geo_angles"
+    assert load_config("gcpo", "tiny_geo").workflow.reproductions == ["grpo", "gcpo"]
+    rows = _profile_run(
+        "tiny_geo", "gcpo", tmp_path, ["reward/gcpo/mask_pos", "reward/gcpo/aux_rate"]
+    )
+    assert all(0 <= r["reward/gcpo/aux_rate"] <= 1 for r in rows)
+
+
+def test_gcpo_config_resolves_under_every_profile():
+    from grpo_core.config import validate_profile_overrides
+
+    for profile in ("smoke", "tiny", "small", "paper", "tiny_geo"):
+        cfg = load_config("gcpo", profile)
+        assert cfg.meta.wave == 0  # runs in its own profile (tiny_geo), not in the text wave
+        assert [r.name for r in cfg.rewards] == ["correctness", "gcpo"]
+        assert len(cfg.meta.claims) >= 1
+    validate_profile_overrides("gcpo")
