@@ -428,3 +428,32 @@ class GcpoParams(Params):
     len_on: Literal["correct", "all"] = "correct"
     open_tag: str = Field("<aux>", min_length=1)
     close_tag: str = Field("</aux>", min_length=1)
+
+
+CLINIC_TASKS = ("stage", "risk", "survive")
+
+
+class ClinicParams(Params):
+    """Task clinic_mix (grpo_core.tasks.ClinicMix): synthetic patient records, several
+    classification tasks each with a short rationale."""
+
+    # mixture weights of the record tasks
+    tasks: dict[Literal[CLINIC_TASKS], float] = Field(
+        default_factory=lambda: {k: 1.0 for k in CLINIC_TASKS}
+    )
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if not self.tasks or any(w < 0 for w in self.tasks.values()):
+            raise ValueError("tasks: name at least one of stage / risk / survive, weights >= 0")
+        if sum(self.tasks.values()) <= 0:
+            raise ValueError("tasks: the weights add up to 0")
+        return self
+
+
+class OncoReasonParams(Params):
+    """OncoReason's rationale terms (grpo_core.rewards.oncoreason_reward): the rationale's word
+    F1 with the expert-derived one and the output format."""
+
+    w_rationale: float = Field(0.5, ge=0)
+    w_format: float = Field(0.25, ge=0)

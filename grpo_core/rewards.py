@@ -959,3 +959,31 @@ def gcpo_reward(
         "len": float(lens.mean()) if len(lens) else 0.0,
     }
     return out, logs
+
+
+@REWARDS.register("oncoreason", params=P.OncoReasonParams)
+def oncoreason_reward(
+    ctx: RewardContext, w_rationale: float = 0.5, w_format: float = 0.25
+) -> tuple[torch.Tensor, dict]:
+    """OncoReason's rationale terms (Hemadri et al. 2025, arXiv:2510.17532: GRPO aligning the
+    outputs with expert-derived reasoning), added to the task's correctness term:
+    ``w_rationale`` x the word F1 of the completion's rationale (``<why>...</why>``) with the
+    problem's expert rationale (``meta["rationale"]``; the stand-in for their BLEU / ROUGE /
+    BERTScore alignment) + ``w_format`` x [the completion is "<why>rationale</why>label" and
+    ended by itself]. Logs ``rationale_f1`` and ``format`` (means)."""
+    from grpo_core.tasks import clinic_parts, rationale_f1
+
+    bad = [p.id for p in ctx.problems if "rationale" not in p.meta]
+    if bad:
+        raise UserError(
+            f"reward 'oncoreason' needs problems with an expert rationale (meta rationale, task "
+            f"clinic_mix); problem {bad[0]} has none"
+        )
+    f1, fmt = [], []
+    for t, p, fin in zip(ctx.texts, ctx.problems, ctx.finish_reasons):
+        why, ans = clinic_parts(t)
+        f1.append(rationale_f1(why, p.meta["rationale"]))
+        fmt.append(float(why is not None and bool(ans) and fin == "stop"))
+    f, m = torch.tensor(f1), torch.tensor(fmt)
+    out = w_rationale * f + w_format * m
+    return out, {"rationale_f1": float(f.mean()), "format": float(m.mean())}

@@ -95,10 +95,8 @@ def test_geo_angles_task_generates_reasoning_gym_polygons():
         assert total == (180 if p.meta["level"] == "tri" else 360)
         assert len(known) == (2 if total == 180 else 3)
         assert int(p.answer) == total - sum(known)  # reasoning-gym's answer
-        assert p.question.endswith(", ?") and p.question.startswith(
-            "triangle" if total == 180 else "quadrilateral"
-        )
-    p = Problem("x", "triangle: 36, 85, ?", "59", {"level": "tri", "known": [36, 85], "total": 180})
+        assert p.question == ("tri: " if total == 180 else "quad: ") + ", ".join(map(str, known))
+    p = Problem("x", "tri: 36, 85", "59", {"level": "tri", "known": [36, 85], "total": 180})
     assert task.aux_target(p) == "<aux>36+85=121</aux>180-121=59"
     g = task.grade_texts(["<aux>36+85=121</aux>180-121=59", "59", "<aux>36+85=121</aux>", "x"],
                          [p] * 4)  # fmt: skip
@@ -167,3 +165,87 @@ def test_gcpo_config_resolves_under_every_profile():
         assert [r.name for r in cfg.rewards] == ["correctness", "gcpo"]
         assert len(cfg.meta.claims) >= 1
     validate_profile_overrides("gcpo")
+
+
+# ------------------------------------------------------------------ oncoreason
+
+
+def test_clinic_labels_hand_computed():
+    from grpo_core.tasks import clinic_labels
+
+    # size 4 -> T2, nodes 2 -> N1: stage II; age 67 (old), grade 3, a node: 3 points -> high;
+    # survive: not III but high risk -> no
+    lab = clinic_labels(67, 4, 2, 3)
+    assert lab == {"stage": ("T2 N1", "II"), "risk": ("old g3 n+", "high"),
+                   "survive": ("II high", "no")}  # fmt: skip
+    # size 2 -> T1, no nodes -> N0: stage I; age 40, grade 1: no points -> low; survive yes
+    assert clinic_labels(40, 2, 0, 1) == {
+        "stage": ("T1 N0", "I"), "risk": ("none", "low"), "survive": ("I low", "yes")
+    }  # fmt: skip
+    # size 6 -> T3 (III); nodes 4 -> N2 (III) even at T1; age 65 is old; one point -> mid
+    assert clinic_labels(65, 6, 0, 2)["stage"] == ("T3 N0", "III")
+    assert clinic_labels(30, 1, 4, 1)["stage"] == ("T1 N2", "III")
+    assert clinic_labels(65, 1, 0, 2)["risk"] == ("old", "mid")
+    assert clinic_labels(50, 3, 0, 2)["survive"] == ("II low", "yes")
+
+
+def test_clinic_mix_task_grade_and_metrics():
+    task = make_task(TaskCfg(name="clinic_mix", n_train=60, n_test=12, seed=1))
+    rows = task.train() + task.test()
+    assert len(task.train()) == 60 and len({p.id for p in rows}) == 72
+    for p in rows:
+        kind, rec = p.meta["task"], p.meta["record"]
+        assert p.question.startswith(f"{kind}: age {rec[0]} size {rec[1]} nodes {rec[2]}")
+        from grpo_core.tasks import clinic_labels
+
+        assert clinic_labels(*rec)[kind] == (p.meta["rationale"], p.answer)
+        assert task.sft_target(p) == f"<why>{p.meta['rationale']}</why>{p.answer}"
+    p = Problem("cl-stage-0", "stage: age 67 size 4 nodes 2 grade 3", "II",
+                {"task": "stage", "rationale": "T2 N1", "record": [67, 4, 2, 3]})  # fmt: skip
+    texts = ["<why>T2 N1</why>II", "<why>T2 N0</why>ii", "<why>T2 N1</why>III", "II", "<why>x"]
+    g = task.grade_texts(texts, [p] * 5)
+    # the label after </why>, case-insensitive; out of the format: no answer
+    assert [x.score for x in g] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert [x.reason for x in g] == ["match", "match", "mismatch", "no_answer", "no_answer"]
+    samples = [{"prompt_id": p.id, "completion": t, "correct": x.score >= 1}
+               for t, x in zip(texts, g)]  # fmt: skip
+    m = task.eval_metrics(samples, [p])
+    # F1: 1, "T2 N0" vs "T2 N1" -> 1/2, 1, 0 (no rationale), 0 -> mean 2.5 / 5
+    assert m == {"acc_stage": pytest.approx(0.4), "clinic_format": pytest.approx(0.6),
+                 "rationale_f1": pytest.approx(0.5)}  # fmt: skip
+
+
+def test_oncoreason_reward_hand_computed():
+    # rationale "T2 N1" (gold II); w_rationale .5, w_format .25
+    #   "<why>T2 N1</why>II"   F1 1, format 1          -> .5 + .25 = .75
+    #   "<why>T2</why>III"     P 1, R 1/2, F1 2/3, fmt -> .5 * 2/3 + .25 = .58333
+    #   "<why>N1 T3 x</why>II" same 1 of 3 / 2: P 1/3, R 1/2, F1 .4 -> .2 + .25 = .45
+    #   "<why>T2 N1</why>"     F1 1, no label: format 0 -> .5
+    #   "II"                   no rationale, not in format -> 0
+    texts = ["<why>T2 N1</why>II", "<why>T2</why>III", "<why>N1 T3 x</why>II", "<why>T2 N1</why>",
+             "II"]  # fmt: skip
+    probs = [Problem("p", "q", "II", {"rationale": "T2 N1"})] * 5
+    ctx = GroupContext(texts, probs, ["stop"] * 5, [4] * 5, [5], 12, None)
+    r, logs = REWARDS.get("oncoreason")(ctx, w_rationale=0.5, w_format=0.25)
+    assert r.tolist() == pytest.approx([0.75, 0.5 * 2 / 3 + 0.25, 0.45, 0.5, 0.0])
+    assert logs["format"] == pytest.approx(0.6)
+    assert logs["rationale_f1"] == pytest.approx((1 + 2 / 3 + 0.4 + 1 + 0) / 5)
+    # a completion cut at the token limit is not in the format
+    ctx = GroupContext(texts[:1], probs[:1], ["length"], [12], [1], 12, None)
+    assert REWARDS.get("oncoreason")(ctx)[0].tolist() == pytest.approx([0.5])
+
+
+def test_tiny_clinic_profile_sft_then_oncoreason_steps(tmp_path):
+    assert load_config("grpo", "tiny_clinic").task.name == "clinic_mix"
+    _profile_run("tiny_clinic", "oncoreason", tmp_path,
+                 ["reward/oncoreason/rationale_f1", "reward/oncoreason/format"])  # fmt: skip
+
+
+def test_oncoreason_config_resolves_under_every_profile():
+    from grpo_core.config import validate_profile_overrides
+
+    for profile in ("smoke", "tiny", "small", "paper", "tiny_clinic"):
+        cfg = load_config("oncoreason", profile)
+        assert cfg.meta.wave == 0  # runs in its own profile (tiny_clinic)
+        assert [r.name for r in cfg.rewards] == ["correctness", "oncoreason"]
+    validate_profile_overrides("oncoreason")

@@ -66,3 +66,41 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     )  # fmt: skip
     assert r.returncode == 2
     assert "aux_frac" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ('{"tasks": {"months": 1}}', "tasks"),
+        ('{"tasks": {"stage": 0}}', "add up to 0"),
+        ('{"tasks": {"stage": -1}}', "weights >= 0"),
+    ],
+)
+def test_clinic_mix_params_refused_at_load(params, fragment):
+    with pytest.raises(UserError, match=fragment):
+        load_config("oncoreason", "tiny_clinic", [f"task.params={params}"])
+
+
+def test_oncoreason_reward_needs_expert_rationales():
+    import torch  # noqa: F401
+
+    from grpo_core.rewards import REWARDS, GroupContext
+    from grpo_core.tasks import Problem
+
+    ctx = GroupContext(["12"], [Problem("add2-3", "5+7=", "12")], ["stop"], [2], [1], 6, None)
+    with pytest.raises(UserError, match="needs problems with an expert rationale .* add2-3"):
+        REWARDS.get("oncoreason")(ctx)
+    with pytest.raises(UserError, match="w_rationale"):
+        load_config("oncoreason", "tiny_clinic",
+                    ['rewards=[{"name": "oncoreason", "params": {"w_rationale": -0.5}}]'])  # fmt: skip
+
+
+def test_clinic_mix_too_few_distinct_problems_names_the_fix():
+    from grpo_core.schema import TaskCfg
+    from grpo_core.tasks import make_task
+
+    # one task: 60 ages x 7 sizes x 10 node counts x 3 grades = 12600 distinct records
+    task = make_task(TaskCfg(name="clinic_mix", n_train=13000, n_test=10,
+                             params={"tasks": {"stage": 1}}))  # fmt: skip
+    with pytest.raises(UserError, match="only .* distinct problems .* ask for fewer"):
+        task.train()
