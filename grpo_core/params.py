@@ -457,3 +457,13 @@ class OncoReasonParams(Params):
 
     w_rationale: float = Field(0.5, ge=0)
     w_format: float = Field(0.25, ge=0)
+
+
+class PtaPlanParams(Params):
+    """PTA-GRPO's guidance-aware terms (grpo_core.rewards.pta_plan_reward): the plan's success
+    rate in its group and the plan-then-answer format."""
+
+    w_plan: float = Field(0.5, ge=0)
+    w_format: float = Field(0.25, ge=0)
+    open_tag: str = Field("<why>", min_length=1)
+    close_tag: str = Field("</why>", min_length=1)

@@ -987,3 +987,57 @@ def oncoreason_reward(
     f, m = torch.tensor(f1), torch.tensor(fmt)
     out = w_rationale * f + w_format * m
     return out, {"rationale_f1": float(f.mean()), "format": float(m.mean())}
+
+
+def plan_parts(text: str, open_tag: str, close_tag: str) -> tuple[str | None, str]:
+    """(plan, the rest) of a completion that opens with ``open_tag`` plan ``close_tag``
+    (whitespace around it ignored); (None, text) when it does not."""
+    t = text.strip()
+    if not t.startswith(open_tag):
+        return None, text
+    j = t.find(close_tag, len(open_tag))
+    if j < 0:
+        return None, text
+    return " ".join(t[len(open_tag) : j].split()), t[j + len(close_tag) :].strip()
+
+
+@REWARDS.register("pta_plan", params=P.PtaPlanParams)
+def pta_plan_reward(
+    ctx: RewardContext,
+    w_plan: float = 0.5,
+    w_format: float = 0.25,
+    open_tag: str = "<why>",
+    close_tag: str = "</why>",
+) -> tuple[torch.Tensor, dict]:
+    """PTA-GRPO's guidance-aware reward terms (Dou et al. 2025, Plan Then Action,
+    arXiv:2510.01833), added to correctness: the plan is the completion's leading ``open_tag``
+    ... ``close_tag`` span (whitespace-normalised); its quality is how well it tends to yield a
+    right answer: the mean task grade of the group's completions that wrote the same plan (the
+    paper samples several responses under each plan; here the group's completions sharing a
+    plan are those samples). ``w_plan`` x that rate + ``w_format`` x [a plan, then an answer,
+    ended by itself]; no plan earns 0. Logs ``plan_success`` (mean plan term before the weight),
+    ``plans_per_group`` (distinct plans) and ``format``."""
+    right = [g.score for g in task_grades(ctx)]
+    parts = [plan_parts(t, open_tag, close_tag) for t in ctx.texts]
+    q = torch.zeros(len(ctx.texts))
+    fmt = torch.zeros(len(ctx.texts))
+    distinct = []
+    for sl in ctx.groups():
+        by_plan: dict[str, list[float]] = {}
+        for i in range(sl.start, sl.stop):
+            if parts[i][0] is not None:
+                by_plan.setdefault(parts[i][0], []).append(right[i])
+        distinct.append(len(by_plan))
+        for i in range(sl.start, sl.stop):
+            plan, rest = parts[i]
+            if plan is None:
+                continue
+            q[i] = sum(by_plan[plan]) / len(by_plan[plan])
+            fmt[i] = float(bool(rest) and ctx.finish_reasons[i] == "stop")
+    out = w_plan * q + w_format * fmt
+    logs = {
+        "plan_success": float(q.mean()) if len(q) else 0.0,
+        "plans_per_group": sum(distinct) / max(len(distinct), 1),
+        "format": float(fmt.mean()) if len(fmt) else 0.0,
+    }
+    return out, logs

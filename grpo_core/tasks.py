@@ -1506,6 +1506,32 @@ def clinic_labels(age: int, size: int, nodes: int, grade: int) -> dict[str, tupl
     }
 
 
+def clinic_implied(kind: str, why: str | None) -> str | None:
+    """The label a rationale implies by the rules of :func:`clinic_labels` ("T2 N1" -> II for
+    stage, "old n+" -> high for risk, "II mid" -> yes for survive); None when it does not parse
+    as that task's rationale."""
+    if why is None:
+        return None
+    w = why.split()
+    if kind == "stage":
+        m = re.fullmatch(r"T([123]) N([012])", " ".join(w))
+        if m is None:
+            return None
+        t, n = int(m.group(1)), int(m.group(2))
+        return "I" if (t, n) == (1, 0) else "III" if t == 3 or n == 2 else "II"
+    if kind == "risk":
+        if w == ["none"]:
+            return "low"
+        if not w or len(set(w)) != len(w) or not set(w) <= {"old", "g3", "n+"}:
+            return None
+        return ["low", "mid", "high", "high"][len(w)]
+    if kind == "survive":
+        if len(w) != 2 or w[0] not in ("I", "II", "III") or w[1] not in ("low", "mid", "high"):
+            return None
+        return "no" if w[0] == "III" or w[1] == "high" else "yes"
+    return None
+
+
 def clinic_parts(text: str) -> tuple[str | None, str | None]:
     """(rationale, answer) of "<why>rationale</why>answer" (stripped); (None, None) when the
     completion is not in that format."""
@@ -1575,8 +1601,9 @@ class ClinicMix(Task):
 
     def eval_metrics(self, samples: list[dict], problems: list[Problem]) -> dict:
         """Per-task accuracy (acc_stage / acc_risk / acc_survive), the share of samples in the
-        format (clinic_format) and the rationale's mean word F1 with the expert one
-        (rationale_f1)."""
+        format (clinic_format), the rationale's mean word F1 with the expert one
+        (rationale_f1) and the share whose label is the one their own rationale implies
+        (plan_consistency, :func:`clinic_implied`)."""
         by_id = {p.id: p for p in problems}
         out: dict[str, float] = {}
         for kind in sorted({p.meta["task"] for p in problems}):
@@ -1590,6 +1617,13 @@ class ClinicMix(Task):
             for (w, _), s in zip(parts, samples)
         ]
         out["rationale_f1"] = sum(f1) / max(len(f1), 1)
+        # plan-answer consistency: the label is the one the completion's own rationale implies
+        cons = [
+            bool(a)
+            and (clinic_implied(by_id[s["prompt_id"]].meta["task"], w) or "").lower() == a.lower()
+            for (w, a), s in zip(parts, samples)
+        ]
+        out["plan_consistency"] = sum(cons) / max(len(cons), 1)
         return out
 
 

@@ -1,5 +1,7 @@
 """Wave-2 reproductions of w2misc (issue 16): gcpo (GeometryZero's group contrastive masking of
-the auxiliary-construction reward + length reward, task geo_angles, profile tiny_geo).
+the auxiliary-construction reward + length reward, task geo_angles, profile tiny_geo),
+oncoreason (rationale + format rewards on the clinic_mix task mix, profile tiny_clinic) and
+pta_grpo (PTA-GRPO's plan success-rate reward, profile tiny_clinic).
 Hand-computed tests of each mechanism, the task's generator and grade, and smoke runs."""
 
 import json
@@ -211,8 +213,9 @@ def test_clinic_mix_task_grade_and_metrics():
                for t, x in zip(texts, g)]  # fmt: skip
     m = task.eval_metrics(samples, [p])
     # F1: 1, "T2 N0" vs "T2 N1" -> 1/2, 1, 0 (no rationale), 0 -> mean 2.5 / 5
+    # consistency: T2 N1 -> II = II yes; T2 N0 -> II = ii yes; T2 N1 -> II != III; none: 2 / 5
     assert m == {"acc_stage": pytest.approx(0.4), "clinic_format": pytest.approx(0.6),
-                 "rationale_f1": pytest.approx(0.5)}  # fmt: skip
+                 "rationale_f1": pytest.approx(0.5), "plan_consistency": pytest.approx(0.4)}  # fmt: skip
 
 
 def test_oncoreason_reward_hand_computed():
@@ -249,3 +252,67 @@ def test_oncoreason_config_resolves_under_every_profile():
         assert cfg.meta.wave == 0  # runs in its own profile (tiny_clinic)
         assert [r.name for r in cfg.rewards] == ["correctness", "oncoreason"]
     validate_profile_overrides("oncoreason")
+
+
+# ------------------------------------------------------------------ pta_grpo
+
+
+def test_clinic_implied_labels_hand_computed():
+    from grpo_core.tasks import clinic_implied
+
+    assert clinic_implied("stage", "T1 N0") == "I"
+    assert clinic_implied("stage", "T3 N0") == "III" and clinic_implied("stage", "T2 N2") == "III"
+    assert clinic_implied("stage", "T2 N1") == "II"
+    assert clinic_implied("stage", "T4 N1") is None and clinic_implied("stage", None) is None
+    assert clinic_implied("risk", "none") == "low" and clinic_implied("risk", "g3") == "mid"
+    assert clinic_implied("risk", "old g3 n+") == "high"
+    assert clinic_implied("risk", "old old") is None and clinic_implied("risk", "x") is None
+    assert clinic_implied("survive", "II mid") == "yes"
+    assert (
+        clinic_implied("survive", "III low") == "no" and clinic_implied("survive", "I high") == "no"
+    )
+    assert clinic_implied("survive", "II") is None
+
+
+def test_pta_plan_reward_hand_computed():
+    # one group of 5 (gold II); plans: "T2 N1" x3 (right, right, wrong), "T2  N0" (spaces
+    # normalised: "T2 N0", right), none (right)
+    #   success("T2 N1") = 2/3, success("T2 N0") = 1, no plan -> 0
+    #   format: plan + answer + stop: rows 0-3 yes (row 2 has answer "I"), row 4 no
+    #   r = .5 q + .25 fmt = [1/3 + .25, 1/3 + .25, 1/3 + .25, .5 + .25, 0]
+    # group 2 of 2 (gold yes): "<why>I low</why>" (no answer after the plan: fmt 0, wrong),
+    #   cut at the limit "<why>I low</why>yes" (right, finish length: fmt 0): success 1/2 each
+    #   r = [.25, .25]
+    texts = ["<why>T2 N1</why>II", " <why>T2 N1</why> II", "<why>T2 N1</why>I",
+             "<why>T2  N0</why>II", "II", "<why>I low</why>", "<why>I low</why>yes"]  # fmt: skip
+    probs = [Problem("a", "q", "II", {"task": "stage", "rationale": "T2 N1"})] * 5 + [
+        Problem("b", "q", "yes", {"task": "survive", "rationale": "I low"})
+    ] * 2
+    fins = ["stop"] * 6 + ["length"]
+
+    ctx = GroupContext(texts, probs, fins, [6] * 7, [5, 2], 12, None)
+    from grpo_core.tasks import ClinicMix
+
+    ctx.task = ClinicMix(1, 1, 0, {}, None, {"tasks": {"stage": 1.0}})
+    r, logs = REWARDS.get("pta_plan")(ctx, w_plan=0.5, w_format=0.25)
+    third = 0.5 * 2 / 3 + 0.25
+    assert r.tolist() == pytest.approx([third, third, third, 0.75, 0.0, 0.25, 0.25])
+    # plans per group: 2 and 1 -> 1.5; q mean (2/3 * 3 + 1 + 0 + .5 + .5) / 7 = 4 / 7
+    assert logs["plans_per_group"] == pytest.approx(1.5)
+    assert logs["plan_success"] == pytest.approx(4 / 7)
+    assert logs["format"] == pytest.approx(4 / 7)
+
+
+def test_tiny_clinic_profile_pta_grpo_steps(tmp_path):
+    _profile_run("tiny_clinic", "pta_grpo", tmp_path,
+                 ["reward/pta_plan/plan_success", "reward/pta_plan/plans_per_group"])  # fmt: skip
+
+
+def test_pta_grpo_config_resolves_under_every_profile():
+    from grpo_core.config import validate_profile_overrides
+
+    for profile in ("smoke", "tiny", "small", "paper", "tiny_clinic"):
+        cfg = load_config("pta_grpo", profile)
+        assert cfg.meta.wave == 0  # runs in its own profile (tiny_clinic)
+        assert [r.name for r in cfg.rewards] == ["correctness", "pta_plan"]
+    validate_profile_overrides("pta_grpo")

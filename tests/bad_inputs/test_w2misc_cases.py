@@ -104,3 +104,35 @@ def test_clinic_mix_too_few_distinct_problems_names_the_fix():
                              params={"tasks": {"stage": 1}}))  # fmt: skip
     with pytest.raises(UserError, match="only .* distinct problems .* ask for fewer"):
         task.train()
+
+
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ('{"w_plan": -1}', "w_plan"),
+        ('{"close_tag": ""}', "close_tag"),
+        ('{"plan_tag": "<plan>"}', "plan_tag"),
+    ],
+)
+def test_pta_plan_params_refused_at_load(params, fragment):
+    rewards = f'[{{"name": "correctness"}}, {{"name": "pta_plan", "params": {params}}}]'
+    with pytest.raises(UserError, match=fragment):
+        load_config("pta_grpo", "tiny_clinic", [f"rewards={rewards}"])
+
+
+def test_pta_plan_without_plans_scores_zero():
+    """Completions without a leading plan span (the arithmetic task's) earn no plan term and
+    no format term: the reward is 0, with 0 plans per group."""
+    from grpo_core.rewards import REWARDS, GroupContext
+    from grpo_core.schema import TaskCfg
+    from grpo_core.tasks import make_task
+
+    task = make_task(TaskCfg(name="clinic_mix", n_train=2, n_test=1))
+    from grpo_core.tasks import Problem
+
+    p = Problem("cl-risk-0", "risk: age 40 size 1 nodes 0 grade 1", "low", {"task": "risk"})
+    texts = ["low", "x <why>none</why>low", "<why>none low"]
+    ctx = GroupContext(texts, [p] * 3, ["stop"] * 3, [2] * 3, [3], 12, task)
+    r, logs = REWARDS.get("pta_plan")(ctx)
+    assert r.tolist() == [0.0, 0.0, 0.0]
+    assert logs["plans_per_group"] == 0
