@@ -105,7 +105,7 @@ for _p, _names in HOMES.items():
 # the profiles with a module block at the end of this file (a module's name must be written out)
 MODULE_PROFILES = {
     "tiny_rec", "tiny_code", "tiny_geo", "tiny_agent", "tiny_tools", "tiny_search", "tiny_video",
-    "tiny_cot", "tiny_urpo",
+    "tiny_cot", "tiny_urpo", "tiny_clinic",
 }
 _NO_MODULE = sorted(set(HOMES) - MODULE_PROFILES)
 if _NO_MODULE:
@@ -409,3 +409,12 @@ if "tiny_urpo" in HOMES:
         config: _home_config("tiny_urpo")
 
     use rule * from tiny_urpo as tiny_urpo_*
+
+
+if "tiny_clinic" in HOMES:
+
+    module tiny_clinic:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_clinic")
+
+    use rule * from tiny_clinic as tiny_clinic_*

@@ -469,3 +469,83 @@ class RewardModelParams(Params):
         if self.members is not None and (not self.members or min(self.members) < 0):
             raise ValueError(f"members {self.members}: want a non-empty list of indices >= 0")
         return self
+
+
+# ------------------------------------------------------------------ issue 16 (w2misc): gcpo,
+# oncoreason, pta_grpo
+
+
+class GeoAnglesParams(Params):
+    """Task geo_angles (grpo_core.tasks.GeoAngles): reasoning-gym simple_geometry polygons."""
+
+    # mixture weights of the polygon levels (tri: 2 known angles of a triangle, quad: 3 of a
+    # quadrilateral)
+    levels: dict[Literal["tri", "quad"], float] = Field(
+        default_factory=lambda: {"tri": 1.0, "quad": 1.0}
+    )
+    min_angle: int = Field(20, ge=1, le=170)  # reasoning-gym's known-angle range
+    max_angle: int = Field(150, ge=1, le=170)
+    # share of SFT targets written with the auxiliary construction (<aux>a+b=s</aux>180-s=x)
+    aux_frac: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if not self.levels or any(w < 0 for w in self.levels.values()):
+            raise ValueError("levels: name at least one of tri / quad with a weight >= 0")
+        if sum(self.levels.values()) <= 0:
+            raise ValueError("levels: the weights add up to 0")
+        if self.min_angle > self.max_angle:
+            raise ValueError(f"min_angle {self.min_angle} > max_angle {self.max_angle}")
+        return self
+
+
+class GcpoParams(Params):
+    """GeometryZero's GCPO reward (grpo_core.rewards.gcpo_reward): the auxiliary-construction
+    reward under group contrastive masking, plus a length reward."""
+
+    eta: float = Field(0.0, ge=0, lt=1)  # accuracy gap the group must show
+    w_aux: float = Field(0.2, ge=0)
+    w_len: float = Field(0.2, ge=0)
+    len_target: int = Field(0, ge=0)  # tokens for the full length reward; 0: max_new_tokens
+    len_on: Literal["correct", "all"] = "correct"
+    open_tag: str = Field("<aux>", min_length=1)
+    close_tag: str = Field("</aux>", min_length=1)
+
+
+CLINIC_TASKS = ("stage", "risk", "survive")
+
+
+class ClinicParams(Params):
+    """Task clinic_mix (grpo_core.tasks.ClinicMix): synthetic patient records, several
+    classification tasks each with a short rationale."""
+
+    # mixture weights of the record tasks
+    tasks: dict[Literal[CLINIC_TASKS], float] = Field(
+        default_factory=lambda: {k: 1.0 for k in CLINIC_TASKS}
+    )
+
+    @model_validator(mode="after")
+    def _ok(self):
+        if not self.tasks or any(w < 0 for w in self.tasks.values()):
+            raise ValueError("tasks: name at least one of stage / risk / survive, weights >= 0")
+        if sum(self.tasks.values()) <= 0:
+            raise ValueError("tasks: the weights add up to 0")
+        return self
+
+
+class OncoReasonParams(Params):
+    """OncoReason's rationale terms (grpo_core.rewards.oncoreason_reward): the rationale's word
+    F1 with the expert-derived one and the output format."""
+
+    w_rationale: float = Field(0.5, ge=0)
+    w_format: float = Field(0.25, ge=0)
+
+
+class PtaPlanParams(Params):
+    """PTA-GRPO's guidance-aware terms (grpo_core.rewards.pta_plan_reward): the plan's success
+    rate in its group and the plan-then-answer format."""
+
+    w_plan: float = Field(0.5, ge=0)
+    w_format: float = Field(0.25, ge=0)
+    open_tag: str = Field("<why>", min_length=1)
+    close_tag: str = Field("</why>", min_length=1)

@@ -1024,3 +1024,140 @@ def code_process_reward(
         "success": float(ok.mean()),
     }
     return (ok * rt if gate == "success" else rt), logs
+
+
+@REWARDS.register("gcpo", params=P.GcpoParams)
+def gcpo_reward(
+    ctx: RewardContext,
+    eta: float = 0.0,
+    w_aux: float = 0.2,
+    w_len: float = 0.2,
+    len_target: int = 0,
+    len_on: str = "correct",
+    open_tag: str = "<aux>",
+    close_tag: str = "</aux>",
+) -> tuple[torch.Tensor, dict]:
+    """GeometryZero's GCPO rewards (Wang et al. 2025, arXiv:2506.07160) besides correctness:
+
+    - group contrastive masking of the auxiliary-construction reward: in each group, acc+ /
+      acc- are the mean task grades of the completions with / without an auxiliary
+      construction (a non-empty ``open_tag`` ... ``close_tag`` span, grpo_core.tasks.has_aux);
+      the group's mask m is +1 when acc+ - acc- > eta, -1 when acc- - acc+ > eta, else 0 (also
+      0 when either side is empty: nothing to contrast); each completion earns
+      ``w_aux`` x m x [it constructs];
+    - the length reward ``w_len`` x min(1, L_i / len_target) (L_i its tokens; len_target 0:
+      rollout.max_new_tokens), on right completions only (``len_on: correct``) or all.
+
+    Logs the share of groups with mask +1 / -1 (``mask_pos`` / ``mask_neg``), the share of
+    completions that construct (``aux_rate``) and the mean length term (``len``)."""
+    from grpo_core.tasks import has_aux
+
+    right = [g.score for g in task_grades(ctx)]
+    aux = [has_aux(t, open_tag, close_tag) for t in ctx.texts]
+    target = len_target or ctx.max_new_tokens
+    out = torch.zeros(len(ctx.texts))
+    lens = torch.zeros(len(ctx.texts))
+    pos = neg = 0
+    for sl in ctx.groups():
+        a = [right[i] for i in range(sl.start, sl.stop) if aux[i]]
+        b = [right[i] for i in range(sl.start, sl.stop) if not aux[i]]
+        m = 0.0
+        if a and b:
+            gap = sum(a) / len(a) - sum(b) / len(b)
+            m = 1.0 if gap > eta else -1.0 if -gap > eta else 0.0
+        pos += m > 0
+        neg += m < 0
+        for i in range(sl.start, sl.stop):
+            if len_on == "all" or right[i] >= 1.0:
+                lens[i] = min(1.0, ctx.lengths[i] / max(target, 1))
+            out[i] = w_aux * m * float(aux[i]) + w_len * lens[i]
+    n_groups = max(len(ctx.group_sizes), 1)
+    logs = {
+        "mask_pos": pos / n_groups,
+        "mask_neg": neg / n_groups,
+        "aux_rate": sum(aux) / max(len(aux), 1),
+        "len": float(lens.mean()) if len(lens) else 0.0,
+    }
+    return out, logs
+
+
+@REWARDS.register("oncoreason", params=P.OncoReasonParams)
+def oncoreason_reward(
+    ctx: RewardContext, w_rationale: float = 0.5, w_format: float = 0.25
+) -> tuple[torch.Tensor, dict]:
+    """OncoReason's rationale terms (Hemadri et al. 2025, arXiv:2510.17532: GRPO aligning the
+    outputs with expert-derived reasoning), added to the task's correctness term:
+    ``w_rationale`` x the word F1 of the completion's rationale (``<why>...</why>``) with the
+    problem's expert rationale (``meta["rationale"]``; the stand-in for their BLEU / ROUGE /
+    BERTScore alignment) + ``w_format`` x [the completion is "<why>rationale</why>label" and
+    ended by itself]. Logs ``rationale_f1`` and ``format`` (means)."""
+    from grpo_core.tasks import clinic_parts, rationale_f1
+
+    bad = [p.id for p in ctx.problems if "rationale" not in p.meta]
+    if bad:
+        raise UserError(
+            f"reward 'oncoreason' needs problems with an expert rationale (meta rationale, task "
+            f"clinic_mix); problem {bad[0]} has none"
+        )
+    f1, fmt = [], []
+    for t, p, fin in zip(ctx.texts, ctx.problems, ctx.finish_reasons):
+        why, ans = clinic_parts(t)
+        f1.append(rationale_f1(why, p.meta["rationale"]))
+        fmt.append(float(why is not None and bool(ans) and fin == "stop"))
+    f, m = torch.tensor(f1), torch.tensor(fmt)
+    out = w_rationale * f + w_format * m
+    return out, {"rationale_f1": float(f.mean()), "format": float(m.mean())}
+
+
+def plan_parts(text: str, open_tag: str, close_tag: str) -> tuple[str | None, str]:
+    """(plan, the rest) of a completion that opens with ``open_tag`` plan ``close_tag``
+    (whitespace around it ignored); (None, text) when it does not."""
+    t = text.strip()
+    if not t.startswith(open_tag):
+        return None, text
+    j = t.find(close_tag, len(open_tag))
+    if j < 0:
+        return None, text
+    return " ".join(t[len(open_tag) : j].split()), t[j + len(close_tag) :].strip()
+
+
+@REWARDS.register("pta_plan", params=P.PtaPlanParams)
+def pta_plan_reward(
+    ctx: RewardContext,
+    w_plan: float = 0.5,
+    w_format: float = 0.25,
+    open_tag: str = "<why>",
+    close_tag: str = "</why>",
+) -> tuple[torch.Tensor, dict]:
+    """PTA-GRPO's guidance-aware reward terms (Dou et al. 2025, Plan Then Action,
+    arXiv:2510.01833), added to correctness: the plan is the completion's leading ``open_tag``
+    ... ``close_tag`` span (whitespace-normalised); its quality is how well it tends to yield a
+    right answer: the mean task grade of the group's completions that wrote the same plan (the
+    paper samples several responses under each plan; here the group's completions sharing a
+    plan are those samples). ``w_plan`` x that rate + ``w_format`` x [a plan, then an answer,
+    ended by itself]; no plan earns 0. Logs ``plan_success`` (mean plan term before the weight),
+    ``plans_per_group`` (distinct plans) and ``format``."""
+    right = [g.score for g in task_grades(ctx)]
+    parts = [plan_parts(t, open_tag, close_tag) for t in ctx.texts]
+    q = torch.zeros(len(ctx.texts))
+    fmt = torch.zeros(len(ctx.texts))
+    distinct = []
+    for sl in ctx.groups():
+        by_plan: dict[str, list[float]] = {}
+        for i in range(sl.start, sl.stop):
+            if parts[i][0] is not None:
+                by_plan.setdefault(parts[i][0], []).append(right[i])
+        distinct.append(len(by_plan))
+        for i in range(sl.start, sl.stop):
+            plan, rest = parts[i]
+            if plan is None:
+                continue
+            q[i] = sum(by_plan[plan]) / len(by_plan[plan])
+            fmt[i] = float(bool(rest) and ctx.finish_reasons[i] == "stop")
+    out = w_plan * q + w_format * fmt
+    logs = {
+        "plan_success": float(q.mean()) if len(q) else 0.0,
+        "plans_per_group": sum(distinct) / max(len(distinct), 1),
+        "format": float(fmt.mean()) if len(fmt) else 0.0,
+    }
+    return out, logs

@@ -23,7 +23,9 @@ from grpo_core.errors import UserError
 from grpo_core.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
 from grpo_core.params import (
     ArithCotParams,
+    ClinicParams,
     CodeFnTaskParams,
+    GeoAnglesParams,
     GuessNumberTaskParams,
     JsonlTaskParams,
     RecRankTaskParams,
@@ -1606,6 +1608,274 @@ class CodeFn(Task):
         for reason in REASONS[1:]:
             out[f"frac_{reason}"] = sum(s.get("grade_reason") == reason for s in samples) / n
         return out
+
+
+# --------------------------------------------------------------------------------------------
+# geometry with an auxiliary construction (GeometryZero's GCPO; profile tiny_geo)
+
+GEO_TOTAL = {"tri": 180, "quad": 360}
+GEO_NAME = {"tri": "tri", "quad": "quad"}
+
+
+def has_aux(text: str, open_tag: str = "<aux>", close_tag: str = "</aux>") -> bool:
+    """Whether a completion constructs an auxiliary quantity: a non-empty ``open_tag`` ...
+    ``close_tag`` span (GeometryZero triggers auxiliary construction with such tokens)."""
+    i = text.find(open_tag)
+    if i < 0:
+        return False
+    j = text.find(close_tag, i + len(open_tag))
+    return j > i + len(open_tag) and bool(text[i + len(open_tag) : j].strip())
+
+
+@TASKS.register("geo_angles", params=GeoAnglesParams)
+class GeoAngles(Task):
+    """The missing interior angle of a polygon (reasoning-gym ``simple_geometry``, integer
+    answers), levels ``tri`` (a triangle's two known angles) and ``quad`` (a quadrilateral's
+    three), asked compactly: "tri: 36, 85" (the polygon, then its known angles). A completion may first construct the
+    auxiliary quantity, the sum of the known angles, in a tag, then the answer:
+    "<aux>36+85=121</aux>180-121=59"; or answer at once: "59". The grade is reasoning-gym's
+    exact answer against the last number (either way). SFT targets take the auxiliary form for
+    ``aux_frac`` of the problems (fixed by the problem id)."""
+
+    name = "geo_angles"
+
+    def _split(self) -> None:
+        import random as _random
+
+        import reasoning_gym as rg
+
+        levels = {k: float(v) for k, v in self.params["levels"].items() if v > 0}
+        total = sum(levels.values())
+        n_all = self.n_train + self.n_test
+        rows: list[Problem] = []
+        seen: set[tuple] = set()
+        for li, (level, w) in enumerate(sorted(levels.items())):
+            sides = 3 if level == "tri" else 4
+            n = max(1, round(n_all * w / total))
+            ds = rg.create_dataset(
+                "simple_geometry",
+                size=3 * n,
+                seed=self.seed + 7919 * li,
+                min_sides=sides,
+                max_sides=sides,
+                min_angle=int(self.params["min_angle"]),
+                max_angle=int(self.params["max_angle"]),
+            )
+            got = 0
+            for e in ds:
+                known = [int(round(a)) for a in e["metadata"]["known_angles"]]
+                if got >= n or tuple(known) in seen:
+                    continue
+                seen.add(tuple(known))
+                got += 1
+                q = f"{GEO_NAME[level]}: " + ", ".join(map(str, known))
+                meta = {"level": level, "known": known, "total": GEO_TOTAL[level]}
+                rows.append(Problem(f"geo-{level}-{len(rows)}", q, str(e["answer"]), meta))
+        rng = _random.Random(f"geo:{self.seed}")
+        rng.shuffle(rows)
+        if len(rows) < n_all:
+            raise UserError(
+                f"task geo_angles: only {len(rows)} distinct problems for task.n_train + n_test "
+                f"= {n_all}; widen task.params min_angle / max_angle or ask for fewer"
+            )
+        self._test = sorted(rows[: self.n_test], key=lambda p: p.id)
+        self._train = rows[self.n_test : n_all]
+
+    def aux_target(self, problem: Problem) -> str:
+        """'<aux>36+85=121</aux>180-121=59': the sum of the known angles, then the answer."""
+        known, total = problem.meta["known"], int(problem.meta["total"])
+        s = sum(known)
+        return f"<aux>{'+'.join(map(str, known))}={s}</aux>{total}-{s}={total - s}"
+
+    def sft_target(self, problem: Problem) -> str:
+        import zlib
+
+        if zlib.crc32(problem.id.encode()) % 1000 < float(self.params["aux_frac"]) * 1000:
+            return self.aux_target(problem)
+        return problem.answer
+
+    def eval_metrics(self, samples: list[dict], problems: list[Problem]) -> dict:
+        """Per-level accuracy (acc_tri / acc_quad), the share of samples that construct
+        (aux_rate) and the accuracy of those that do / do not (acc_aux / acc_plain)."""
+        by_id = {p.id: p for p in problems}
+        out: dict[str, float] = {}
+        for lv in ("tri", "quad"):
+            rows = [s for s in samples if by_id[s["prompt_id"]].meta["level"] == lv]
+            if rows:
+                out[f"acc_{lv}"] = sum(bool(s["correct"]) for s in rows) / len(rows)
+        aux = [s for s in samples if has_aux(s["completion"])]
+        plain = [s for s in samples if not has_aux(s["completion"])]
+        out["aux_rate"] = len(aux) / max(len(samples), 1)
+        for name, rows in (("acc_aux", aux), ("acc_plain", plain)):
+            if rows:
+                out[name] = sum(bool(s["correct"]) for s in rows) / len(rows)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic clinical records, several classification tasks with a rationale (OncoReason;
+# profile tiny_clinic)
+
+WHY_RE = re.compile(r"^<why>(.*?)</why>(.*)$", re.S)
+# positive nodes drawn from this list (0: 40%, 1-3: 45%, 4-9: 15%), so no label dominates
+CLINIC_NODES = [0] * 8 + [1, 2, 3] * 3 + [4, 6, 9]
+
+
+def clinic_labels(age: int, size: int, nodes: int, grade: int) -> dict[str, tuple[str, str]]:
+    """(rationale, label) of each record task, by fixed rules:
+
+    - stage: T1 size <= 2 cm, T2 3-5, T3 >= 6; N0 no nodes, N1 1-3, N2 >= 4; stage I = T1 N0,
+      III = T3 or N2, else II; rationale "T2 N1";
+    - risk: one point each for age >= 65 ("old"), grade 3 ("g3"), a positive node ("n+"); low
+      0, mid 1, high 2-3; rationale the points' names or "none";
+    - survive (5-year survival): yes unless stage III or risk high; rationale "II mid"."""
+    t = 1 if size <= 2 else 2 if size <= 5 else 3
+    n = 0 if nodes == 0 else 1 if nodes <= 3 else 2
+    stage = "I" if (t, n) == (1, 0) else "III" if t == 3 or n == 2 else "II"
+    pts = [name for name, on in (("old", age >= 65), ("g3", grade == 3), ("n+", nodes > 0)) if on]
+    risk = ["low", "mid", "high", "high"][len(pts)]
+    survive = "no" if stage == "III" or risk == "high" else "yes"
+    return {
+        "stage": (f"T{t} N{n}", stage),
+        "risk": (" ".join(pts) or "none", risk),
+        "survive": (f"{stage} {risk}", survive),
+    }
+
+
+def clinic_implied(kind: str, why: str | None) -> str | None:
+    """The label a rationale implies by the rules of :func:`clinic_labels` ("T2 N1" -> II for
+    stage, "old n+" -> high for risk, "II mid" -> yes for survive); None when it does not parse
+    as that task's rationale."""
+    if why is None:
+        return None
+    w = why.split()
+    if kind == "stage":
+        m = re.fullmatch(r"T([123]) N([012])", " ".join(w))
+        if m is None:
+            return None
+        t, n = int(m.group(1)), int(m.group(2))
+        return "I" if (t, n) == (1, 0) else "III" if t == 3 or n == 2 else "II"
+    if kind == "risk":
+        if w == ["none"]:
+            return "low"
+        if not w or len(set(w)) != len(w) or not set(w) <= {"old", "g3", "n+"}:
+            return None
+        return ["low", "mid", "high", "high"][len(w)]
+    if kind == "survive":
+        if len(w) != 2 or w[0] not in ("I", "II", "III") or w[1] not in ("low", "mid", "high"):
+            return None
+        return "no" if w[0] == "III" or w[1] == "high" else "yes"
+    return None
+
+
+def clinic_parts(text: str) -> tuple[str | None, str | None]:
+    """(rationale, answer) of "<why>rationale</why>answer" (stripped); (None, None) when the
+    completion is not in that format."""
+    m = WHY_RE.match(text.strip())
+    if m is None:
+        return None, None
+    return m.group(1).strip(), m.group(2).strip()
+
+
+@TASKS.register("clinic_mix", params=ClinicParams)
+class ClinicMix(Task):
+    """Synthetic patient records (age 30-89, tumour size 1-7 cm, positive nodes 0-9 (0: 40%,
+    1-3: 45%), grade 1-3, drawn with the data seed) and a mix of classification tasks on them (``task.params.tasks``
+    weights; :func:`clinic_labels`): the prompt names the task, "stage: age 67 size 4 nodes 2
+    grade 3"; the completion is a short rationale and the label, "<why>T2 N1</why>II". The
+    grade is the label after ``</why>`` (exact, case-insensitive); a completion out of the
+    format has no answer. Meta: ``task`` (which), ``rationale`` (the expert-derived one)."""
+
+    name = "clinic_mix"
+
+    def _split(self) -> None:
+        import random as _random
+
+        rng = _random.Random(f"clinic:{self.seed}")
+        weights = {k: float(v) for k, v in self.params["tasks"].items() if v > 0}
+        names, w = list(weights), list(weights.values())
+        n_all = self.n_train + self.n_test
+        rows: list[Problem] = []
+        seen: set[tuple] = set()
+        tries = 0
+        while len(rows) < n_all and tries < 50 * n_all:
+            tries += 1
+            kind = rng.choices(names, w)[0]
+            nodes = rng.choice(CLINIC_NODES)
+            rec = (rng.randint(30, 89), rng.randint(1, 7), nodes, rng.randint(1, 3))
+            if (kind, *rec) in seen:
+                continue
+            seen.add((kind, *rec))
+            why, label = clinic_labels(*rec)[kind]
+            age, size, nodes, grade = rec
+            q = f"{kind}: age {age} size {size} nodes {nodes} grade {grade}"
+            meta = {"task": kind, "rationale": why, "record": list(rec)}
+            rows.append(Problem(f"cl-{kind}-{len(rows)}", q, label, meta))
+        if len(rows) < n_all:
+            raise UserError(
+                f"task clinic_mix: only {len(rows)} distinct problems for task.n_train + n_test "
+                f"= {n_all}; ask for fewer or add tasks"
+            )
+        self._test = sorted(rows[: self.n_test], key=lambda p: p.id)
+        self._train = rows[self.n_test :]
+
+    def sft_target(self, problem: Problem) -> str:
+        return f"<why>{problem.meta['rationale']}</why>{problem.answer}"
+
+    def grade(self, answer: str | None, problem: Problem) -> float:
+        return float(answer is not None and answer.lower() == problem.answer.lower())
+
+    def grade_texts(self, texts: list[str], problems: list[Problem]) -> list[Grade]:
+        out = []
+        for t, p in zip(texts, problems):
+            _, a = clinic_parts(t) if isinstance(t, str) else (None, None)
+            a = a or None
+            score = self.grade(a, p)
+            reason = "no_answer" if a is None else "match" if score >= 1.0 else "mismatch"
+            out.append(Grade(score, a, reason))
+        return out
+
+    def eval_metrics(self, samples: list[dict], problems: list[Problem]) -> dict:
+        """Per-task accuracy (acc_stage / acc_risk / acc_survive), the share of samples in the
+        format (clinic_format), the rationale's mean word F1 with the expert one
+        (rationale_f1) and the share whose label is the one their own rationale implies
+        (plan_consistency, :func:`clinic_implied`)."""
+        by_id = {p.id: p for p in problems}
+        out: dict[str, float] = {}
+        for kind in sorted({p.meta["task"] for p in problems}):
+            rows = [s for s in samples if by_id[s["prompt_id"]].meta["task"] == kind]
+            if rows:
+                out[f"acc_{kind}"] = sum(bool(s["correct"]) for s in rows) / len(rows)
+        parts = [clinic_parts(s["completion"]) for s in samples]
+        out["clinic_format"] = sum(w is not None for w, _ in parts) / max(len(samples), 1)
+        f1 = [
+            rationale_f1(w, by_id[s["prompt_id"]].meta["rationale"])
+            for (w, _), s in zip(parts, samples)
+        ]
+        out["rationale_f1"] = sum(f1) / max(len(f1), 1)
+        # plan-answer consistency: the label is the one the completion's own rationale implies
+        cons = [
+            bool(a)
+            and (clinic_implied(by_id[s["prompt_id"]].meta["task"], w) or "").lower() == a.lower()
+            for (w, a), s in zip(parts, samples)
+        ]
+        out["plan_consistency"] = sum(cons) / max(len(cons), 1)
+        return out
+
+
+def rationale_f1(pred: str | None, gold: str) -> float:
+    """Word F1 of a rationale with the expert one (whitespace words, case-insensitive; 0 for no
+    rationale)."""
+    from collections import Counter
+
+    if pred is None:
+        return 0.0
+    p, g = pred.lower().split(), gold.lower().split()
+    same = sum((Counter(p) & Counter(g)).values())
+    if not p or not g or same == 0:
+        return float(not p and not g)
+    prec, rec = same / len(p), same / len(g)
+    return 2 * prec * rec / (prec + rec)
 
 
 def make_task(cfg) -> Task:

@@ -36,6 +36,10 @@ EXTRA = {
     # reproductions of another domain's profile (tiny_tools, tiny_rec), on the smoke model
     "otc_grpo": ["env.name=tools", "env.max_turns=2", "env.params={tools: [calculator]}"],
     "rank_grpo": ["task.name=rec_rank", "task.template=plain"],
+    # tiny_geo's and tiny_clinic's tasks (oncoreason's reward needs the records' rationales)
+    "gcpo": ["task.name=geo_angles", "task.template=plain"],
+    "oncoreason": ["task.name=clinic_mix", "task.template=plain"],
+    "pta_grpo": ["task.name=clinic_mix", "task.template=plain"],
 }
 
 
