@@ -51,7 +51,7 @@ from grpo_core.runtime import derive_seed
 
 VM_DIR = "value_model"
 VM_JSON = "value_model.json"
-VM_WEIGHTS = "value_head.pt"
+VM_WEIGHTS = "value_head.safetensors"
 
 
 # ------------------------------------------------------------------ steps of a completion
@@ -271,6 +271,7 @@ class ValueHead(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.net((h - self.mu) / self.sd).squeeze(-1)
 
+    @torch.no_grad()
     def value(self, h: torch.Tensor) -> torch.Tensor:
         """Predictions clamped to the targets' range (the authors clamp to [min_rw, max_rw])."""
         return self.forward(h).clamp(float(self.lo), float(self.hi))
@@ -380,10 +381,11 @@ def load_value_head(vm_dir: Path, d_model: int, what: str) -> tuple[ValueHead, d
         )
     try:
         meta = json.loads(meta_f.read_text())
-        state = torch.load(w_f, map_location="cpu", weights_only=True)
+        from safetensors.torch import load_file
+
         head = ValueHead(int(meta["d_model"]), int(meta["hidden"]))
-        head.load_state_dict(state)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        head.load_state_dict(load_file(str(w_f)))
+    except Exception as e:  # any unreadable file (json, safetensors header, shapes): one line
         raise UserError(
             f"{vm_dir}: unreadable value model ({type(e).__name__}: {str(e)[:120]}); retrain "
             f"it: {what}"
@@ -486,7 +488,9 @@ def train_value_model(cfg, model_dir, out_dir=None, log=print) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (VM_WEIGHTS + ".tmp")
-    torch.save(head.state_dict(), tmp)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp))
     tmp.replace(out / VM_WEIGHTS)
     tmp = out / (VM_JSON + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2))
