@@ -219,10 +219,20 @@ class SearchStats:
     terminal_backups: int = 0
 
 
-def search(roots, sample_fn, cut, value_fns, cfg, rng: random.Random, stats: list[SearchStats]):
+def search(
+    roots,
+    sample_fn,
+    cut,
+    value_fns,
+    cfg,
+    rng: random.Random,
+    stats: list[SearchStats],
+    prefetch=None,
+):
     """Run ``cfg.iterations`` rounds on every tree in lock step. ``sample_fn(list of (tree
     index, node), it) -> list of continuation lists`` (``cfg.num_sample`` per request);
-    ``value_fns[t]`` scores states of tree t."""
+    ``value_fns[t]`` scores states of tree t; ``prefetch(list of (tree, state))``, if given, is
+    told every state an iteration's expansions will score first (one batched VM pass)."""
     for it in range(cfg.iterations):
         todo = []
         for t, root in enumerate(roots):
@@ -235,6 +245,13 @@ def search(roots, sample_fn, cut, value_fns, cfg, rng: random.Random, stats: lis
         if not todo:
             continue
         samples = sample_fn(todo, it)
+        if prefetch is not None:
+            reqs = []
+            for (t, node), seqs in zip(todo, samples):
+                for seq in seqs:
+                    reqs.append((t, node.ids + tuple(cut(list(seq))[0])))
+                    reqs.append((t, node.ids + tuple(seq)))
+            prefetch(reqs)
         for (t, node), seqs in zip(todo, samples):
             counted = _Counting(value_fns[t], stats[t])
             n, s = expand(node, seqs, cut, counted, cfg.num_decision)
@@ -524,17 +541,21 @@ def mcts_decode(cfg, model_dir, test, task, vm_dir=None, what="", log=print) -> 
     temp = vm.temperature or cfg.eval.temperature or 1.0
     cache: dict = {}
 
+    def prefetch(reqs):  # every state of an iteration in one batched pass
+        todo = [r for r in dict.fromkeys(reqs) if r not in cache]
+        if todo:
+            h = hidden_features(
+                model,
+                [list(prompts[t]) + list(s) for t, s in todo],
+                tok.pad_token_id,
+                batch=cfg.eval.batch_size,
+            )
+            for r, x in zip(todo, head.value(h).tolist()):
+                cache[r] = x
+
     def value_fn_for(t):
         def fn(states):
-            todo = [s for s in dict.fromkeys(states) if (t, s) not in cache]
-            if todo:
-                h = hidden_features(
-                    model, [list(prompts[t]) + list(s) for s in todo], tok.pad_token_id
-                )
-                with torch.no_grad():
-                    v = head.value(h).tolist()
-                for s, x in zip(todo, v):
-                    cache[(t, s)] = x
+            prefetch([(t, s) for s in states])
             return [cache[(t, s)] for s in states]
 
         return fn
@@ -561,7 +582,8 @@ def mcts_decode(cfg, model_dir, test, task, vm_dir=None, what="", log=print) -> 
     roots = [Node(()) for _ in test]
     stats = [SearchStats() for _ in test]
     rng = random.Random(vm.seed)
-    search(roots, sample_fn, cut, [value_fn_for(t) for t in range(len(test))], vm, rng, stats)
+    fns = [value_fn_for(t) for t in range(len(test))]
+    search(roots, sample_fn, cut, fns, vm, rng, stats, prefetch=prefetch)
     chosen = [best_completion(r) for r in roots]
     texts = _texts(tok, [c[0] if c else () for c in chosen], list(cfg.rollout.stop))
     grades = grade_texts(task, texts, test)
