@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
-from grpo_core.config import RUN_REF, ablation_names, expand_reproductions, load_config
+from grpo_core.config import (
+    RUN_REF,
+    ablation_names,
+    expand_reproductions,
+    home_profiles,
+    load_config,
+)
 
 PROFILE = str(config.get("profile", "tiny"))
 _base_cfg = load_config(None, PROFILE)
@@ -82,6 +88,27 @@ def base_model(seed):
 for _r in REPROS:  # fail at parse time, with the closest names, on a typo
     load_config(_r, PROFILE)
 
+# Home profiles: on the default profile, a reproduction whose meta.profile names another
+# tiny-scale profile (its own task and warm start, e.g. rank_grpo -> tiny_rec) runs there, with
+# that profile's grpo as its baseline, as a module of this same Snakefile (its rules prefixed
+# <profile>_, its results under results/<profile>/); `all` then also wants that profile's report.
+# A module itself runs only what it was given (config _home_of).
+HOMES = {} if config.get("_home_of") else home_profiles(REPROS, PROFILE)
+REPROS = HOMES.pop(PROFILE, REPROS)
+HOME_OUT = []
+for _p, _names in HOMES.items():
+    for _r in _names:
+        load_config(_r, _p)
+    _res = f"{load_config(None, _p).run.results_dir}/{_p}"
+    HOME_OUT += [f"{_res}/summary.csv", f"{_res}/report.md", f"{_res}/report.html"]
+    print(f"note: {', '.join(_names)} run in their home profile {_p} ({_res})", file=sys.stderr)
+_NO_MODULE = sorted(set(HOMES) - {"tiny_rec"})
+if _NO_MODULE:
+    raise ValueError(
+        f"home profile(s) {_NO_MODULE} (a reproduction's meta.profile) have no module block in "
+        "the Snakefile: add one like tiny_rec's at its end"
+    )
+
 if "grpo" not in REPROS:
     print(f"note: 'grpo' is not among the reproductions; deltas vs grpo will be empty", file=sys.stderr)
 
@@ -91,6 +118,7 @@ rule all:
         f"{RES}/summary.csv",
         f"{RES}/report.md",
         f"{RES}/report.html",
+        HOME_OUT,
 
 
 if SEEDED:
@@ -294,3 +322,20 @@ rule report:
         from evals.report import write_report
 
         write_report(Path(RES), title=f"GRPO variants, profile {PROFILE}")
+
+
+# ------------------------------------------------------------------ home profiles (see HOMES)
+# One block per tiny-scale profile a reproduction can name as meta.profile (a module name must
+# be written out). Each runs this Snakefile for that profile with the names HOMES gave it.
+def _home_config(profile):
+    return {**config, "profile": profile, "reproductions": HOMES[profile], "ablate": [],
+            "_home_of": PROFILE}
+
+
+if "tiny_rec" in HOMES:
+
+    module tiny_rec:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_rec")
+
+    use rule * from tiny_rec as tiny_rec_*

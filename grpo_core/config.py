@@ -177,6 +177,28 @@ def expand_reproductions(names: list[str]) -> list[str]:
     return out
 
 
+DEFAULT_PROFILE = "tiny"
+
+
+def home_profiles(names: list[str], profile: str) -> dict[str, list[str]]:
+    """Run names of a workflow on ``profile`` split by where they run: ``{profile: [...]}`` plus,
+    on the default profile only, one entry per other tiny-scale profile named by a reproduction's
+    ``meta.profile`` (its home: own task, own warm start), holding grpo (the baseline there) and
+    the reproductions (and their ablations ``<slug>-no_<part>``) that live there. On any other
+    profile every name runs in ``profile`` (small / paper configs carry the task in their
+    profile_overrides)."""
+    out: dict[str, list[str]] = {profile: []}
+    for n in names:
+        home = ""
+        if profile == DEFAULT_PROFILE:
+            home = str(reproduction_meta(n.split("-no_")[0]).get("profile") or "")
+        where = home if home and home != profile else profile
+        group = out.setdefault(where, ["grpo"] if where != profile else [])
+        if n not in group:
+            group.append(n)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # layering
 

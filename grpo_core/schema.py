@@ -364,6 +364,10 @@ class Meta(Strict):
     wave: int = Field(
         0, ge=0
     )  # 0 = baseline; 1 = seed variants wave 1 (`--config reproductions=wave1`)
+    # the tiny-scale profile the reproduction runs in when its own task needs its own warm start
+    # (e.g. rank_grpo: tiny_rec); a workflow on the default profile (tiny) runs it there, with
+    # that profile's grpo as its baseline (Snakefile: home profiles)
+    profile: str = ""
     claims: list[Claim] = Field(default_factory=list)
 
 

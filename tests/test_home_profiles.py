@@ -1,0 +1,47 @@
+"""Home profiles: a reproduction whose meta.profile names its own tiny-scale profile (own task,
+own warm start) runs there from a workflow on the default profile, with that profile's grpo."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grpo_core.config import expand_reproductions, home_profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_home_profiles_split_on_the_default_profile_only():
+    names = ["grpo", "dapo", "rank_grpo", "rank_grpo-no_loss"]
+    split = home_profiles(names, "tiny")
+    assert split == {
+        "tiny": ["grpo", "dapo"],
+        "tiny_rec": ["grpo", "rank_grpo", "rank_grpo-no_loss"],
+    }
+    # on any other profile everything runs in place (its profile_overrides carry the task)
+    assert home_profiles(names, "paper") == {"paper": names}
+    assert home_profiles(names, "tiny_rec") == {"tiny_rec": names}
+
+
+@pytest.mark.slow
+def test_wave2_names_rank_grpo_and_the_snakefile_runs_it_in_tiny_rec(tmp_path):
+    assert "rank_grpo" in expand_reproductions(["wave2"])
+    env = {
+        **os.environ,
+        "GRPO_ROOT": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "-d"]
+    cmd += [str(tmp_path), "--config", "reproductions=[grpo,rank_grpo]", "seeds=[0]"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    # rank_grpo trains on tiny_rec's task from tiny_rec's start, beside tiny_rec's grpo ...
+    assert "results/tiny_rec/runs/rank_grpo/seed0/train.done" in out
+    assert "results/tiny_rec/runs/grpo/seed0/train.done" in out
+    assert "results/tiny_rec/report.md" in out
+    # ... never on the tiny profile's task
+    assert "results/tiny/runs/rank_grpo" not in out
+    assert "results/tiny/runs/grpo/seed0/train.done" in out
