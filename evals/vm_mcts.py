@@ -26,6 +26,8 @@ Two parts, both on a checkpoint of the policy:
      ``(sum n, sum sum)``; ``V = sum / n``.
    The answer is the candidate of highest VM score. The trees of all problems advance in lock
    step, so one ``generate`` call serves one iteration of every tree.
+   With ``bon_baseline`` the same value model also picks the best of as many whole samples
+   from the root as the problem's search drew (``vm_bon_acc``: the tree's share of the gain).
 
 Evaluation (evals.evaluate with ``eval.vm_mcts`` set) records ``mcts_acc`` (the answer's
 task score >= 1) next to plain sampling's ``avg@k`` on the same checkpoint, with the compute:
@@ -587,6 +589,28 @@ def mcts_decode(cfg, model_dir, test, task, vm_dir=None, what="", log=print) -> 
     chosen = [best_completion(r) for r in roots]
     texts = _texts(tok, [c[0] if c else () for c in chosen], list(cfg.rollout.stop))
     grades = grade_texts(task, texts, test)
+    bon = None
+    if vm.bon_baseline:  # the same value model ranking as many whole samples from the root
+        flat, owner = [], []
+        for t, st in enumerate(stats):
+            flat += [list(prompts[t])] * st.samples
+            owner += [t] * st.samples
+        params = SamplingParams(
+            temperature=temp,
+            top_p=cfg.eval.top_p,
+            max_new_tokens=max_new,
+            stop=list(cfg.rollout.stop),
+            seed=derive_seed(vm.seed, 9191),
+        )
+        seqs = _completion_lists(eng.generate(flat, params)) if flat else []
+        prefetch([(t, tuple(q)) for t, q in zip(owner, seqs)])
+        best: dict = {}
+        for t, q in zip(owner, seqs):
+            v = cache[(t, tuple(q))]
+            if t not in best or v > best[t][1]:
+                best[t] = (tuple(q), v)
+        b_texts = _texts(tok, [best.get(t, ((), 0))[0] for t in range(len(test))], cfg.rollout.stop)
+        bon = [g.score for g in grade_texts(task, b_texts, test)]
     samples = []
     for p, root, c, txt, g, st in zip(test, roots, chosen, texts, grades, stats):
         samples.append(
@@ -614,6 +638,10 @@ def mcts_decode(cfg, model_dir, test, task, vm_dir=None, what="", log=print) -> 
         "mcts_tokens": sum(s["tokens"] for s in samples) / n,
         "mcts_vm_calls": sum(s["vm_calls"] for s in samples) / n,
     }
+    if bon is not None:  # VM best-of-N at the search's sample count, problem by problem
+        metrics["vm_bon_acc"] = sum(x >= 1.0 for x in bon) / n
+        for smp, x in zip(samples, bon):
+            smp["bon_score"] = x
     dt = time.perf_counter() - t0
     log(
         f"VM-MCTS on {len(test)} problems: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())

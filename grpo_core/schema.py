@@ -287,6 +287,8 @@ class VmMctsCfg(Strict):
     step_tokens: int = Field(2, ge=1)
     temperature: float | None = Field(None, gt=0)  # None: eval.temperature
     n_prompts: int | None = Field(None, ge=1)  # None: eval.n_prompts (the whole test split)
+    # also VM best-of-N at each problem's search sample count (vm_bon_acc)
+    bon_baseline: bool = True
     # the value model: a regression head on the checkpoint's last hidden state
     vm_prompts: int = Field(256, ge=1)  # train-split prompts rolled out for its data
     vm_k: int = Field(8, ge=1)  # rollouts per prompt

@@ -238,7 +238,7 @@ def test_smoke_training_value_model_and_mcts_eval(smoke_cfg, tmp_path):
     assert meta["loss_last"] < meta["loss_first"] and meta["n_states"] > 0
     res = evaluate(cfg, run / "checkpoint", tmp_path / "eval")
     m = res["metrics"]
-    assert "avg@2" in m and 0 <= m["mcts_acc"] <= 1
+    assert "avg@2" in m and 0 <= m["mcts_acc"] <= 1 and 0 <= m["vm_bon_acc"] <= 1
     # at most 3 expansions of 3 samples per problem; at least the root's
     assert 3 <= m["mcts_samples"] <= 9 and 1 <= m["mcts_gen_calls"] <= 3
     lines = (tmp_path / "eval" / "arith_mix.mcts.jsonl").read_text().splitlines()
