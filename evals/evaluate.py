@@ -73,9 +73,10 @@ def evaluate(
     if ev.n_prompts:
         test = test[: ev.n_prompts]
     if ev.vm_mcts is not None:  # VM-MCTS (evals.vm_mcts): its value model must be there
-        from evals.vm_mcts import check_params, require_value_model
+        from evals.vm_mcts import check_params, require_value_model, search_temperature
 
-        check_params(ev.vm_mcts, ev.max_new_tokens or cfg.rollout.max_new_tokens)
+        max_new = ev.max_new_tokens or cfg.rollout.max_new_tokens
+        check_params(ev.vm_mcts, max_new, search_temperature(cfg))
         require_value_model(cfg, model_dir)
     tok, engine = _load_engine(cfg, model_dir)
     k = ev.k

@@ -360,8 +360,20 @@ def hidden_features(model, seqs: list[list[int]], pad_id: int, batch: int = 256)
 # ------------------------------------------------------------------ running on a checkpoint
 
 
-def check_params(vm, max_new: int) -> None:
+def search_temperature(cfg) -> float:
+    """``eval.vm_mcts.temperature``, else ``eval.temperature``."""
+    vm = cfg.eval.vm_mcts
+    return vm.temperature if vm.temperature is not None else cfg.eval.temperature
+
+
+def check_params(vm, max_new: int, temperature: float | None = None) -> None:
     """Cross-field checks of ``eval.vm_mcts`` (the schema checks each field)."""
+    if temperature is not None and temperature <= 0:
+        raise UserError(
+            "eval.vm_mcts.temperature: the search samples several continuations per node, "
+            f"so it needs a temperature > 0 (eval.temperature is {temperature}); set "
+            "eval.vm_mcts.temperature (the authors': 0.7)"
+        )
     if vm.split == "tokens" and vm.step_tokens >= max_new:
         raise UserError(
             f"eval.vm_mcts.step_tokens: {vm.step_tokens} is not below the generation budget "
@@ -457,7 +469,7 @@ def train_value_model(cfg, model_dir, out_dir=None, log=print) -> dict:
             "decoding of rest_rl); nothing to train"
         )
     max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
-    check_params(vm, max_new)
+    check_params(vm, max_new, search_temperature(cfg))
     out = Path(out_dir) if out_dir else vm_dir_for(model_dir)
     t0 = time.perf_counter()
     task = make_task(cfg.task)
@@ -465,7 +477,7 @@ def train_value_model(cfg, model_dir, out_dir=None, log=print) -> dict:
     model, tok, eng = _load(cfg, model_dir)
     prompts = single_turn_prompts(tok, cfg.task.template, probs)
     flat = [p for p in prompts for _ in range(vm.vm_k)]
-    temp = vm.temperature or cfg.eval.temperature or 1.0
+    temp = search_temperature(cfg)
     params = SamplingParams(
         temperature=temp,
         top_p=cfg.eval.top_p,
@@ -530,7 +542,7 @@ def mcts_decode(cfg, model_dir, test, task, vm_dir=None, what="", log=print) -> 
 
     vm = cfg.eval.vm_mcts
     max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
-    check_params(vm, max_new)
+    check_params(vm, max_new, search_temperature(cfg))
     t0 = time.perf_counter()
     model, tok, eng = _load(cfg, model_dir)
     head, meta = load_value_head(
@@ -540,7 +552,7 @@ def mcts_decode(cfg, model_dir, test, task, vm_dir=None, what="", log=print) -> 
         test = test[: vm.n_prompts]
     prompts = single_turn_prompts(tok, cfg.task.template, test)
     nl = NewlineTest(tok)
-    temp = vm.temperature or cfg.eval.temperature or 1.0
+    temp = search_temperature(cfg)
     cache: dict = {}
 
     def prefetch(reqs):  # every state of an iteration in one batched pass

@@ -45,6 +45,14 @@ def test_a_step_as_long_as_the_budget_is_refused():
         V.check_params(cfg.eval.vm_mcts, 6)
 
 
+def test_a_greedy_search_is_refused():
+    cfg = load_config("rest_rl", "tiny", ["eval.temperature=0"])
+    with pytest.raises(UserError, match="needs a temperature > 0"):
+        V.check_params(cfg.eval.vm_mcts, 6, V.search_temperature(cfg))
+    cfg = load_config("rest_rl", "tiny", ["eval.temperature=0", "eval.vm_mcts.temperature=0.7"])
+    V.check_params(cfg.eval.vm_mcts, 6, V.search_temperature(cfg))  # its own temperature: fine
+
+
 def _run(argv, capsys):
     rc = cli.main(argv)
     err = capsys.readouterr().err.strip()
