@@ -214,6 +214,20 @@ def test_value_head_training_reduces_its_loss_on_a_fixture():
 SMOKE_REWARDS = json.dumps([{"name": "correctness"}, {"name": "format", "weight": 0.5}])
 
 
+def test_hidden_features_do_not_depend_on_the_batch(smoke_results):
+    """Right padding: a state's feature is the same alone and next to a longer state."""
+    from grpo_core.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(smoke_results / "smoke" / "base" / "model"))
+    model.eval()
+    a, b = [5, 6, 7], [5, 6, 7, 8, 9, 10]
+    both = V.hidden_features(model, [a, b], tok.pad_token_id)
+    alone = V.hidden_features(model, [a], tok.pad_token_id)
+    assert both.shape == (2, model.config.hidden_size)
+    assert torch.allclose(both[0], alone[0], atol=1e-5)
+    assert not torch.allclose(both[0], both[1])
+
+
 def test_smoke_training_value_model_and_mcts_eval(smoke_cfg, tmp_path):
     """3 steps of rest_rl on the smoke model (format reward: groups with a spread pass the
     filter), then its value model and an evaluation with both avg@k and mcts_acc."""
