@@ -149,11 +149,33 @@ else:
 
 def train_inputs(wildcards):
     """The base model, plus the run a reference / teacher comes from (model.ref_name_or_path
-    "run:<reproduction>/seed<N>", e.g. KDRL's teacher)."""
+    "run:<reproduction>/seed<N>", e.g. KDRL's teacher), plus the reward models trained in the
+    workflow that its rewards name (reward ``reward_model`` with params.name: rule rm_train)."""
     c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed))
     m = RUN_REF.match(c.model.ref_name_or_path or "")
     teacher = [f"{RES}/runs/{m[1]}/seed{m[2]}/train.done"] if m else []
-    return [base_model(wildcards.seed)] + teacher
+    rms = [
+        f"{RES}/rm/{t.params['name']}/seed{wildcards.seed}/rm.json"
+        for t in c.rewards
+        if t.name == "reward_model" and t.params.get("name")
+    ]
+    return [base_model(wildcards.seed)] + teacher + rms
+
+
+# a reward model trained inside the workflow (config/reward_models/<rm>.yaml, grpo rm-train);
+# only a run whose rewards name one asks for it, so no other reproduction's DAG changes
+rule rm_train:
+    output:
+        f"{RES}/rm/{{rm}}/seed{{seed}}/rm.json",
+    log:
+        f"{RES}/logs/rm_{{rm}}_seed{{seed}}.log",
+    wildcard_constraints:
+        rm=r"[a-z0-9_]+",
+        seed=r"\d+",
+    threads: 1
+    shell:
+        "{GRPO} rm-train {wildcards.rm} --profile {PROFILE} --seed {wildcards.seed} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule train:

@@ -14,6 +14,7 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).resolve().parent
 SHIPPED = {  # source folder (relative to the checkout) -> file patterns copied
     "config/profiles": ["*.yaml"],
+    "config/reward_models": ["*.yaml"],
     "reproductions": ["*/reproduction.yaml", "*/README.md"],
 }
 

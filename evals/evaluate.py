@@ -56,6 +56,33 @@ def locked_output(fn):
     return run
 
 
+def reward_model_metrics(cfg: Config, task, texts, finish_reasons, problems) -> dict:
+    """For a run trained on a learned reward (rewards ``reward_model``): that term's logs over
+    the eval samples as ``rm_<key>`` (each head's mean, the combined proxy, the members' std,
+    the rule-based truth of each head and the gold reward); {} for every other run."""
+    from grpo_core.rewards import GroupContext, reward_model_reward
+
+    out: dict = {}
+    for term in cfg.rewards:
+        if term.name != "reward_model":
+            continue
+        ctx = GroupContext(
+            texts=list(texts),
+            problems=list(problems),
+            finish_reasons=list(finish_reasons),
+            lengths=[0] * len(texts),
+            group_sizes=[len(texts)],
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            task=task,
+            seed=cfg.run.seed,
+            rm_root=str(Path(cfg.run.results_dir) / cfg.profile / "rm"),
+        )
+        r, logs = reward_model_reward(ctx, **term.params)
+        out["rm_reward_mean"] = float(r.mean())
+        out.update({f"rm_{k}": v for k, v in logs.items()})
+    return out
+
+
 @locked_output
 def evaluate(
     cfg: Config,
@@ -128,6 +155,7 @@ def evaluate(
         grades = [
             Grade(float(x), g.pred, "success" if x else "failure") for x, g in zip(succ, grades)
         ]
+    rm_metrics = reward_model_metrics(cfg, task, ro.texts, ro.finish_reasons, problems)
     task.close()  # grader workers (the math task) are not needed any more
     scores, answers, samples = [], [], []
     for i, p in enumerate(test):
@@ -162,6 +190,7 @@ def evaluate(
     task_metrics = getattr(task, "eval_metrics", None)  # e.g. video_mc's per-level accuracy
     if task_metrics is not None:
         metrics.update(task_metrics(samples, test))
+    metrics.update(rm_metrics)
     per = per_problem_scores(scores, answers, [1])
     ci = {f"avg@{k}": list(bootstrap_ci(per[f"avg@{k}"]))}
     mcts = None
@@ -328,7 +357,20 @@ def evaluate_benchmark(
     extra: dict[str, dict] = {}
     grader_stats: dict[str, int] = {}
     gen_s = grade_s = 0.0
-    with MathGrader(timeout_s=ev.grader_timeout_s, workers=ev.grader_workers) as grader:
+    from evals.benchmarks import get_benchmark as _get_benchmark
+
+    # a code benchmark (humaneval, mbpp) runs each completion's program in the sandbox
+    # (evals.benchmarks.grade_code) instead of the math grader; pass@k as for math
+    code = _get_benchmark(benchmark).kind != "math"
+    if code:
+        from contextlib import nullcontext
+
+        from evals.benchmarks import CODE_LIMITS, grade_code
+
+        grader_ctx = nullcontext()
+    else:
+        grader_ctx = MathGrader(timeout_s=ev.grader_timeout_s, workers=ev.grader_workers)
+    with grader_ctx as grader:
         for es in seeds:
             params = SamplingParams(**params_base, seed=derive_seed(es, 424242))
             flat = [ids for ids in prompt_ids for _ in range(k)]
@@ -352,9 +394,12 @@ def evaluate_benchmark(
                 )
             gen_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            grades = grader.grade_many(
-                [(texts[i * k + j], p.answer) for i, p in enumerate(problems) for j in range(k)]
-            )
+            if code:
+                grades = grade_code([p for p in problems for _ in range(k)], texts)
+            else:
+                grades = grader.grade_many(
+                    [(texts[i * k + j], p.answer) for i, p in enumerate(problems) for j in range(k)]
+                )
             grade_s += time.perf_counter() - t0
             scores, answers = [], []
             for i, p in enumerate(problems):
@@ -363,7 +408,7 @@ def evaluate_benchmark(
                     n = i * k + j
                     g = grades[n]
                     s_row.append(g.score)
-                    a_row.append(answer_key(g.pred))
+                    a_row.append(None if code else answer_key(g.pred))
                     samples.append(
                         {
                             "prompt_id": p.id,
@@ -419,6 +464,12 @@ def evaluate_benchmark(
                 "name": "grpo_core.grader.MathGrader (math-verify gold-first, boxed preferred, "
                 "multi-answer guard, numeric fallback)",
                 "timeout_s": ev.grader_timeout_s,
+            }
+            if not code
+            else {
+                "name": "evals.benchmarks.grade_code (the program and its tests in "
+                "grpo_core.sandbox; 1 when all pass)",
+                "limits": dict(CODE_LIMITS),
             },
             "versions": package_versions(),
             # torch CPU capability / GPU, python, git commit (+ dirty) of the code

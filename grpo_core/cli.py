@@ -1,4 +1,4 @@
-"""The `grpo` command: prepare, train, eval, report, lmeval, list, diff, new.
+"""The `grpo` command: prepare, train, eval, report, lmeval, list, diff, new, rm-train.
 
 Errors caused by input (config, reproduction or component names, dataset rows, checkpoints)
 print one line without a traceback; ``--traceback`` shows it.
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmark",
         default=None,
         help="real math benchmark(s), comma-separated (gsm8k, math500, aime24, aime25, amc23, "
-        "minerva_math, olympiadbench) or 'all' for eval.benchmarks; default: the task's test split",
+        "minerva_math, olympiadbench), code benchmarks (humaneval, mbpp) or 'all' for "
+        "eval.benchmarks; default: the task's test split",
     )
     p.add_argument(
         "--protocol", default=None, choices=["standard", "paper"], help="default eval.protocol"
@@ -155,10 +156,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--traceback", action="store_true")
 
+    p = sub.add_parser(
+        "rm-train",
+        help="train reward model <name> (config/reward_models/<name>.yaml) on the profile's task "
+        "into results/<profile>/rm/<name>/seed<S>/",
+    )
+    p.add_argument("name")
+    _common(p)
+    p.add_argument("--seed", type=int, default=0, help="seeds the data, the init and the order")
+    p.add_argument("--out", default=None, help="directory (default results/<profile>/rm/...)")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value (the task)")
+
     p = sub.add_parser("new", help="scaffold reproductions/<slug>/")
     p.add_argument("slug")
     p.add_argument("--traceback", action="store_true")
     return ap
+
+
+def cmd_rm_train(a) -> int:
+    import time
+
+    from grpo_core import reward_models as RM
+    from grpo_core.config import load_config, project_root
+    from grpo_core.runtime import setup_torch
+    from grpo_core.tasks import make_task
+
+    spec = RM.load_spec(a.name, project_root() / "config" / "reward_models")
+    cfg = load_config(None, a.profile, a.overrides, seed=a.seed)
+    setup_torch(cfg, a.threads)
+    out = Path(a.out) if a.out else RM.rm_dir(cfg.run.results_dir, a.profile, a.name, a.seed)
+    t0 = time.perf_counter()
+    meta = RM.train_rm(spec, make_task(cfg.task), a.seed, out, name=a.name)
+    m = meta["metrics"]
+    print(
+        f"reward model {a.name} seed {a.seed}: loss {m['loss_first']:.4f} -> "
+        f"{m['loss_last']:.4f} in {time.perf_counter() - t0:.1f} s; {out}"
+    )
+    print(" ".join(f"{k}={v}" for k, v in m.items() if k.startswith("held")))
+    return 0
 
 
 def cmd_prepare(a) -> int:
@@ -495,6 +530,7 @@ COMMANDS = {
     "list": cmd_list,
     "diff": cmd_diff,
     "new": cmd_new,
+    "rm-train": cmd_rm_train,
 }
 
 

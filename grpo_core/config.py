@@ -396,6 +396,24 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
             "needs the prompt's KV cache in the gradient pass, which "
             "train.gradient_checkpointing drops; set one of them to false"
         )
+    if cfg.rollout.max_staleness > 0:
+        src = f"{_source(sources, ('rollout', 'max_staleness'))}: key 'rollout.max_staleness'"
+        k = cfg.rollout.max_staleness
+        if cfg.rollout.engine != "hf":
+            raise UserError(
+                f"{src}: asynchronous rollouts run the hf engine in a worker thread, not "
+                f"rollout.engine {cfg.rollout.engine!r}; set rollout.engine: hf or "
+                "rollout.max_staleness: 0"
+            )
+        if cfg.rollout.is_correction == "none":
+            raise UserError(
+                f"{src}: {k} trains on batches sampled by older weights, which needs the "
+                "importance-sampling correction; set rollout.is_correction: token (or sequence)"
+            )
+        if cfg.train.fsdp:
+            raise UserError(
+                f"{src}: not supported with train.fsdp (one process only); set one of them off"
+            )
     if (
         cfg.advantage.name in advantages.STEP_LEVEL
         and cfg.loss.name not in losses.TOKEN_ADVANTAGE_LOSSES

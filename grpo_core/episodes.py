@@ -748,6 +748,8 @@ class VideoMCEnv(Env):
 
         if "scene" in problem.meta:
             frames = vision.render_clip(problem.meta["scene"])
+        elif "sampling" in problem.meta:  # a real video benchmark (evals.video_benchmarks)
+            frames = vision.benchmark_frames(problem.meta)
         elif "video" in problem.meta:
             frames = vision.read_video(problem.meta["video"])
         else:

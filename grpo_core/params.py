@@ -261,6 +261,17 @@ class RecRankTaskParams(Params):
         return self
 
 
+class CodeFnTaskParams(Params):
+    """Task code_fn (grpo_core.tasks.CodeFn): generated small Python functions with unit tests,
+    run in grpo_core.sandbox (grpo_core.codeexec)."""
+
+    n_tests: int = Field(4, ge=1, le=12)  # asserts per problem
+    score: Literal["all", "fraction"] = "all"  # 1 only when all pass, or the fraction passed
+    t_test: float = Field(1.0, gt=0, le=30)  # seconds per test (and to run the definitions)
+    t_prog: float = Field(3.0, gt=0, le=120)  # seconds per program, then it is killed
+    chunk: int = Field(64, ge=1, le=1024)  # programs per sandbox call
+
+
 class GuessNumberTaskParams(Params):
     lo: int = 1
     hi: int = Field(9, ge=1)
@@ -353,6 +364,16 @@ class SearchEnvParams(Params):
     gold_route: bool = True
 
 
+class CodeProcessParams(Params):
+    """Posterior-GRPO's process reward on task code_fn (grpo_core.rewards.code_process_reward):
+    ``gate: success`` counts it only where every test passed (the paper's R_o * R_t),
+    ``none`` on every completion (the control: process reward everywhere). ``hack_at``: a
+    completion whose process score is at least this while a test fails counts as a hack."""
+
+    gate: Literal["success", "none"] = "success"
+    hack_at: float = Field(1.0, ge=0, le=1)
+
+
 class EGrpoParams(Params):
     """E-GRPO's entity-aware reward (grpo_core.rewards.e_grpo_reward): a wrong answer earns
     ``alpha`` times its entity match rate (divided by the group's largest when ``normalise``)."""
@@ -395,3 +416,29 @@ class ToolsEnvParams(Params):
     # answering; the others answer at once
     gold_tool_frac: float = Field(1.0, ge=0, le=1)
     sandbox: ToolsSandboxParams = Field(default_factory=ToolsSandboxParams)
+
+
+class RewardModelParams(Params):
+    """The reward ``reward_model`` (grpo_core.rewards.reward_model_reward): a reward model
+    trained in the workflow (``name``: config/reward_models/<name>.yaml, its checkpoint
+    <results>/<profile>/rm/<name>/seed<run seed>/) or at ``path``; its heads combined by
+    ``weights`` (head -> weight; default equal weights over ``heads``, default every head),
+    its members (``members``: a subset by index; default all) by ``combine`` with ``lam``."""
+
+    name: str | None = None
+    path: str | None = None
+    heads: list[str] | None = None
+    weights: dict[str, float] | None = None
+    members: list[int] | None = None
+    combine: Literal["mean", "min", "mean_minus_std", "mean_minus_var"] = "mean"
+    lam: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give the reward model's name (trained in the workflow) or a path")
+        if self.name is not None and not self.name.replace("_", "").isalnum():
+            raise ValueError(f"name {self.name!r}: want letters, digits and _")
+        if self.members is not None and (not self.members or min(self.members) < 0):
+            raise ValueError(f"members {self.members}: want a non-empty list of indices >= 0")
+        return self

@@ -67,6 +67,9 @@ class GroupContext:
     # turn's action and the observation it was taken in, each episode's last env info), set
     # by the trainer for every context of a step; None for a hand-built context without them
     episodes: Any = None
+    # <results>/<profile>/rm: where the workflow's reward models are (the reward
+    # ``reward_model`` with a name); set by the trainer, None for a hand-built context
+    rm_root: str | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -173,6 +176,7 @@ class GroupContext:
             seed=self.seed,
             env_rewards=None if self.env_rewards is None else self.env_rewards[ix],
             episodes=None if self.episodes is None else self.episodes.select(idx),
+            rm_root=self.rm_root,
         )
         for k, v in self._cache.items():
             sub._cache[k] = [v[i] for i in idx] if isinstance(v, list) else v[ix]
@@ -750,6 +754,80 @@ def compute_rewards(terms: list[RewardTerm], ctx: RewardContext) -> tuple[torch.
 
 
 # --------------------------------------------------------------------------------------------
+# learned reward models (grpo_core.reward_models)
+
+
+def reward_model_dir(ctx: RewardContext, name: str | None, path: str | None) -> str:
+    """The checkpoint directory of the reward ``reward_model``: ``path``, or the workflow's
+    <rm_root>/<name>/seed<run seed>."""
+    if path is not None:
+        return path
+    if ctx.rm_root is None:
+        raise UserError(
+            f"rewards reward_model: name {name!r} needs the run's results directory (the "
+            "trainer sets it); give params.path for a hand-built context"
+        )
+    from pathlib import Path
+
+    return str(Path(ctx.rm_root) / name / f"seed{ctx.seed}")
+
+
+@REWARDS.register("reward_model", params=P.RewardModelParams)
+def reward_model_reward(
+    ctx: RewardContext,
+    name: str | None = None,
+    path: str | None = None,
+    heads: list[str] | None = None,
+    weights: dict[str, float] | None = None,
+    members: list[int] | None = None,
+    combine: str = "mean",
+    lam: float = 0.5,
+) -> tuple[torch.Tensor, dict]:
+    """A learned reward model's score of each completion, no grad (grpo_core.reward_models):
+    with v[k, i, h] member k's (normalised) head h, s[k, i] = sum_h w_h v[k, i, h] and the
+    reward combine_k s[k, i]: mean, min (worst case, Coste et al.'s WCO), mean - lam * std or
+    mean - lam * var (uncertainty-weighted, UWO; population std / variance over members).
+
+    Logs ``<head>_mean`` (the members' mean of each head), ``proxy_mean`` (the members' mean
+    of s), with several members ``std_mean`` (their std of s), and beside them the rule-based
+    truth: ``gold_mean`` (the spec's gold reward) and ``true_<head>_mean`` for a head that is an
+    objective (grpo_core.reward_models.OBJECTIVES)."""
+    from grpo_core import reward_models as RM
+
+    d = reward_model_dir(ctx, name, path)
+    how = (
+        f"the workflow trains it (grpo rm-train {name} --profile P --seed {ctx.seed})"
+        if name
+        else ""
+    )
+    model, meta = RM.load_rm(d, how)
+    all_heads = meta["heads"]
+    w = RM.head_weights(all_heads, heads, weights, "rewards reward_model")
+    fin = [f == "stop" for f in ctx.finish_reasons]
+    v = RM.score(model, meta, ctx.texts, fin, ctx.problems)  # [K, N, H]
+    if members is not None:
+        bad = [m for m in members if m >= v.shape[0]]
+        if bad:
+            raise UserError(
+                f"rewards reward_model: member {bad[0]} does not exist ({d} has {v.shape[0]})"
+            )
+        v = v[torch.tensor(members)]
+    r, s = RM.combine(v, w, combine, lam)
+    logs = {f"{h}_mean": float(v[:, :, j].mean()) for j, h in enumerate(all_heads)}
+    logs["proxy_mean"] = float(s.mean())
+    if v.shape[0] > 1:
+        logs["std_mean"] = float(s.std(0, unbiased=False).mean())
+    objs = [h for h in all_heads if h in RM.OBJECTIVES]
+    if objs:
+        tv = RM.objective_values(objs, ctx.texts, fin, ctx.problems, ctx.task)
+        logs.update({f"true_{h}_mean": float(tv[:, j].mean()) for j, h in enumerate(objs)})
+    g = RM.gold_values(meta, ctx.texts, fin, ctx.problems, ctx.task)
+    if g is not None:
+        logs["gold_mean"] = float(g.mean())
+    return r, logs
+
+
+# --------------------------------------------------------------------------------------------
 # controls
 
 
@@ -904,3 +982,45 @@ def r1_router_reward(
         out[n] = sum(steps) / len(steps)
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     return out, {"query_sim": mean(sims), "kb_acc": mean(kbs), "answer_em": mean(ems)}
+
+
+@REWARDS.register("code_process", params=P.CodeProcessParams)
+def code_process_reward(
+    ctx: RewardContext, gate: str = "success", hack_at: float = 1.0
+) -> tuple[torch.Tensor, dict]:
+    """Posterior-GRPO (Fan et al. 2025, Posterior-GRPO: Rewarding Reasoning Processes in Code
+    Generation): a process reward counted only on successful outcomes. With R_o = 1 when every
+    unit test of the completion passed (the task's grade reason ``pass``), else 0, and R_t the
+    rule-based process score of its code (grpo_core.codeexec.process_score: the mean of six
+    0/1 checks: parses, signature, clean, uses_args, constants, concise), this term is
+    R_o * R_t (``gate: success``), so ``rewards: [correctness, code_process]`` give the paper's
+    R_o + R_o * R_t; ``gate: none`` gives R_t on every completion (the control whose process
+    reward can be hacked: structure without passing tests).
+
+    Logs: ``process_mean`` (R_t over all completions), ``process_on_fail`` (R_t where a test
+    failed; 0 when none failed), ``hack_rate`` (the fraction of completions with
+    R_t >= ``hack_at`` whose tests fail: the reward-hacking signal), ``success`` (mean R_o)."""
+    from grpo_core.codeexec import process_score
+
+    bad = [p.id for p in ctx.problems if "entry" not in p.meta or "args" not in p.meta]
+    if bad:
+        raise UserError(
+            f"reward 'code_process' needs code_fn problems (meta entry, args, constants); "
+            f"problem {bad[0]} has none: use task code_fn"
+        )
+    ok = torch.tensor([float(g.reason == "pass") for g in task_grades(ctx)])
+    rt = torch.tensor(
+        [
+            process_score(t, p.meta["entry"], p.meta["args"], p.meta.get("constants", []))
+            for t, p in zip(ctx.texts, ctx.problems)
+        ],
+        dtype=torch.float32,
+    )
+    fail = ok == 0
+    logs = {
+        "process_mean": float(rt.mean()),
+        "process_on_fail": float(rt[fail].mean()) if bool(fail.any()) else 0.0,
+        "hack_rate": float(((rt >= hack_at) & fail).float().mean()),
+        "success": float(ok.mean()),
+    }
+    return (ok * rt if gate == "success" else rt), logs

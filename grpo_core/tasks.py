@@ -23,6 +23,7 @@ from grpo_core.errors import UserError
 from grpo_core.grader import NUMBER_RE, Grade, last_answer_tag, last_boxed
 from grpo_core.params import (
     ArithCotParams,
+    CodeFnTaskParams,
     GuessNumberTaskParams,
     JsonlTaskParams,
     RecRankTaskParams,
@@ -72,6 +73,16 @@ TEMPLATES.register("search")(
     "Answer the question. Search with <search>query</search> or "
     '<search kb="name">query</search> (kbs: {kbs}); answer with <answer>text</answer>.\n'
     "Question: {question}"
+)
+
+
+# code benchmarks (evals.benchmarks): HumanEval's prompt as it is (signature + docstring, the
+# completion continues the body); MBPP's prompt of Austin et al. 2021 as lm-eval writes it
+# (the task, its asserts, [BEGIN]; the completion ends at [DONE])
+TEMPLATES.register("humaneval")("{question}")
+TEMPLATES.register("mbpp")(
+    "You are an expert Python programmer, and here is your task: {question} Your code should "
+    "pass these tests:\n\n{tests}\n[BEGIN]\n"
 )
 
 
@@ -1369,6 +1380,227 @@ class VideoMC(Task):
         out["correct_consistent"] = sum(
             c and bool(s["correct"]) for c, s in zip(cons, samples)
         ) / max(len(samples), 1)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# code: generated small Python functions with unit tests (task code_fn)
+
+
+# (level, key, argument kinds, description, reference body) per template; {k} is a digit 2-9,
+# {c} a letter a-e. Arguments: x / y integers, xs a list of integers, s a string. The levels
+# grade the difficulty: L1 one operator, L2 a builtin or a constant bound, L3 a comprehension,
+# a method or a slice.
+CODE_TEMPLATES: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
+    ("L1", "add_k", ("x",), "Return x plus {k}.", "return x + {k}"),
+    ("L1", "sub_k", ("x",), "Return x minus {k}.", "return x - {k}"),
+    ("L1", "mul_k", ("x",), "Return x times {k}.", "return x * {k}"),
+    ("L1", "add_xy", ("x", "y"), "Return the sum of x and y.", "return x + y"),
+    ("L1", "mul_xy", ("x", "y"), "Return the product of x and y.", "return x * y"),
+    ("L2", "max_xy", ("x", "y"), "Return the larger of x and y.", "return max(x, y)"),
+    ("L2", "min_xy", ("x", "y"), "Return the smaller of x and y.", "return min(x, y)"),
+    ("L2", "sum_xs", ("xs",), "Return the sum of xs.", "return sum(xs)"),
+    ("L2", "len_s", ("s",), "Return the length of s.", "return len(s)"),
+    ("L2", "rep_s", ("s",), "Return s repeated {k} times.", "return s * {k}"),
+    ("L2", "cap_k", ("x",), "Return x, but at most {k}.", "return min(x, {k})"),
+    (
+        "L3",
+        "count_gt",
+        ("xs",),
+        "Return how many numbers in xs are greater than {k}.",
+        "return len([v for v in xs if v > {k}])",
+    ),
+    (
+        "L3",
+        "sum_div",
+        ("xs",),
+        "Return the sum of the numbers in xs divisible by {k}.",
+        "return sum([v for v in xs if v % {k} == 0])",
+    ),
+    ("L3", "count_c", ("s",), "Return how many times '{c}' occurs in s.", "return s.count('{c}')"),
+    ("L3", "rev_s", ("s",), "Return s reversed.", "return s[::-1]"),
+    ("L3", "abs_xy", ("x", "y"), "Return the absolute difference of x and y.", "return abs(x - y)"),
+)
+CODE_LEVELS = ("L1", "L2", "L3")
+CODE_NAMES = ("f", "g", "h", "calc", "solve")
+
+
+def code_arg_value(kind: str, rng) -> Any:
+    """A random test input of an argument kind (x / y: -9..20, xs: 0-5 numbers 0..20, s: 0-6
+    letters a-e)."""
+    if kind in ("x", "y"):
+        return rng.randint(-9, 20)
+    if kind == "xs":
+        return [rng.randint(0, 20) for _ in range(rng.randint(0, 5))]
+    return "".join(rng.choice("abcde") for _ in range(rng.randint(0, 6)))
+
+
+def code_source(name: str, args: tuple[str, ...], body: str) -> str:
+    """The reference solution: ``def name(args):`` and its one-line body."""
+    return f"def {name}({', '.join(args)}):\n    {body}"
+
+
+@TASKS.register("code_fn", params=CodeFnTaskParams)
+class CodeFn(Task):
+    """Procedurally generated small Python functions (a reproduction's code task at toy scale).
+
+    A problem is one of :data:`CODE_TEMPLATES` with a function name from :data:`CODE_NAMES`
+    and its constants ({k} a digit 2-9, {c} a letter a-e) drawn with the data seed; the prompt
+    is a docstring naming the signature and saying what to return
+    (``\"\"\"calc(x, y): Return the sum of x and y.\"\"\"``); the completion writes the whole
+    function (``def calc(x, y):\\n    return x + y``, the reference solution and SFT target).
+    ``meta``: entry (the name), args, level, template, constants (the prompt's {k} / {c} as
+    they appear in code), tests (``n_tests`` asserts on random inputs with the reference's
+    outputs, distinct inputs where the template allows). ``difficulty`` weights the levels
+    (default L1, L2, L3 equally); problems are distinct (template, name, constants), the last
+    ``n_test`` of a seeded shuffle, stratified by level, are the test split.
+
+    Grading (:meth:`grade_texts`): the completion and its tests run in grpo_core.sandbox via
+    grpo_core.codeexec.run_programs (one sandbox call per ``chunk`` completions); the score is
+    1 when every test passes (``score: all``) or the fraction passed (``score: fraction``), the
+    reason codeexec's (pass, wrong_output, syntax_error, timeout, no_function, runtime_error,
+    memory, denied, crashed)."""
+
+    name = "code_fn"
+
+    def _split(self) -> None:
+        import random as _random
+
+        weights = self.difficulty or {lv: 1 for lv in CODE_LEVELS}
+        unknown = set(weights) - set(CODE_LEVELS)
+        if unknown:
+            raise UserError(
+                f"task.difficulty: unknown code_fn level(s) {sorted(unknown)}; valid: "
+                f"{list(CODE_LEVELS)}"
+            )
+        n_tests = int(self.params["n_tests"])
+        rng = _random.Random(self.seed)
+        # every distinct problem of the chosen levels, then a seeded shuffle
+        cands = []
+        for level, key, args, desc, body in CODE_TEMPLATES:
+            if not weights.get(level):
+                continue
+            ks = range(2, 10) if "{k}" in desc else [None]
+            cs = "abcde" if "{c}" in desc else [None]
+            for name in CODE_NAMES:
+                for k in ks:
+                    for c in cs:
+                        cands.append((level, key, args, desc, body, name, k, c))
+        rng.shuffle(cands)
+        by_level: dict[str, list] = {}
+        for cand in cands:
+            by_level.setdefault(cand[0], []).append(cand)
+        levels = sorted(by_level)
+
+        def quotas(n: int) -> dict[str, int]:  # n split by the weights, largest remainders
+            total = sum(weights[lv] for lv in levels)
+            exact = {lv: n * weights[lv] / total for lv in levels}
+            q = {lv: int(exact[lv]) for lv in levels}
+            for lv in sorted(levels, key=lambda lv: -(exact[lv] - q[lv]))[: n - sum(q.values())]:
+                q[lv] += 1
+            return q
+
+        # test: at most half of a level's distinct problems; train: the rest, drawn with
+        # repeats when a level has fewer distinct problems than asked (a repeat gets new test
+        # inputs: a new row, the same function)
+        train, test = [], []
+        tq, rq = quotas(self.n_test), quotas(self.n_train)
+        for lv in levels:
+            rows = by_level[lv]
+            t = min(tq[lv], len(rows) // 2)
+            test += rows[:t]
+            pool = rows[t:]
+            train += [pool[i % len(pool)] for i in range(rq[lv])]
+        rng.shuffle(train)
+        self._train = [self._problem(c, f"code-{i}", rng, n_tests) for i, c in enumerate(train)]
+        self._test = [self._problem(c, f"code-test-{i}", rng, n_tests) for i, c in enumerate(test)]
+
+    def _problem(self, cand, pid: str, rng, n_tests: int) -> Problem:
+        level, key, args, desc, body, name, k, c = cand
+        fill = {"k": k, "c": c}
+        desc_t, body_t = desc.format(**fill), body.format(**fill)
+        ns: dict = {}
+        exec(code_source("ref", args, body_t), ns)  # our own template, never model output
+        # distinct inputs; when the first n_tests all give one output (min(x, 9) on 12, 19, 20),
+        # the last is swapped for an input with another output, so no constant passes them all
+        cases, seen = [], set()
+        for _ in range(n_tests * 20):
+            vals = tuple(code_arg_value(a, rng) for a in args)
+            if repr(vals) not in seen:
+                seen.add(repr(vals))
+                cases.append((vals, ns["ref"](*vals)))
+        chosen = cases[:n_tests]
+        if n_tests > 1 and len({repr(o) for _, o in chosen}) == 1:
+            other = next((c for c in cases[n_tests:] if repr(c[1]) != repr(chosen[0][1])), None)
+            if other is not None:
+                chosen[-1] = other
+        tests = [
+            f"assert {name}({', '.join(repr(v) for v in vals)}) == {out!r}" for vals, out in chosen
+        ]
+        consts = [str(k)] if k is not None else []
+        consts += [repr(c)] if c is not None else []
+        return Problem(
+            id=pid,
+            question=f'"""{name}({", ".join(args)}): {desc_t}"""',
+            answer=code_source(name, args, body_t),
+            meta={
+                "entry": name,
+                "args": list(args),
+                "level": level,
+                "template": key,
+                "constants": consts,
+                "tests": tests,
+            },
+        )
+
+    def programs(self, texts: list[str], problems: list[Problem]):
+        from grpo_core.codeexec import Program
+
+        return [
+            Program(t if isinstance(t, str) else "", tuple(p.meta["tests"]), p.meta["entry"])
+            for t, p in zip(texts, problems)
+        ]
+
+    def grade_texts(self, texts: list[str], problems: list[Problem]) -> list[Grade]:
+        from grpo_core.codeexec import ExecLimits, run_programs
+
+        lim = ExecLimits(
+            t_src=float(self.params["t_test"]),
+            t_test=float(self.params["t_test"]),
+            t_prog=float(self.params["t_prog"]),
+        )
+        outs = run_programs(self.programs(texts, problems), lim, int(self.params["chunk"]))
+        mode = self.params["score"]
+        return [Grade(o.score(mode), f"{o.passed}/{o.total}", o.reason) for o in outs]
+
+    def grade(self, answer: str | None, problem: Problem) -> float:
+        return self.grade_texts([answer or ""], [problem])[0].score
+
+    def sft_target(self, problem: Problem) -> str:
+        return problem.answer
+
+    def eval_metrics(self, samples: list[dict], problems: list[Problem]) -> dict:
+        """Per-level accuracy (acc_L1 / acc_L2 / acc_L3), the mean rule-based process score
+        of the samples (process_mean, grpo_core.codeexec.process_score), the reward-hacking
+        rate (hack_rate: the share of samples with a perfect process score that fail a test)
+        and the share of each failure reason (frac_<reason>, e.g. frac_syntax_error)."""
+        from grpo_core.codeexec import REASONS, process_score
+
+        by_id = {p.id: p for p in problems}
+        out: dict[str, float] = {}
+        n = max(len(samples), 1)
+        for lv in CODE_LEVELS:
+            rows = [s for s in samples if by_id[s["prompt_id"]].meta["level"] == lv]
+            if rows:
+                out[f"acc_{lv}"] = sum(bool(s["correct"]) for s in rows) / len(rows)
+        rt = []
+        for s in samples:
+            m = by_id[s["prompt_id"]].meta
+            rt.append(process_score(s["completion"], m["entry"], m["args"], m["constants"]))
+        out["process_mean"] = sum(rt) / n
+        out["hack_rate"] = sum(r >= 1.0 and not s["correct"] for r, s in zip(rt, samples)) / n
+        for reason in REASONS[1:]:
+            out[f"frac_{reason}"] = sum(s.get("grade_reason") == reason for s in samples) / n
         return out
 
 

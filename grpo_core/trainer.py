@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from grpo_core.advantages import (
     assert_groups,
     compute_advantages_logged,
 )
+from grpo_core.async_rollout import RolloutJob, RolloutWorker
 from grpo_core.config import Config, resolve_model_path, resolve_ref_path, save_config
 from grpo_core.environment import environment_info
 from grpo_core.episodes import Episodes, episode_seed, play, single_turn_prompts
@@ -119,6 +121,7 @@ def sampler_mismatch(
     mask: torch.Tensor,  # [N, C]
     mode: str = "none",
     cap: float = 2.0,
+    more: bool = False,
 ) -> tuple[torch.Tensor | None, dict]:
     """Train-vs-sampler mismatch metrics and truncated importance weights (TIS).
 
@@ -129,6 +132,9 @@ def sampler_mismatch(
     of sequence i; "none": no weights. The weights carry no gradient. Rows whose sampler
     log-probs are NaN (rows the engine did not sample at the training temperature: a sampler's extra
     round) take no part: weight 1, left out of the metrics.
+    ``more`` (asynchronous rollouts) adds is_weight_max (the largest weight) and is_clip_frac
+    (the share of the tokens whose weight the cap truncated: rho_t > cap, or, per sequence,
+    every token of a sequence whose ratio product exceeds it).
     """
     has = ~torch.isnan(sampler_logp).any(-1, keepdim=True)  # [N, 1]
     sampler_logp = torch.where(has, sampler_logp, train_logp)
@@ -150,6 +156,10 @@ def sampler_mismatch(
         raise ValueError(f"unknown is_correction {mode!r}")
     w = w * m
     stats["is_weight_mean"] = float(w.sum() / n)
+    if more:
+        raw = rho if mode == "token" else log_rho.sum(-1, keepdim=True).exp().expand_as(rho)
+        stats["is_weight_max"] = float(w[m.bool()].max()) if m.any() else 1.0
+        stats["is_clip_frac"] = float(((raw > cap).to(m.dtype) * m).sum() / n)
     w = torch.where(has, w, mask.to(w.dtype))  # rows without sampler log-probs: weight 1
     return w, stats
 
@@ -189,7 +199,19 @@ class Batch:
     # train.reuse_old_logprobs: the gradient pass over the whole batch (log-probs, entropies
     # with their graphs), run in :meth:`Trainer.score`; the one micro-batch's loss uses it
     grad_forward: tuple[torch.Tensor, torch.Tensor] | None = None
+    # asynchronous rollouts (rollout.max_staleness > 0): the policy version (training steps
+    # completed) of the oldest weights that sampled the batch's rows; None: the synchronous loop
+    policy_version: int | None = None
 
+
+# the IS statistics of an on-policy batch under asynchronous rollouts (no weights computed)
+ON_POLICY_IS_STATS = {
+    "mismatch_kl": 0.0,
+    "mismatch_ratio_max": 1.0,
+    "is_weight_mean": 1.0,
+    "is_weight_max": 1.0,
+    "is_clip_frac": 0.0,
+}
 
 ENV_FILE = "environment.json"
 
@@ -337,6 +359,19 @@ class Trainer:
         self._prompt_cache: dict[int, list[int]] = {}
         self.step = 0
         self._stop = False
+        # asynchronous rollouts (rollout.max_staleness; grpo_core.async_rollout): the pipeline
+        # depth (None: the synchronous loop), the worker (while train runs), the in-flight jobs
+        # by (step, round) and the policy version last queued to the worker
+        self._async_k: int | None = cfg.rollout.max_staleness or None
+        self._async: RolloutWorker | None = None
+        self._inflight: dict[tuple[int, int], RolloutJob] = {}
+        self._async_version = 0
+        self._async_first: RolloutJob | None = None  # the current step's first round
+        if self._async_k and (self.processor is not None or dist.active()):
+            raise UserError(
+                "rollout.max_staleness > 0: asynchronous rollouts are built for one process and "
+                "a text policy; set rollout.max_staleness: 0"
+            )
         ck = self.out_dir / "checkpoint" if self.out_dir else None
         if ck is not None and resume and ck.exists():
             try:
@@ -429,30 +464,25 @@ class Trainer:
         # over all ranks (for the sampler's update)
         n_kept_groups, kept_all, kept_all_r, kept_all_sizes, kept_all_idx = 0, [], [], [], []
         kept_all_texts: list[str] = []
+        versions: list[int] = []  # policy version of each kept round (asynchronous rollouts)
         for rnd in range(self.sampler.max_rounds):
             need = want - n_kept_groups
             if need <= 0:
                 break
-            idx = self.sampler.next_prompts(need)  # the same on every rank
-            sizes = self._group_sizes(idx)
+            # asynchronous rollouts: the round sampled by the worker (grpo_core.async_rollout)
+            job = self._async_job(step, rnd, need) if self._async is not None else None
+            idx = self.sampler.next_prompts(need) if job is None else job.idx  # same on all ranks
+            sizes = self._group_sizes(idx) if job is None else job.sizes
             lo, hi = dist.shard_range(len(idx))  # data parallel: this rank's groups
             row_idx = [i for i, g in zip(idx[lo:hi], sizes[lo:hi]) for _ in range(g)]
-            problems = self.row_problems(row_idx)  # (with the sampler's hints, if any)
+            # (with the sampler's hints, if any)
+            problems = self.row_problems(row_idx) if job is None else job.problems
             assert_groups([p.id for p in problems], sizes[lo:hi])
-            params = SamplingParams(
-                temperature=cfg.rollout.temperature,
-                top_p=cfg.rollout.top_p,
-                max_new_tokens=cfg.rollout.max_new_tokens,
-                stop=list(cfg.rollout.stop),
-                # each rank samples its own prompts with its own stream (one process: as before)
-                seed=derive_seed(
-                    cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else [])
-                ),
-            )
-            turn_seed = lambda t, rnd=rnd: derive_seed(  # noqa: E731
-                cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else []), 1 << 24, t
-            )
-            ro, ep = self.episodes(row_idx, params, turn_seed)
+            params, turn_seed = self._round_sampling(step, rnd)
+            if job is None:
+                ro, ep = self.episodes(row_idx, params, turn_seed)
+            else:
+                ro, ep = self._async_wait(job)
             lengths = ro.policy_mask.sum(-1).tolist()
             passes = self.no_grad_passes(ro, self.reward_needs)
             ctx = self._group_context(ro, problems, sizes[lo:hi], row_idx, step, passes, ep)
@@ -499,6 +529,8 @@ class Trainer:
                     kept_sizes.append(sizes[k])
                     kept_idx += [idx[k]] * sizes[k]
             if mine:
+                if job is not None:
+                    versions.append(job.version)
                 if mine == list(range(len(ro))):  # every row of the round, in order
                     kept_passes.append(passes)
                 kept_ro.append(ro.select(mine))
@@ -539,7 +571,148 @@ class Trainer:
         batch.all_problems, batch.all_rewards = kept_all, all_rewards
         batch.all_group_sizes, batch.all_indices = kept_all_sizes, kept_all_idx
         batch.all_texts = kept_all_texts
+        if versions:  # the oldest weights among the batch's rows
+            batch.policy_version = min(versions)
         return batch, stats
+
+    def _round_sampling(self, step: int, rnd: int):
+        """(SamplingParams, turn seed function) of generation round ``rnd`` of ``step``."""
+        cfg = self.cfg
+        params = SamplingParams(
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            stop=list(cfg.rollout.stop),
+            # each rank samples its own prompts with its own stream (one process: as before)
+            seed=derive_seed(cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else [])),
+        )
+        turn_seed = lambda t, rnd=rnd: derive_seed(  # noqa: E731
+            cfg.run.seed, step, rnd, *([dist.rank()] if dist.active() else []), 1 << 24, t
+        )
+        return params, turn_seed
+
+    # ---------------------------------------------------------------- asynchronous rollouts
+
+    def _gen_lock(self):
+        """The worker's generation lock while one runs (the trainer's own generations take it
+        too: hf's generate uses torch's global generator), else nothing."""
+        return self._async.lock if self._async is not None else nullcontext()
+
+    def _async_submit(self, step: int, rnd: int, need: int) -> RolloutJob:
+        """Plan round ``rnd`` of ``step`` now (the sampler's prompts, group sizes and hints, as
+        :meth:`collect` would) and queue it to the worker, behind the weights queued last."""
+        cfg = self.cfg
+        idx = self.sampler.next_prompts(need)
+        sizes = self._group_sizes(idx)
+        row_idx = [i for i, g in zip(idx, sizes) for _ in range(g)]
+        problems = self.row_problems(row_idx)
+        assert_groups([p.id for p in problems], sizes)
+        params, turn_seed = self._round_sampling(step, rnd)
+        prompts = None
+        if cfg.env.name == "single_turn":  # (cached ids, made here: the cache is not shared)
+            prompts = [
+                self.prompt_ids(i)
+                if p.hint is None
+                else single_turn_prompts(self.tok, cfg.task.template, [p])[0]
+                for i, p in zip(row_idx, problems)
+            ]
+        version = self._async_version
+        # a stale batch needs the behaviour log-probs; a later round of a step follows its first
+        first = self._async_first
+        if rnd > 0 and first is not None and first.step == step:
+            behaviour = first.behaviour
+        else:
+            behaviour = version < step
+        seeds = [episode_seed(cfg.run.seed, i) for i in row_idx]
+
+        def run(engine, model, tok, at_version):
+            if at_version != version:  # (the queue is FIFO: a bug if it happens)
+                raise RuntimeError(f"rollout job of step {step} on version {at_version}")
+            ro, ep = play(
+                cfg.env,
+                self.task,
+                cfg.task.template,
+                problems,
+                seeds,
+                engine,
+                tok,
+                params,
+                turn_seed=turn_seed,
+                prompt_fn=(lambda r: prompts[r]) if prompts is not None else None,
+            )
+            counts = {"generated": int(ro.policy_mask.sum()), "gen_processed": processed_tokens(ro)}
+            if behaviour:  # the sampling policy's per-token log-probs (temperature applied)
+                ro.sampler_logp = self.policy.logprobs(ro, {"logp"}, model=model)["logp"]
+                counts["nograd_processed"] = processed_tokens(ro)
+            return ro, ep, counts
+
+        job = RolloutJob(step, rnd, version, idx, sizes, row_idx, problems, behaviour)
+        job.future = self._async.submit(run)
+        self._inflight[(step, rnd)] = job
+        return job
+
+    def _async_job(self, step: int, rnd: int, need: int) -> RolloutJob:
+        """The worker's round ``rnd`` of ``step``: the first one was queued ahead; a refill
+        round is queued now (behind what is in flight, so on the current weights)."""
+        job = self._inflight.get((step, rnd))
+        if job is None:
+            job = self._async_submit(step, rnd, need)
+        return job
+
+    def _async_wait(self, job: RolloutJob) -> tuple[Rollouts, Episodes]:
+        """The job's rollouts and episodes; its token counts join this step's."""
+        ro, ep, counts = job.wait()
+        del self._inflight[(job.step, job.rnd)]
+        if job.rnd == 0:
+            self._async_first = job
+        for k, v in counts.items():
+            self._count(k, int(v))
+        return ro, ep
+
+    def _async_start(self) -> None:
+        """Start the worker on the current weights (version = the step reached) and queue the
+        first rounds of the steps up to k ahead that are not in flight (a resumed run has them
+        from its checkpoint)."""
+        if self._async_k is None:
+            return
+        cfg = self.cfg
+        self._async_version = self.step
+        self._async = RolloutWorker(
+            self.model,
+            self.tok,
+            self.step,
+            lambda m, tok: make_engine(
+                cfg.rollout.engine, m, tok, cfg=cfg, model_path=self.model_path
+            ),
+        )
+        for s in range(self.step, min(self.step + self._async_k, cfg.train.steps - 1) + 1):
+            if (s, 0) not in self._inflight:
+                self._async_submit(s, 0, cfg.rollout.prompts_per_step)
+
+    def _async_after_update(self, step: int) -> None:
+        """After step ``step``'s update: the new weights (version step + 1) to the worker, and
+        the first round of step step + 1 + k behind them."""
+        self._async_version = step + 1
+        self._async.sync(self.model, self._async_version)
+        s = step + 1 + self._async_k
+        if s < self.cfg.train.steps:
+            self._async_submit(s, 0, self.cfg.rollout.prompts_per_step)
+
+    def _async_close(self) -> None:
+        """Stop the worker (jobs not started are cancelled and dropped from the in-flight
+        ones; finished ones are kept for the checkpoint)."""
+        if self._async is None:
+            return
+        worker, self._async = self._async, None
+        worker.close()
+        for key, job in list(self._inflight.items()):
+            if job.result is None and (job.future is None or not job.future.done()):
+                del self._inflight[key]
+            elif job.result is None:
+                try:
+                    job.wait()
+                except BaseException:  # noqa: BLE001 - cancelled or failed: not kept
+                    del self._inflight[key]
 
     def _extra_round(self, batch: Batch, step: int) -> dict:
         """A sampler's extra generation round, from the plan its ``extra_round(step)`` returns
@@ -849,6 +1022,7 @@ class Trainer:
             if episodes is None or all(r is None for rs in episodes.turn_rewards for r in rs)
             else episodes.env_reward(),
             episodes=episodes,
+            rm_root=str(Path(self.cfg.run.results_dir) / self.cfg.profile / "rm"),
         )
         for k, v in (passes or {}).items():
             ctx._cache[f"logp/{k}"] = v
@@ -881,18 +1055,20 @@ class Trainer:
             self.passes["ref"] = self.passes.get("ref", 0) + 1
         return out
 
-    def reuse_old_logprobs_valid(self, ro: Rollouts) -> bool:
+    def reuse_old_logprobs_valid(self, ro: Rollouts, behaviour: bool = False) -> bool:
         """train.reuse_old_logprobs: auto and the update is on-policy: one epoch of one
         minibatch that is one micro-batch (the gradient pass covers the batch at the weights
         that sampled it), no engine copy with its own sampler log-probs, no FSDP, no dropout
-        (a pass in train mode computes what the eval-mode no-grad pass does)."""
+        (a pass in train mode computes what the eval-mode no-grad pass does). ``behaviour``:
+        the sampler log-probs are an asynchronous batch's behaviour log-probs; its old
+        (proximal) log-probs are the current weights', which the gradient pass computes."""
         t = self.cfg.train
         return (
             t.reuse_old_logprobs == "auto"
             and t.mu == 1
             and t.minibatches == 1
             and len(ro) <= t.micro_batch_size
-            and ro.sampler_logp is None
+            and (ro.sampler_logp is None or behaviour)
             and not self.fsdp
             and not has_dropout(self.model)
             and ro.media is None  # the score-time pass carries no media (a VLM's rows)
@@ -941,7 +1117,8 @@ class Trainer:
         t0 = time.perf_counter()
         batch, stats = self.collect(step)
         if batch is not None and hasattr(self.sampler, "extra_round"):
-            stats.update(self._extra_round(batch, step))
+            with self._gen_lock():
+                stats.update(self._extra_round(batch, step))
         t_roll = time.perf_counter() - t0
         if batch is None:  # every group had zero reward variance and the round cap was hit
             stats.update(
@@ -956,6 +1133,8 @@ class Trainer:
                 tokens_per_s=0.0,
             )
             self.sched.step()
+            if self._async is not None:  # (no update: the same weights, the schedule goes on)
+                self._async_after_update(step)
             stats.update(self.compute_stats(time.perf_counter() - t0))
             return stats
         t_lp = self.score(batch, step, stats)
@@ -1051,7 +1230,8 @@ class Trainer:
         have = batch.passes or {}
         todo = needs - set(have)
         reused = {}
-        if todo & {"policy", "entropy"} and self.reuse_old_logprobs_valid(ro):
+        behaviour = batch.policy_version is not None  # (asynchronous rollouts)
+        if todo & {"policy", "entropy"} and self.reuse_old_logprobs_valid(ro, behaviour):
             # on-policy: the log-probs the components need are the gradient pass's, detached;
             # the pass runs now and the loss uses it (no separate no-grad policy pass)
             with torch.enable_grad():
@@ -1069,9 +1249,18 @@ class Trainer:
         batch.ref_logp = passes.get("ref")
         if ro.sampler_logp is not None:
             batch.is_weight, mismatch = sampler_mismatch(
-                batch.old_logp, ro.sampler_logp, mask, cfg.rollout.is_correction, cfg.rollout.is_cap
+                batch.old_logp,
+                ro.sampler_logp,
+                mask,
+                cfg.rollout.is_correction,
+                cfg.rollout.is_cap,
+                more=batch.policy_version is not None,
             )
             stats.update(mismatch)
+        if batch.policy_version is not None:  # asynchronous rollouts: how stale, which weights
+            stats.update(staleness=step - batch.policy_version, policy_version=batch.policy_version)
+            if ro.sampler_logp is None:  # sampled by the current weights: on-policy
+                stats.update(ON_POLICY_IS_STATS)
         rewards = batch.rewards
         if kl_in_reward:
             # KL in the reward: r_i <- r_i - beta * sum_t kl_t under the sampling policy
@@ -1149,6 +1338,8 @@ class Trainer:
         )
         if samp_logs:
             out.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
+        if self._async is not None:  # the new weights to the worker, the next job behind them
+            self._async_after_update(step)
         return out
 
     def optimize(self, batch: Batch) -> dict:
@@ -1392,6 +1583,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
+            self._async_start()  # (rollout.max_staleness > 0: the worker and its first jobs)
             self._maybe_curve(out)  # step 0 (or the resumed step, when due and not written)
             while self.step < end and not self._stop:
                 stats = self.train_step(self.step)
@@ -1414,10 +1606,13 @@ class Trainer:
                     reward=f"{stats['reward_mean']:.3f}", acc=f"{stats['accuracy']:.3f}"
                 )
                 bar.update(1)
+            for job in list(self._inflight.values()):  # in flight: finished for the checkpoint
+                job.wait()
         finally:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+            self._async_close()  # (an error: jobs not started are cancelled, the thread joined)
             self.engine.close()
         self._checkpoint(out)
         return out
@@ -1447,7 +1642,8 @@ class Trainer:
     def _maybe_curve(self, out: Path | None) -> None:
         if not self.curve_due(self.step) or self.step in self._curve_steps:
             return
-        row = self.curve_point(self.step)
+        with self._gen_lock():
+            row = self.curve_point(self.step)
         self._curve_steps.add(self.step)
         if out:
             try:
@@ -1551,6 +1747,7 @@ class Trainer:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         main = dist.is_main()
+        inflight = self._async_state() if self._async_k else None  # (waits for the worker)
         try:
             if main and tmp.exists():
                 shutil.rmtree(tmp)
@@ -1587,6 +1784,8 @@ class Trainer:
                     "sampler": self.sampler.state_dict(),
                     "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
                     "compute": {k: float(v) for k, v in self.compute_cum.items()},
+                    # asynchronous rollouts: the batches in flight (sampled, not yet trained)
+                    **({"async_rollouts": inflight} if inflight is not None else {}),
                 },
                 tmp / rundir.STATE_DIR / "state",
             )
@@ -1614,6 +1813,10 @@ class Trainer:
             shutil.rmtree(old)
         if self.fsdp:
             dist.barrier()
+
+    def _async_state(self) -> dict:
+        """The in-flight jobs (waited for: the worker finishes them first), as state trees."""
+        return {"jobs": [j.state() for _, j in sorted(self._inflight.items())]}
 
     def load_checkpoint(self, path: Path) -> None:
         from safetensors.torch import load_file
@@ -1677,6 +1880,12 @@ class Trainer:
                 self.ref.load_state_tensors(load_file(path / REF_STATE_FILE))
             self.sched.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
+            if self._async_k:  # the batches that were in flight (sampled by older weights)
+                jobs = [
+                    RolloutJob.from_state(d, self.train_set)
+                    for d in state["async_rollouts"]["jobs"]
+                ]
+                self._inflight = {(j.step, j.rnd): j for j in jobs}
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
             first = str(e).splitlines()[0] if str(e) else ""
             raise UserError(

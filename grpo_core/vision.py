@@ -206,3 +206,156 @@ def read_video(path, max_frames: int | None = None) -> np.ndarray:
     if not frames:
         raise UserError(f"video {path} has no frames")
     return np.stack(frames)
+
+
+def _video_meta(path) -> tuple[int, float]:
+    """(frame count, frames per second) of a video file; counts by decoding when the
+    container does not say."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            st = c.streams.video[0]
+            fps = float(st.average_rate or st.guessed_rate or 1.0)
+            n = st.frames or sum(1 for _ in c.decode(video=0))
+    except (OSError, IndexError, av.error.FFmpegError) as e:
+        raise UserError(f"could not decode video {path}: {e}") from None
+    return n, fps
+
+
+def frame_indices(
+    total: int,
+    video_fps: float,
+    count: int | None = None,
+    fps: float | None = None,
+    min_frames: int = 4,
+    max_frames: int = 768,
+) -> list[int]:
+    """Which frames of a ``total``-frame video to show. ``count``: that many, uniformly, as
+    lmms-eval's Qwen2.5-VL model samples (``linspace(0, total - 1, n)`` truncated to ints,
+    n = min(count, total)). ``fps``: qwen-vl-utils' rule: n = total / video_fps * fps clamped
+    to [min_frames, max_frames] and to total, floored to an even number (at least 2), then
+    ``linspace(0, total - 1, n)`` rounded."""
+    if total < 1:
+        raise UserError("a video with no frames")
+    if (count is None) == (fps is None):
+        raise UserError("frame sampling: give exactly one of count and fps")
+    if count is not None:
+        n = min(int(count), total)
+        return [int(i) for i in np.linspace(0, total - 1, n).astype(int)]
+    n = total / video_fps * fps
+    n = min(max(n, min_frames), max_frames, total)
+    n = max(2, int(n // 2) * 2) if total >= 2 else 1
+    return [int(round(float(i))) for i in np.linspace(0, total - 1, n)]
+
+
+def fit_size(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """qwen-vl-utils' smart_resize: (height, width) rounded to multiples of ``factor`` with
+    height * width in [min_pixels, max_pixels], aspect ratio kept as far as rounding allows."""
+    import math
+
+    hb = max(factor, round(h / factor) * factor)
+    wb = max(factor, round(w / factor) * factor)
+    if hb * wb > max_pixels:
+        beta = math.sqrt(h * w / max_pixels)
+        hb = max(factor, math.floor(h / beta / factor) * factor)
+        wb = max(factor, math.floor(w / beta / factor) * factor)
+    elif hb * wb < min_pixels:
+        beta = math.sqrt(min_pixels / (h * w))
+        hb = math.ceil(h * beta / factor) * factor
+        wb = math.ceil(w * beta / factor) * factor
+    return hb, wb
+
+
+def resize_frames(frames: np.ndarray, h: int, w: int) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] resized to [T, h, w, 3] (PIL bicubic; unchanged if equal)."""
+    if frames.shape[1:3] == (h, w):
+        return frames
+    from PIL import Image
+
+    out = [np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames]
+    return np.stack(out).astype(np.uint8)
+
+
+def sample_video(
+    path,
+    count: int | None = None,
+    fps: float | None = None,
+    min_frames: int = 4,
+    max_frames: int = 768,
+    max_pixels: int = 1605632,
+    min_pixels: int = 3136,
+    factor: int = 28,
+    folder_fps: float = 3.0,
+) -> np.ndarray:
+    """The frames of a video file a benchmark shows (:func:`frame_indices`), decoded with PyAV
+    (only the chosen frames are converted) and resized by :func:`fit_size` to multiples of
+    ``factor`` (a VLM's patch_size * spatial_merge_size: 28 for Qwen2.5-VL). A folder instead
+    of a file: its .jpg / .png frames in name order, taken as ``folder_fps`` frames a second."""
+    from pathlib import Path
+
+    import av
+
+    if Path(path).is_dir():  # a folder of frames (MVBench's episodic_reasoning: TVQA, 3 fps)
+        frames = _folder_frames(Path(path), count, fps, min_frames, max_frames, folder_fps)
+        h, w = fit_size(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
+        return resize_frames(frames, h, w)
+    total, vfps = _video_meta(path)
+    want = frame_indices(total, vfps, count, fps, min_frames, max_frames)
+    need = sorted(set(want))
+    got: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as c:
+            for i, fr in enumerate(c.decode(video=0)):
+                if i in need:
+                    got[i] = fr.to_ndarray(format="rgb24")
+                if i >= need[-1]:
+                    break
+    except (OSError, av.error.FFmpegError) as e:
+        raise UserError(f"could not decode video {path}: {e}") from None
+    if not got:
+        raise UserError(f"video {path} has no frames")
+    last = max(got)
+    frames = np.stack([got.get(i, got[last]) for i in want])
+    h, w = fit_size(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
+    return resize_frames(frames, h, w)
+
+
+def _folder_frames(d, count, fps, min_frames, max_frames, folder_fps) -> np.ndarray:
+    from PIL import Image
+
+    files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise UserError(f"video folder {d} has no .jpg / .png frames")
+    want = frame_indices(len(files), folder_fps, count, fps, min_frames, max_frames)
+    try:
+        frames = [np.asarray(Image.open(files[i]).convert("RGB")) for i in want]
+    except OSError as e:
+        raise UserError(f"could not read a frame of {d}: {e}") from None
+    if len({f.shape for f in frames}) != 1:
+        raise UserError(f"video folder {d}: frames of different sizes")
+    return np.stack(frames)
+
+
+def benchmark_frames(meta: dict, factor: int = 28) -> np.ndarray:
+    """The frames of a real video benchmark's problem (evals.video_benchmarks): its ``video``
+    sampled per ``meta["sampling"]`` (:func:`sample_video`), then its ``image`` (a still, such
+    as SEED-Bench-R1's current observation) as the last frame at the clip's size, or alone."""
+    s = meta["sampling"]
+    frames = sample_video(meta["video"], factor=factor, **s) if meta.get("video") else None
+    if meta.get("image"):
+        from PIL import Image
+
+        try:
+            img = np.asarray(Image.open(meta["image"]).convert("RGB"))
+        except OSError as e:
+            raise UserError(f"could not read image {meta['image']}: {e}") from None
+        if frames is None:
+            h, w = fit_size(img.shape[0], img.shape[1], factor, s["min_pixels"], s["max_pixels"])
+        else:
+            h, w = frames.shape[1:3]
+        still = resize_frames(img[None], h, w)
+        frames = still if frames is None else np.concatenate([frames, still])
+    if frames is None:
+        raise UserError("neither a video nor an image to show")
+    return frames

@@ -43,6 +43,21 @@ def _strip(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.endswith("_s")}
 
 
+def _train_reward_models(cfg, res: Path) -> None:
+    """The reward models a run's rewards name (reward ``reward_model``), trained for 20 steps
+    on the smoke task into <res>/smoke/rm/<name>/seed0 (the place the trainer reads)."""
+    from grpo_core import reward_models as RM
+    from grpo_core.config import project_root
+    from grpo_core.tasks import make_task
+
+    for t in cfg.rewards:
+        name = t.params.get("name") if t.name == "reward_model" else None
+        d = RM.rm_dir(res, "smoke", name, 0) if name else None
+        if d is not None and not (d / "rm.json").exists():
+            spec = RM.load_spec(name, project_root() / "config" / "reward_models")
+            RM.train_rm(spec.model_copy(update={"steps": 20}), make_task(cfg.task), 0, d, name)
+
+
 def record(out: Path, steps: int, repros: list[str] | None) -> None:
     import torch
 
@@ -67,6 +82,7 @@ def record(out: Path, steps: int, repros: list[str] | None) -> None:
     prepare(load_config("grpo", "smoke", base), threads=1, log=lambda *a: None)
     for name in names:
         cfg = load_config(name, "smoke", [*base, f"train.steps={steps}", *EXTRA.get(name, [])])
+        _train_reward_models(cfg, res)
         run = res / "runs" / name
         Trainer(cfg, run).train(progress=False)
         rows = [_strip(json.loads(x)) for x in (run / "metrics.jsonl").read_text().splitlines()]
