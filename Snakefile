@@ -102,7 +102,7 @@ for _p, _names in HOMES.items():
     _res = f"{load_config(None, _p).run.results_dir}/{_p}"
     HOME_OUT += [f"{_res}/summary.csv", f"{_res}/report.md", f"{_res}/report.html"]
     print(f"note: {', '.join(_names)} run in their home profile {_p} ({_res})", file=sys.stderr)
-_NO_MODULE = sorted(set(HOMES) - {"tiny_rec"})
+_NO_MODULE = sorted(set(HOMES) - {"tiny_rec", "tiny_code"})
 if _NO_MODULE:
     raise ValueError(
         f"home profile(s) {_NO_MODULE} (a reproduction's meta.profile) have no module block in "
@@ -361,3 +361,12 @@ if "tiny_rec" in HOMES:
         config: _home_config("tiny_rec")
 
     use rule * from tiny_rec as tiny_rec_*
+
+
+if "tiny_code" in HOMES:
+
+    module tiny_code:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_code")
+
+    use rule * from tiny_code as tiny_code_*

@@ -258,3 +258,72 @@ def test_smoke_training_value_model_and_mcts_eval(smoke_cfg, tmp_path):
     lines = (tmp_path / "eval" / "arith_mix.mcts.jsonl").read_text().splitlines()
     assert len(lines) == 4
     assert res["vm_mcts"]["protocol"]["iterations"] == 3
+
+
+def test_tiny_code_profile_rest_rl_with_line_steps(tmp_path):
+    """rest_rl in its home profile tiny_code at smoke size: pass-rate reward through the filter,
+    the value model on line-prefixes of code, a VM-MCTS evaluation graded in the sandbox."""
+    from evals.evaluate import evaluate
+    from grpo_core.config import load_config
+    from grpo_core.prepare import prepare
+    from grpo_core.trainer import Trainer
+
+    small = [
+        f"run.results_dir={tmp_path}",
+        "run.threads=1",
+        "workflow.seeded_start=false",
+        'model.tiny={"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, '
+        '"num_heads": 2, "num_kv_heads": 2, "tokenizer": "bpe", "vocab_size": 320}',
+        "task.n_train=64",
+        "task.n_test=4",
+        "sft.steps=20",
+        "sft.batch_size=32",
+        "rollout.group_size=4",
+        "rollout.prompts_per_step=4",
+        "train.steps=2",
+        "eval.k=2",
+        "eval.vm_mcts.vm_prompts=8",
+        "eval.vm_mcts.vm_k=2",
+        "eval.vm_mcts.vm_steps=20",
+        "eval.vm_mcts.iterations=2",
+        "eval.vm_mcts.num_sample=2",
+    ]
+    cfg = load_config("rest_rl", "tiny_code", small)
+    assert cfg.task.params["score"] == "fraction" and cfg.eval.vm_mcts.split == "line"
+    assert "rest_rl" in load_config(None, "tiny_code").workflow.reproductions
+    prepare(load_config(None, "tiny_code", small), threads=1, log=lambda *a: None)
+    run = tmp_path / "run"
+    Trainer(cfg, run).train(progress=False)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    meta = V.train_value_model(cfg, run / "checkpoint", log=lambda *a: None)
+    assert meta["split"] == "line" and meta["n_states"] > 0
+    res = evaluate(cfg, run / "checkpoint", tmp_path / "eval")
+    m = res["metrics"]
+    assert {"avg@2", "mcts_acc", "vm_bon_acc", "hack_rate"} <= set(m)
+    assert 2 <= m["mcts_samples"] <= 4
+
+
+def test_snakefile_runs_rest_rl_in_tiny_code_with_its_value_model(tmp_path):
+    """From the default profile rest_rl runs in its home tiny_code (beside tiny_code's grpo),
+    and its evaluation waits for its value model (rule value_model); grpo's does not."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "GRPO_ROOT": str(root),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(root / "Snakefile"), "-d"]
+    cmd += [str(tmp_path), "--config", "reproductions=[grpo,rest_rl]", "seeds=[0]"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "results/tiny_code/runs/rest_rl/seed0/value_model/value_model.json" in out
+    assert "results/tiny_code/runs/grpo/seed0/train.done" in out
+    assert "results/tiny/runs/rest_rl" not in out
+    assert "runs/grpo/seed0/value_model" not in out
