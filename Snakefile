@@ -102,11 +102,16 @@ for _p, _names in HOMES.items():
     _res = f"{load_config(None, _p).run.results_dir}/{_p}"
     HOME_OUT += [f"{_res}/summary.csv", f"{_res}/report.md", f"{_res}/report.html"]
     print(f"note: {', '.join(_names)} run in their home profile {_p} ({_res})", file=sys.stderr)
-_NO_MODULE = sorted(set(HOMES) - {"tiny_rec", "tiny_code"})
+# the profiles with a module block at the end of this file (a module's name must be written out)
+MODULE_PROFILES = {
+    "tiny_rec", "tiny_code", "tiny_geo", "tiny_agent", "tiny_tools", "tiny_search", "tiny_video",
+    "tiny_cot", "tiny_urpo",
+}
+_NO_MODULE = sorted(set(HOMES) - MODULE_PROFILES)
 if _NO_MODULE:
     raise ValueError(
         f"home profile(s) {_NO_MODULE} (a reproduction's meta.profile) have no module block in "
-        "the Snakefile: add one like tiny_rec's at its end"
+        "the Snakefile: add one like tiny_rec's at its end and name it in MODULE_PROFILES"
     )
 
 if "grpo" not in REPROS:
@@ -370,3 +375,66 @@ if "tiny_code" in HOMES:
         config: _home_config("tiny_code")
 
     use rule * from tiny_code as tiny_code_*
+
+
+if "tiny_geo" in HOMES:
+
+    module tiny_geo:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_geo")
+
+    use rule * from tiny_geo as tiny_geo_*
+
+
+if "tiny_agent" in HOMES:
+
+    module tiny_agent:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_agent")
+
+    use rule * from tiny_agent as tiny_agent_*
+
+
+if "tiny_tools" in HOMES:
+
+    module tiny_tools:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_tools")
+
+    use rule * from tiny_tools as tiny_tools_*
+
+
+if "tiny_search" in HOMES:
+
+    module tiny_search:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_search")
+
+    use rule * from tiny_search as tiny_search_*
+
+
+if "tiny_video" in HOMES:
+
+    module tiny_video:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_video")
+
+    use rule * from tiny_video as tiny_video_*
+
+
+if "tiny_cot" in HOMES:
+
+    module tiny_cot:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_cot")
+
+    use rule * from tiny_cot as tiny_cot_*
+
+
+if "tiny_urpo" in HOMES:
+
+    module tiny_urpo:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_urpo")
+
+    use rule * from tiny_urpo as tiny_urpo_*

@@ -11,6 +11,7 @@ per sample) per the output contract.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -25,6 +26,7 @@ from grpo_core.models import load_model_and_tokenizer
 from grpo_core.rollout import SamplingParams, make_engine
 from grpo_core.rundir import RunLock
 from grpo_core.runtime import derive_seed, setup_torch
+from grpo_core.samplers import read_experience_prefix
 from grpo_core.tasks import TEMPLATES, grade_texts, is_well_formed, make_task
 from grpo_core.vision import VideoProcessor
 
@@ -105,6 +107,9 @@ def evaluate(
         max_new = ev.max_new_tokens or cfg.rollout.max_new_tokens
         check_params(ev.vm_mcts, max_new, search_temperature(cfg))
         require_value_model(cfg, model_dir)
+    prefix = read_experience_prefix(model_dir)  # a learned prompt prior (training_free_grpo)
+    if prefix:
+        test = [dataclasses.replace(p, prefix=prefix) for p in test]
     tok, engine = _load_engine(cfg, model_dir)
     k = ev.k
     max_new = ev.max_new_tokens or cfg.rollout.max_new_tokens
@@ -233,6 +238,8 @@ def evaluate(
             "max_new_tokens": max_new,
             "k": k,
             "template": cfg.task.template,
+            # a learned prompt prior before every prompt (only when the checkpoint has one)
+            **({"prompt_prefix_chars": len(prefix)} if prefix else {}),
             "task": cfg.task.model_dump(mode="json"),
             "engine": cfg.rollout.engine,
             "eval_seed": ev.seed,
@@ -342,6 +349,9 @@ def evaluate_benchmark(
         log(f"skipped malformed row {msg}")
     k = proto["k"]
     ks = sorted({x for x in ev.pass_ks if x <= k} | {1})
+    prefix = read_experience_prefix(model_dir)  # a learned prompt prior (training_free_grpo)
+    if prefix:
+        problems = [dataclasses.replace(p, prefix=prefix) for p in problems]
     tok, engine = _load_engine(cfg, model_dir)
     prompt_ids = single_turn_prompts(tok, proto["template"], problems)
     params_base = dict(

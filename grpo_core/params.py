@@ -187,6 +187,41 @@ class CritiqueParams(SamplerParams):
     critique: Literal["simple", "simple_gt", "hint"] = "simple_gt"
 
 
+class UrpoParams(SamplerParams):
+    frac: float = Field(0.5, gt=0, le=1)  # share of the batch's prompts that become referee data
+    group_size: int | None = Field(None, ge=2)  # referee samples per referee prompt (None: G)
+
+
+class ExperienceParams(SamplerParams):
+    # who writes an experience's text: rule (the error class of the worse rollout and a worked
+    # example; no model) or policy (the model itself, one greedy sentence per group)
+    summariser: Literal["rule", "policy"] = "rule"
+    max_items: int = Field(8, ge=1)  # library size; the least supported ones are deleted first
+    ttl: int = Field(10, ge=1)  # updates an experience survives without being reinforced
+    max_chars: int = Field(400, ge=1)  # the prefix shown to the policy is cut to this length
+    only_partial: bool = True  # learn only from groups whose rewards differ (the paper's)
+    header: str = "Experiences:"
+    summary_tokens: int = Field(40, ge=1)  # the policy summariser's new tokens
+
+
+class ArpoParams(SamplerParams):
+    # ARPO (dvlab-research/ARPO, verl/trainer/replay_buffer.py and ray_trainer.apply_replay):
+    # a FIFO buffer of 8 successful trajectories per task (eval_result > 0.1); a group whose
+    # rewards have population std < 0.05 and mean < 0.2 gets one of them, drawn at random, in
+    # place of its first rollout
+    buffer_size: int = Field(8, ge=1, strict=True)
+    success: float = 0.1  # a trajectory is stored when its reward exceeds this
+    fail_std: float = Field(0.05, ge=0)
+    fail_mean: float = 0.2
+    n_replay: int = Field(1, ge=1, strict=True)  # replayed trajectories per failed group
+    # task selection: after the first epoch over the pool, only tasks whose first visit had a
+    # success (the paper's tasks the baseline agent solves at least once)
+    select: bool = True
+    # old log-probs of a replayed row: the behaviour policy's, stored with it (the PPO ratio
+    # is then pi_theta / pi_behaviour), or the current policy's (ARPO's code recomputes them)
+    importance: Literal["stored", "recompute"] = "stored"
+
+
 class KnapsackParams(SamplerParams):
     min_n: int = Field(2, ge=2)
     max_n: int | None = Field(None, ge=2)

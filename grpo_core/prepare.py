@@ -180,6 +180,35 @@ def media_rows(cfg: Config, task, problems: list, tok, model) -> list[tuple] | N
     return rows
 
 
+REFEREE_DISTRACTORS = (10, -10, 1, -1)  # a lost / extra carry, a wrong last digit
+
+
+def referee_rows(cfg: Config, task, train: list, tok) -> list[tuple]:
+    """URPO's referee warm start (``sft.referee_frac``): for the first round(frac x n) train
+    problems with an integer answer, the pairwise referee prompt of the urpo sampler
+    (:meth:`grpo_core.samplers.UrpoSampler.referee_prompt`) over the answer and the distractor
+    answer + d, d = 10, -10, 1, -1 in turn (the answer + 10 when that would be negative), in
+    the sampler's seeded order (run seed, step 0, problem index); the target is the answer."""
+    from grpo_core.samplers import UrpoSampler
+    from grpo_core.schema import SamplerCfg
+    from grpo_core.tasks import render_prompt
+
+    judge = UrpoSampler(len(train), SamplerCfg(name="urpo"), cfg.run.seed)
+    eos = tok.eos_token_id
+    rows = []
+    for i, p in enumerate(train[: round(cfg.sft.referee_frac * len(train))]):
+        try:
+            g = int(p.answer)
+        except ValueError:
+            continue
+        w = g + REFEREE_DISTRACTORS[i % len(REFEREE_DISTRACTORS)]
+        a, b, _ = judge.referee_pair(p.answer, [str(w if w >= 0 else g + 10)], [False], 0, i)
+        msg = judge.referee_prompt(render_prompt(cfg.task.template, p), a, b)
+        target = tok(task.sft_target(p), add_special_tokens=False).input_ids + [eos]
+        rows.append((chat_ids(tok, [{"role": "user", "content": msg}]), target, target))
+    return rows
+
+
 def sft(model, tok, cfg: Config, log=print) -> None:
     """Supervised warm start: cross-entropy (optionally label-smoothed) on the gold answer (the
     task's sft_target) + EOS, prompt tokens masked out; AdamW with a linear decay to
@@ -199,6 +228,8 @@ def sft(model, tok, cfg: Config, log=print) -> None:
         for p, prompt in zip(train, prompts):
             target = tok(task.sft_target(p), add_special_tokens=False).input_ids + [eos]
             rows.append((prompt, target, target))
+        if cfg.sft.referee_frac > 0:  # URPO's referee format, taught beside the player's
+            rows += referee_rows(cfg, task, train, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
     rng = random.Random(cfg.run.seed)
     model.train()

@@ -217,6 +217,342 @@ class CritiqueSampler(UniformSampler):
         )
 
 
+@SAMPLERS.register("urpo", params=P.UrpoParams)
+class UrpoSampler(UniformSampler):
+    """URPO (Lu et al. 2025, arXiv:2507.17515): the policy is player and referee in one GRPO
+    batch. After the main (player) round, the first ``frac`` of the batch's prompts become
+    referee data (the plan ``kind: referee`` of :meth:`grpo_core.trainer.Trainer._extra_round`):
+    the referee prompt (:meth:`referee_prompt`) shows the question and two candidate answers,
+    one right (the label) and one wrong (:meth:`referee_pair`: a wrong answer of the player's
+    own group when it has one, else a distractor), in a seeded order; the policy answers with
+    the right one, G samples per referee prompt, rewarded by the run's reward functions against
+    the label (the verdict is correct when its answer is the right candidate). The referee
+    groups join the batch as groups of their own and get the estimator's advantages like the
+    player's. URPO's preference data recast as a pairwise verdict scored against the known
+    preference; there is no unlabeled data here, so no verdict replaces a reward. Prompt order is
+    the uniform sampler's."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.seed = seed
+
+    def extra_round(self, step: int) -> dict | None:
+        return {
+            "kind": "referee",
+            "frac": float(self.p["frac"]),
+            "group_size": self.p["group_size"],
+            "pair": lambda gold, preds, correct, k: self.referee_pair(
+                gold, preds, correct, step, k
+            ),
+            "prompt": self.referee_prompt,
+        }
+
+    def referee_pair(
+        self, gold: str, preds: list, correct: list[bool], step: int, k: int
+    ) -> tuple[str, str, bool] | None:
+        """(first candidate, second candidate, whether the wrong one is the player's) for a
+        group of gold answer ``gold`` whose answers are ``preds`` (None: no answer) with grades
+        ``correct``. The wrong candidate: the group's first wrong answer, else (all right or no
+        answers) the distractor gold + 10 (an integer gold; otherwise no referee prompt, None).
+        The order is drawn from (run seed, step, k): the right one first half the time."""
+        wrong = next((a for a, ok in zip(preds, correct) if a is not None and not ok), None)
+        own = wrong is not None
+        if wrong is None:
+            try:
+                wrong = str(int(gold) + 10)
+            except ValueError:
+                return None
+        rng = random.Random(f"urpo/{self.seed}/{step}/{k}")
+        a, b = (gold, wrong) if rng.random() < 0.5 else (wrong, gold)
+        return a, b, own
+
+    @staticmethod
+    def referee_prompt(question: str, a: str, b: str) -> str:
+        """The referee's user message: the two candidates, then the question as the player
+        sees it (URPO's referee template asks which response is better; here the answer is the
+        better candidate itself, which a model that writes numbers can give)."""
+        return f"Which is right, {a} or {b}?\n{question}"
+
+
+def experience_category(gold: str, worse: str | None) -> tuple[str, str]:
+    """(key, what went wrong) of the worse rollout's answer ``worse`` against ``gold``: the
+    rule-based semantic advantage of Training-Free GRPO on an arithmetic task. Keys: format (no
+    answer), digits (another number of digits), carry (off by a power of ten: a lost or extra
+    carry), ones (a wrong last digit), tens (another digit wrong), answer (not integers)."""
+    if worse is None:
+        return "format", "End the reply with the final number."
+    try:
+        g, w = int(gold), int(worse)
+    except ValueError:
+        return "answer", "Check the result against the question before answering."
+    if len(str(abs(g))) != len(str(abs(w))):
+        return "digits", f"The answer has {len(str(abs(g)))} digits."
+    d = abs(g - w)
+    if d >= 10 and d in {10**i for i in range(1, 12)}:
+        return "carry", "When a column sums to 10 or more, carry 1 into the next column."
+    if g % 10 != w % 10:
+        return "ones", "The last digit is the last digit of the sum of the last digits."
+    return "tens", "Add the tens digits and the carry from the ones."
+
+
+EXPERIENCE_FILE = "experience.json"  # the library, next to a checkpoint's weights (for eval)
+
+
+def read_experience_prefix(model_dir) -> str | None:
+    """The experience prefix a checkpoint directory carries (``experience.json``, written by a
+    run of the experience sampler), or None when it has none. A malformed file is an error."""
+    import json
+    from pathlib import Path
+
+    f = Path(model_dir) / EXPERIENCE_FILE
+    if not f.exists():
+        return None
+    try:
+        d = json.loads(f.read_text())
+        prefix = d["prefix"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{f}: not an experience library (want JSON with a 'prefix' string, as "
+            "training_free_grpo writes); delete it or rerun the training"
+        ) from None
+    if prefix is not None and not isinstance(prefix, str):
+        raise UserError(f"{f}: 'prefix' must be a string or null, got {type(prefix).__name__}")
+    return prefix or None
+
+
+@SAMPLERS.register("experience", params=P.ExperienceParams)
+class ExperienceSampler(UniformSampler):
+    """Training-Free GRPO (Cai et al. 2025, arXiv:2510.08191; github.com/TencentCloudADP/
+    youtu-agent, branch training_free_GRPO): an experience library learned from each step's
+    groups, shown before every prompt as a prior (:meth:`prefix`), with no weight update (run
+    it with ``train.optimize: false``). After a step (:meth:`update`), each group whose rewards
+    differ (``only_partial``; the paper's 0 < mean < 1) gives one semantic advantage: what its
+    best rollout did that its worst did not (:func:`experience_category` names the error of the
+    worst; the text is the rule's, or the policy's own sentence with ``summariser: policy``),
+    applied as one operation: *modify* the experience of that key (new text, support + 1) or
+    *add* it. Then experiences not reinforced for ``ttl`` updates, and the least supported past
+    ``max_items``, are *deleted*. The library is sampler state (checkpointed) and is written to
+    the checkpoint as ``experience.json``, which evaluation prepends to its prompts."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.library: dict[str, dict] = {}  # id -> {key, text, support, age}
+        self.next_id = 0
+        self.generate = None  # the policy summariser's texts -> texts (Trainer binds it)
+
+    def bind_generate(self, fn) -> None:
+        self.generate = fn
+
+    def prefix_text(self) -> str | None:
+        """The library as the prompt prior: the header, then ``[G<id>]. text`` lines, cut to
+        ``max_chars``; None while the library is empty."""
+        if not self.library:
+            return None
+        lines = [self.p["header"]] + [f"[{i}]. {e['text']}" for i, e in self.library.items()]
+        return ("\n".join(lines) + "\n")[: int(self.p["max_chars"])]
+
+    def prefix(self, index: int, problem, task) -> str | None:
+        return self.prefix_text()
+
+    def summarise(self, groups: list[dict]) -> list[tuple[str, str]]:
+        """One (key, text) per group ({question, gold, better, worse, better_pred,
+        worse_pred}): the rule's, or with ``summariser: policy`` the policy's sentence (its
+        first line; the rule's text when it writes nothing)."""
+        out = []
+        for g in groups:  # the rule: the error class and a worked example of this group
+            key, rule = experience_category(g["gold"], g["worse_pred"])
+            out.append((key, f"{rule} E.g. {g['question']} = {g['gold']}."))
+        if self.p["summariser"] != "policy" or not groups:
+            return out
+        if self.generate is None:
+            raise UserError(
+                "sampler experience with summariser: policy needs the trainer's generate "
+                "(Trainer binds it); use summariser: rule outside a run"
+            )
+        prompts = [self.summary_prompt(g) for g in groups]
+        texts = self.generate(prompts, int(self.p["summary_tokens"]))
+        res = []
+        for (key, rule), t in zip(out, texts):  # the policy's text, the rule's key
+            line = next((x.strip() for x in str(t).splitlines() if x.strip()), "")
+            res.append((key, line[:160] or rule))
+        return res
+
+    @staticmethod
+    def summary_prompt(g: dict) -> str:
+        """The policy summariser's user message (a short form of the paper's group advantage
+        prompt: compare the rollouts and state a general lesson)."""
+        return (
+            f"Problem: {g['question']}\nCorrect solution: {g['better']}\n"
+            f"Wrong solution: {g['worse']}\nIn one short sentence, state a general lesson: "
+            "what did the correct solution do that the wrong one did not?"
+        )
+
+    def apply(self, ops: list[tuple[str, str]]) -> dict:
+        """Apply one step's (key, text) operations to the library (modify the key's experience,
+        else add it), then age and delete. Returns the counts of each operation."""
+        n_add = n_mod = 0
+        touched = set()
+        by_key = {e["key"]: i for i, e in self.library.items()}
+        for key, text in ops:
+            if key in by_key:
+                e = self.library[by_key[key]]
+                e["text"], e["support"], e["age"] = text, e["support"] + 1, 0
+                n_mod += 1
+            else:
+                i = f"G{self.next_id}"
+                self.next_id += 1
+                self.library[i] = {"key": key, "text": text, "support": 1, "age": 0}
+                by_key[key] = i
+                n_add += 1
+            touched.add(by_key[key])
+        n_del = 0
+        for i in list(self.library):
+            if i not in touched:
+                self.library[i]["age"] += 1
+                if self.library[i]["age"] >= int(self.p["ttl"]):
+                    del self.library[i]
+                    n_del += 1
+        while len(self.library) > int(self.p["max_items"]):
+            # the least supported, the oldest (lowest id) first on ties
+            worst = min(self.library, key=lambda i: (self.library[i]["support"], int(i[1:])))
+            del self.library[worst]
+            n_del += 1
+        return {"n_add": n_add, "n_modify": n_mod, "n_delete": n_del}
+
+    def update(self, stats: dict) -> dict | None:
+        from grpo_core.tasks import extract_answer
+
+        problems, rewards, texts = stats["problems"], stats["rewards"], stats["texts"]
+        groups, s = [], 0
+        for g in stats["group_sizes"]:
+            r = [float(x) for x in rewards[s : s + g]]
+            if max(r) - min(r) > 1e-8 or not self.p["only_partial"]:
+                hi = max(range(g), key=lambda j: (r[j], -j))  # the first best
+                lo = min(range(g), key=lambda j: (r[j], j))  # the first worst
+                p = problems[s]
+                groups.append(
+                    {
+                        "question": p.meta.get("expression", p.question),
+                        "gold": p.answer,
+                        "better": texts[s + hi],
+                        "worse": texts[s + lo],
+                        "better_pred": extract_answer(texts[s + hi]),
+                        "worse_pred": extract_answer(texts[s + lo]),
+                    }
+                )
+            s += g
+        logs = self.apply(self.summarise(groups))
+        logs.update(library_size=len(self.library), n_learn_groups=len(groups))
+        return logs
+
+    def checkpoint_files(self) -> dict[str, str]:
+        import json
+
+        return {
+            EXPERIENCE_FILE: json.dumps(
+                {"prefix": self.prefix_text(), "experiences": self.library}, indent=1
+            )
+        }
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "library": self.library, "next_id": self.next_id}
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.library = {k: dict(v) for k, v in s.get("library", {}).items()}
+        self.next_id = int(s.get("next_id", 0))
+
+
+def arpo_failed_groups(groups: list[torch.Tensor], fail_std: float, fail_mean: float) -> list[bool]:
+    """ARPO's all-negative groups (the authors' apply_replay): population std of the group's
+    rewards below ``fail_std`` and mean below ``fail_mean``."""
+    out = []
+    for r in groups:
+        r = r.double()
+        out.append(bool(r.std(correction=0) < fail_std and r.mean() < fail_mean))
+    return out
+
+
+@SAMPLERS.register("arpo", params=P.ArpoParams)
+class ArpoSampler(UniformSampler):
+    """ARPO (Lu et al. 2025, "ARPO: End-to-End Policy Optimization for GUI Agents with Experience
+    Replay", arXiv:2505.16282; github.com/dvlab-research/ARPO): a replay buffer of successful
+    trajectories per task, and task selection.
+
+    Replay (the plan ``kind: replay`` of :meth:`grpo_core.trainer.Trainer._replay_round`):
+    after the main round, every group that is all-negative (:func:`arpo_failed_groups`) and
+    whose task has buffered successes gets ``n_replay`` of them, drawn with replacement
+    (``random.choices``), in place of its first rows, marked off-policy; then every on-policy
+    trajectory of the batch whose reward exceeds ``success`` is stored (FIFO, at most
+    ``buffer_size`` per task), as the authors' code does after the injection.
+    Task selection: prompts in epochs over the pool as ``uniform``; with ``select``, epochs
+    after the first visit only the tasks whose first group had a success (all tasks while
+    none has)."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.buffer: dict[int, list[dict]] = {}
+        self.first_ok: dict[int, bool] = {}  # task -> its first visit had a success
+
+    def next_prompts(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if self.pos >= len(self.order):
+                pool = list(range(self.n))
+                if self.p["select"] and self.epoch >= 1:
+                    pool = [i for i in pool if self.first_ok.get(i, True)] or pool
+                self.order = pool
+                self.rng.shuffle(self.order)
+                self.pos, self.epoch = 0, self.epoch + 1
+            out.append(self.order[self.pos])
+            self.pos += 1
+        return out
+
+    def extra_round(self, step: int) -> dict | None:
+        return {"kind": "replay", "buffer": self, "importance": self.p["importance"]}
+
+    def failed(self, groups: list[torch.Tensor]) -> list[bool]:
+        return arpo_failed_groups(groups, float(self.p["fail_std"]), float(self.p["fail_mean"]))
+
+    def is_success(self, reward: float) -> bool:
+        return float(reward) > float(self.p["success"])
+
+    def draw(self, index: int, k: int) -> list[dict]:
+        """k buffered trajectories of task ``index`` (with replacement), [] if it has none."""
+        entries = self.buffer.get(int(index))
+        return self.rng.choices(entries, k=k) if entries else []
+
+    def store(self, index: int, entry: dict) -> None:
+        buf = self.buffer.setdefault(int(index), [])
+        buf.append(entry)
+        if len(buf) > int(self.p["buffer_size"]):
+            buf.pop(0)
+
+    def size(self) -> int:
+        return sum(len(v) for v in self.buffer.values())
+
+    def update(self, stats: dict) -> dict | None:
+        for idx, r, _ in split_groups(stats):
+            if idx not in self.first_ok:
+                self.first_ok[idx] = any(self.is_success(x) for x in r.tolist())
+        return {
+            "buffer_tasks": float(len(self.buffer)),
+            "selected_tasks": float(sum(self.first_ok.values())),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "buffer": [[k, v] for k, v in sorted(self.buffer.items())],
+            "first_ok": [[k, v] for k, v in sorted(self.first_ok.items())],
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.buffer = {int(k): list(v) for k, v in s["buffer"]}
+        self.first_ok = {int(k): bool(v) for k, v in s["first_ok"]}
+
+
 # ------------------------------------------------------------------ group filters
 # A group filter decides which sampled groups enter the batch (``sampler.filter``); the step
 # keeps generating (up to ``sampler.max_rounds`` rounds) until prompts_per_step groups are

@@ -254,6 +254,9 @@ class TrainCfg(Strict):
     # encode each group's shared prompt once, its completions attend to its KV cache
     # (grpo_core.policy.grouped_sequence_logprobs): policy, old and reference passes
     prefix_grouper: bool = False
+    # false: no weight update (Training-Free GRPO): each step samples, scores and shows the
+    # sampler its groups (sampler.update), then skips advantages, the loss and the optimizer
+    optimize: bool = True
 
 
 class SFTCfg(Strict):
@@ -263,6 +266,10 @@ class SFTCfg(Strict):
     batch_size: int = Field(64, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # leaves the SFT policy less peaked
     max_seconds: float | None = Field(None, gt=0)
+    # URPO's referee warm start: this share of the train problems adds one more SFT row, the
+    # pairwise referee prompt (grpo_core.samplers.UrpoSampler.referee_prompt: the answer and a
+    # distractor) with the answer as target (prepare.referee_rows); 0: none (single-turn only)
+    referee_frac: float = Field(0.0, ge=0, le=1)
 
 
 class CurveCfg(Strict):

@@ -46,6 +46,9 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict)
     # text appended to the rendered prompt (a hint-giving sampler's; :meth:`Task.hinted`)
     hint: str | None = None
+    # text put before the rendered prompt (a prior: Training-Free GRPO's experience library,
+    # grpo_core.samplers.ExperienceSampler.prefix)
+    prefix: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,7 +103,8 @@ def render_prompt(template: str, p: Problem) -> str:
             f"template {template!r} needs a field {e.args[0]!r}, problem {p.id} has none (its "
             f"fields: {sorted(fields)}); use a template of its task"
         ) from None
-    return text + p.hint if p.hint else text
+    text = text + p.hint if p.hint else text
+    return p.prefix + text if p.prefix else text
 
 
 def extract_answer(completion: str) -> str | None:

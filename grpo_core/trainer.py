@@ -10,6 +10,7 @@ padded), C completion width (right padded), V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -196,6 +197,10 @@ class Batch:
     # [N] rows that were not sampled from the training prompt (a refinement round's rows): the
     # policy loss treats them as off-policy (LossContext.off_policy); None: every row on-policy
     off_policy: torch.Tensor | None = None
+    # [N, C] stored behaviour log-probs of replayed rows (a replay round's, sampler arpo), NaN
+    # rows: the batch's own; the PPO ratio of a replayed row is then pi_theta / pi_behaviour.
+    # None: the old log-probs are the training model's for every row
+    behaviour_logp: torch.Tensor | None = None
     # train.reuse_old_logprobs: the gradient pass over the whole batch (log-probs, entropies
     # with their graphs), run in :meth:`Trainer.score`; the one micro-batch's loss uses it
     grad_forward: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -214,6 +219,75 @@ ON_POLICY_IS_STATS = {
 }
 
 ENV_FILE = "environment.json"
+
+# the Episodes fields a replay entry keeps (one row each; media is refused)
+_EPISODE_FIELDS = (
+    "turn_rewards",
+    "n_turns",
+    "infos",
+    "turn_texts",
+    "end_reasons",
+    "media",
+    "obs_texts",
+)
+
+
+def replay_entry(ro: Rollouts, ep: Episodes | None, i: int, reward: float, logp) -> dict:
+    """Row ``i`` of a batch as a replay-buffer entry of plain lists (JSON, for the sampler's
+    checkpoint state): its prompt and completion tokens (padding dropped), loss mask, turn ids,
+    text, finish reason, reward, the per-token log-probs of its completion under the policy
+    that sampled it, and its episode."""
+    pm = ro.prompt_mask[i].bool()
+    cm = ro.completion_mask[i]
+    n = int(cm.nonzero().max()) + 1 if bool(cm.any()) else 0
+    return {
+        "prompt_ids": ro.prompt_ids[i][pm].tolist(),
+        "completion_ids": ro.completion_ids[i, :n].tolist(),
+        "completion_mask": cm[:n].tolist(),
+        "loss_mask": None if ro.loss_mask is None else ro.loss_mask[i, :n].tolist(),
+        "turn_ids": None if ro.turn_ids is None else ro.turn_ids[i, :n].tolist(),
+        "text": ro.texts[i],
+        "finish_reason": ro.finish_reasons[i],
+        "reward": float(reward),
+        "logp": [float(x) for x in logp[:n].tolist()],
+        "episode": None
+        if ep is None
+        else {f: getattr(ep, f)[i] for f in _EPISODE_FIELDS if getattr(ep, f)},
+    }
+
+
+def replay_rollouts(e: dict, like: Rollouts) -> Rollouts:
+    """A one-row Rollouts of replay entry ``e`` (loss mask / turn ids / sampler log-probs
+    present where the batch ``like`` has them; sampler log-probs NaN: not this engine's)."""
+    n = len(e["completion_ids"])
+
+    def row(x, dtype=torch.long):
+        return torch.tensor([x], dtype=dtype)
+
+    return Rollouts(
+        prompt_ids=row(e["prompt_ids"]),
+        prompt_mask=torch.ones(1, len(e["prompt_ids"]), dtype=like.prompt_mask.dtype),
+        completion_ids=row(e["completion_ids"]),
+        completion_mask=row(e["completion_mask"], like.completion_mask.dtype),
+        finish_reasons=[e["finish_reason"]],
+        texts=[e["text"]],
+        sampler_logp=None if like.sampler_logp is None else torch.full((1, n), float("nan")),
+        loss_mask=None if e["loss_mask"] is None else row(e["loss_mask"], like.policy_mask.dtype),
+        turn_ids=None if e["turn_ids"] is None else row(e["turn_ids"]),
+    )
+
+
+def replay_episodes(e: dict) -> Episodes:
+    ep = e["episode"] or {}
+    return Episodes(
+        [ep.get("turn_rewards", [])],
+        [ep.get("n_turns", 1)],
+        [ep.get("infos", {})],
+        [ep.get("turn_texts", [])],
+        [ep.get("end_reasons", "done")],
+        media=[ep["media"]] if "media" in ep else [],
+        obs_texts=[ep["obs_texts"]] if "obs_texts" in ep else [],
+    )
 
 
 def pick_refinement(correct: list[bool], rewards: list[float]) -> int:
@@ -331,6 +405,9 @@ class Trainer:
             self.opt, lambda s: min(1.0, (s + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         )
         self.sampler = make_sampler(cfg.sampler, len(self.train_set), cfg.run.seed)
+        bind = getattr(self.sampler, "bind_generate", None)
+        if bind is not None:  # a sampler that writes text with the policy (experience library)
+            bind(self._generate_texts)
         self.engine = make_engine(
             cfg.rollout.engine, self.rollout_model, self.tok, cfg=cfg, model_path=self.model_path
         )
@@ -405,6 +482,14 @@ class Trainer:
         appended to the prompt when it gives one (``sampler.hint(index, problem, task) -> text
         | None``: scaf, seele; grpo_core.tasks.Task.hinted), else the problems themselves."""
         hint = getattr(self.sampler, "hint", None)
+        prefix = getattr(self.sampler, "prefix", None)
+        if prefix is not None:  # a prior before the prompt (training_free_grpo's library)
+            return [
+                dataclasses.replace(
+                    self.train_set[i], prefix=prefix(i, self.train_set[i], self.task)
+                )
+                for i in row_idx
+            ]
         if hint is None:
             return [self.train_set[i] for i in row_idx]
         return [
@@ -422,7 +507,7 @@ class Trainer:
         problems = self.row_problems(row_idx)
 
         def prompt(r: int) -> list[int]:
-            if problems[r].hint is None:
+            if problems[r].hint is None and problems[r].prefix is None:
                 return self.prompt_ids(row_idx[r])
             (ids,) = single_turn_prompts(self.tok, cfg.task.template, [problems[r]])
             return ids
@@ -730,6 +815,10 @@ class Trainer:
             return self._refine_round(batch, step, req)
         if req.get("kind") == "reference":
             return self._reference_round(batch, step, req)
+        if req.get("kind") == "referee":
+            return self._referee_round(batch, step, req)
+        if req.get("kind") == "replay":
+            return self._replay_round(batch, step, req)
         if dist.active():
             raise UserError(f"sampler {self.cfg.sampler.name!r}: extra rounds need one process")
         cfg, G = self.cfg, self.cfg.rollout.group_size
@@ -871,6 +960,88 @@ class Trainer:
             "extra/solved_failed": sum(ref_ok[k] for k in failed) / max(len(failed), 1),
         }
 
+    def _replay_round(self, batch: Batch, step: int, req: dict) -> dict:
+        """A replay round (plan ``kind: replay``, sampler arpo): every group of the batch that
+        the buffer calls failed (``buf.failed``) and whose task has buffered successes gets
+        ``n_replay`` (at most G - 1) of them, ``buf.draw``, in place of its first rows, marked
+        off-policy (``Batch.off_policy``) with their stored rewards and episodes; with
+        ``importance: stored`` their stored behaviour log-probs become the rows' old log-probs
+        (``Batch.behaviour_logp``). Then each on-policy row whose reward ``buf.is_success`` is
+        stored in its task's buffer with its log-probs under the policy that sampled it (one
+        no-grad pass over those rows). Training metrics stay those of the main batch."""
+        buf, stored = req["buffer"], req["importance"] == "stored"
+        if dist.active():
+            raise UserError(f"sampler {self.cfg.sampler.name!r}: replay rounds need one process")
+        ro0, ep0 = batch.rollouts, batch.episodes
+        if ro0.media is not None:
+            raise UserError(f"sampler {self.cfg.sampler.name!r}: no replay of rows with media")
+        starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
+        groups = [batch.rewards[starts[k] : starts[k + 1]] for k in range(len(starts) - 1)]
+        failed = buf.failed(groups)
+        k_max = int(buf.p["n_replay"])
+        if k_max >= min(batch.group_sizes):
+            raise UserError(
+                f"sampler.params.n_replay {k_max}: must be below the group size "
+                f"{min(batch.group_sizes)} (rollout.group_size): a replayed group keeps at least "
+                "one on-policy row"
+            )
+        # draw first (the buffer before this step), then store this step's successes
+        drawn = {
+            k: buf.draw(batch.indices[starts[k]], min(k_max, g.numel() - 1))
+            for k, g in enumerate(groups)
+            if failed[k] and g.numel() > 1
+        }
+        drawn = {k: v for k, v in drawn.items() if v}
+        succ = [i for i in range(len(ro0)) if buf.is_success(batch.rewards[i])]
+        if succ:
+            lp = self.no_grad_passes(ro0.select(succ), {"policy"})["policy"]
+            for j, i in enumerate(succ):
+                buf.store(
+                    batch.indices[i], replay_entry(ro0, ep0, i, float(batch.rewards[i]), lp[j])
+                )
+        logs = {
+            "replay_failed_groups": float(sum(failed)),
+            "replay_used": float(len(drawn)),
+            "buffer_size": float(buf.size()),
+        }
+        if not drawn:
+            return logs
+        rows, used = [], []
+        rewards = batch.rewards.clone()
+        for k, entries in drawn.items():
+            for j, e in enumerate(entries):
+                rows.append(starts[k] + j)
+                used.append(e)
+                rewards[starts[k] + j] = float(e["reward"])
+        parts = [replay_rollouts(e, ro0) for e in used]
+        n = len(ro0)
+        keep = [i for i in range(n) if i not in set(rows)]
+        # the batch's rows, then the replayed ones, put back in their places
+        merged = Rollouts.concat([ro0.select(keep), *parts], self.tok.pad_token_id)
+        order = keep + rows
+        back = [order.index(i) for i in range(n)]
+        batch.rollouts = merged.select(back)
+        if ep0 is not None:
+            ep_m = Episodes.concat([ep0.select(keep), *[replay_episodes(e) for e in used]])
+            batch.episodes = ep_m.select(back)
+        batch.rewards = rewards
+        batch.passes = None  # rows replaced: the round's passes do not cover them
+        off = (
+            batch.off_policy.clone()
+            if batch.off_policy is not None
+            else torch.zeros(n, dtype=torch.bool)
+        )
+        off[rows] = True
+        batch.off_policy = off
+        if stored:
+            C = batch.rollouts.completion_ids.shape[1]
+            beh = torch.full((n, C), float("nan"))
+            for i, e in zip(rows, used):
+                beh[i] = 0.0
+                beh[i, : len(e["logp"])] = torch.tensor(e["logp"])
+            batch.behaviour_logp = beh
+        return logs
+
     def _join_off_policy(self, batch: Batch, extra: Rollouts, rewards: torch.Tensor) -> None:
         """Row k of ``extra`` (its completion, with reward ``rewards[k]``) joins the batch's
         group k as its last row, with that group's prompt (its first row's), marked off-policy
@@ -961,6 +1132,159 @@ class Trainer:
             "extra/reference_acc": sum(ok) / max(n_p, 1),
             "extra/reference_reward": float(rewards.mean()) if n_p else 0.0,
         }
+
+    def _referee_round(self, batch: Batch, step: int, req: dict) -> dict:
+        """A referee round (plan ``kind: referee``, URPO's sampler): the first ceil(frac *
+        groups) prompts of the batch become referee prompts: ``req["pair"](gold, preds,
+        correct, k)`` picks two candidate answers from group k's graded player answers (or
+        None: no referee prompt for it), ``req["prompt"](question, a, b)`` is the user message.
+        The policy samples ``req["group_size"]`` (else G) verdicts per referee prompt at the
+        rollout temperature; each is scored by the run's reward functions against the label
+        (the right candidate, the problem's answer), and the referee groups join the batch as
+        groups of their own, on-policy, so that the estimator gives them advantages like any
+        group. Training metrics stay those of the main batch; the referee's are logged."""
+        from grpo_core.episodes import chat_ids
+        from grpo_core.tasks import render_prompt
+
+        cfg = self.cfg
+        if dist.active():
+            raise UserError(f"sampler {cfg.sampler.name!r}: referee rounds need one process")
+        if cfg.env.name != "single_turn":
+            raise UserError(
+                f"sampler {cfg.sampler.name!r}: referee rounds need env single_turn, "
+                f"got {cfg.env.name!r}"
+            )
+        G = int(req.get("group_size") or cfg.rollout.group_size)
+        starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
+        n_p = min(len(batch.group_sizes), math.ceil(float(req["frac"]) * len(batch.group_sizes)))
+        grades = grade_texts(
+            self.task, batch.rollouts.texts[: starts[n_p]], batch.problems[: starts[n_p]]
+        )
+        msgs, probs, idx, own = [], [], [], []
+        for k in range(n_p):
+            rows = range(starts[k], starts[k + 1])
+            p = self.train_set[batch.indices[starts[k]]]  # the plain problem (no hint)
+            pair = req["pair"](
+                p.answer, [grades[i].pred for i in rows], [grades[i].score >= 1.0 for i in rows], k
+            )
+            if pair is None:
+                continue
+            a, b, mine = pair
+            msgs.append(req["prompt"](render_prompt(cfg.task.template, p), a, b))
+            probs.append(dataclasses.replace(p, id=f"{p.id}/referee"))
+            idx.append(batch.indices[starts[k]])
+            own.append(mine)
+        if not msgs:
+            return {"extra/n_referee": 0.0}
+        prompts = [chat_ids(self.tok, [{"role": "user", "content": m}]) for m in msgs]
+        rows = [r for r in range(len(msgs)) for _ in range(G)]
+        params = SamplingParams(
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            stop=list(cfg.rollout.stop),
+            seed=derive_seed(cfg.run.seed, step, 1 << 22),
+        )
+        problems = [probs[r] for r in rows]
+        row_idx = [idx[r] for r in rows]
+        ro, ep = play(
+            cfg.env,
+            self.task,
+            cfg.task.template,
+            problems,
+            [episode_seed(cfg.run.seed, j) for j in row_idx],
+            self.engine,
+            self.tok,
+            params,
+            prompt_fn=lambda r: prompts[rows[r]],
+        )
+        self._count("generated", int(ro.policy_mask.sum()))
+        self._count("gen_processed", processed_tokens(ro))
+        sizes = [G] * len(msgs)
+        ctx = self._group_context(
+            ro, problems, sizes, row_idx, step, self.no_grad_passes(ro, self.reward_needs), ep
+        )
+        rewards, _ = compute_rewards(cfg.rewards, ctx)
+        ok = [g.score >= 1.0 for g in grade_texts(self.task, ro.texts, problems)]
+        has_slp = batch.rollouts.sampler_logp is not None
+        ro.sampler_logp = torch.full(ro.completion_ids.shape, float("nan")) if has_slp else None
+        n_old = len(batch.rollouts)
+        batch.passes = None  # rows joined: the round's passes do not cover them
+        batch.rollouts = Rollouts.concat([batch.rollouts, ro], self.tok.pad_token_id)
+        batch.problems = batch.problems + problems
+        if batch.episodes is not None:
+            batch.episodes = Episodes.concat([batch.episodes, ep])
+        batch.rewards = torch.cat([batch.rewards, rewards.to(batch.rewards.dtype)])
+        batch.group_sizes = batch.group_sizes + sizes
+        batch.indices = batch.indices + row_idx
+        if batch.off_policy is not None:
+            batch.off_policy = torch.cat([batch.off_policy, torch.zeros(len(ro), dtype=torch.bool)])
+        if batch.adv_override is not None:
+            batch.adv_override = torch.cat(
+                [batch.adv_override, torch.full((len(ro),), float("nan"))]
+            )
+        assert len(batch.rollouts) == n_old + len(rows)
+        # the player's accuracy on the same prompts, for the referee's comparison
+        player = [grades[i].score >= 1.0 for i in range(starts[n_p])]
+        return {
+            "extra/n_referee": float(len(msgs)),
+            "extra/referee_acc": sum(ok) / len(ok),
+            "extra/referee_player_acc": sum(player) / max(len(player), 1),
+            # referee prompts whose wrong candidate is one of the player's own answers
+            "extra/referee_own_frac": sum(own) / len(own),
+            "extra/referee_reward": float(rewards.mean()),
+        }
+
+    def _generate_texts(self, messages: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy completions of user messages by the rollout engine: a sampler's model-written
+        text (the experience sampler's policy summariser). Counted as generated tokens."""
+        from grpo_core.episodes import chat_ids
+
+        cfg = self.cfg
+        if not messages:
+            return []
+        prompts = [chat_ids(self.tok, [{"role": "user", "content": m}]) for m in messages]
+        params = SamplingParams(
+            temperature=0.0,
+            top_p=1.0,
+            max_new_tokens=int(max_new_tokens),
+            stop=[],
+            seed=derive_seed(cfg.run.seed, self.step, 1 << 23),
+        )
+        ro = self.engine.generate(prompts, params)
+        self._count("generated", int(ro.policy_mask.sum()))
+        return list(ro.texts)
+
+    def _no_update_step(self, batch: Batch, step: int, stats: dict, t0: float, t_roll: float):
+        """``train.optimize: false`` (Training-Free GRPO): the sampler sees the step's kept
+        groups (``sampler.update``: an experience library learns from them); no advantages,
+        loss, optimizer or scheduler step, so the weights stay those of the start."""
+        samp_logs = self.sampler.update(
+            {
+                "indices": batch.all_indices,
+                "problems": batch.all_problems,
+                "rewards": batch.all_rewards,
+                "group_sizes": batch.all_group_sizes,
+                "texts": batch.all_texts,
+                "step": step,
+                "entropy": None,
+            }
+        )
+        if samp_logs:
+            stats.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
+        stats.update(
+            loss=0.0,
+            grad_norm=0.0,
+            clip_frac=0.0,
+            entropy=float("nan"),
+            kl=float("nan"),
+            lr=0.0,
+            rollout_s=t_roll,
+            train_s=0.0,
+            tokens_per_s=0.0,
+        )
+        stats.update(self.compute_stats(time.perf_counter() - t0))
+        return stats
 
     def _group_sizes(self, idx: list[int]) -> list[int]:
         """Rollouts per prompt: the sampler's allocation if it makes one, else G each."""
@@ -1120,6 +1444,8 @@ class Trainer:
             with self._gen_lock():
                 stats.update(self._extra_round(batch, step))
         t_roll = time.perf_counter() - t0
+        if batch is not None and not self.cfg.train.optimize:
+            return self._no_update_step(batch, step, stats, t0, t_roll)
         if batch is None:  # every group had zero reward variance and the round cap was hit
             stats.update(
                 loss=0.0,
@@ -1449,6 +1775,9 @@ class Trainer:
         dev = logp.device
         mask = mask.to(dev)
         old = batch.old_logp[ix].to(dev) if batch.old_logp is not None else logp.detach()
+        if batch.behaviour_logp is not None:  # replayed rows: their behaviour policy's
+            beh = batch.behaviour_logp[ix].to(dev)
+            old = torch.where(torch.isnan(beh), old, beh.to(old.dtype))
         adv = batch.advantages[ix].to(dev)
         # the policy loss's advantages: per token from a step-level estimator, else per sequence
         adv_pg = batch.token_advantages[ix].to(dev) if batch.token_advantages is not None else adv
@@ -1663,8 +1992,13 @@ class Trainer:
 
         cfg, c, ev = self.cfg, self.cfg.eval.curve, self.cfg.eval
         test = self.task.test()[: c.n_problems]
+        pre = getattr(self.sampler, "prefix_text", None)
+        pre = pre() if pre is not None else None
+        if pre:  # the sampler's prior (an experience library) before every prompt, as at eval
+            test = [dataclasses.replace(p, prefix=pre) for p in test]
+            self._curve_prompts = None
         problems = [p for p in test for _ in range(c.k)]
-        if self._curve_prompts is None and cfg.env.name == "single_turn":
+        if self._curve_prompts is None and cfg.env.name == "single_turn" and not pre:
             self._curve_prompts = single_turn_prompts(self.tok, cfg.task.template, test)
         params = SamplingParams(
             temperature=ev.temperature,
@@ -1771,6 +2105,9 @@ class Trainer:
             else:
                 self.model.save_pretrained(tmp, safe_serialization=True)
             self.tok.save_pretrained(tmp)
+            files = getattr(self.sampler, "checkpoint_files", None)
+            for name, text in (files() if files is not None else {}).items():
+                (tmp / name).write_text(text)  # what the sampler learned (eval reads it)
             ref_state = self.ref.state_tensors() if self.ref is not None else None
             if ref_state is not None:  # a moving reference is training state too
                 from safetensors.torch import save_file

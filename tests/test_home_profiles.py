@@ -45,3 +45,18 @@ def test_wave2_names_rank_grpo_and_the_snakefile_runs_it_in_tiny_rec(tmp_path):
     # ... never on the tiny profile's task
     assert "results/tiny/runs/rank_grpo" not in out
     assert "results/tiny/runs/grpo/seed0/train.done" in out
+
+
+def test_every_home_profile_has_a_module_block_in_the_snakefile():
+    import re
+
+    from grpo_core.config import list_profiles, list_reproductions, reproduction_meta
+
+    text = (ROOT / "Snakefile").read_text()
+    blocks = set(re.findall(r"^    module (\w+):$", text, flags=re.M))
+    homes = {reproduction_meta(s).get("profile") for s in list_reproductions()} - {None, ""}
+    assert homes, "no reproduction names a home profile"
+    assert homes <= set(list_profiles()), homes - set(list_profiles())
+    assert homes <= blocks, f"no module block for {homes - blocks}"
+    m = re.search(r"MODULE_PROFILES = \{(.*?)\}", text, flags=re.S)
+    assert blocks == set(re.findall(r'"(\w+)"', m[1]))
