@@ -205,9 +205,38 @@ rule train:
         "--threads {threads} --no-progress --replace-changed > {log} 2>&1"
 
 
-rule evaluate:
+def eval_inputs(wildcards):
+    """The trained run, plus its VM-MCTS value model when the reproduction decodes with one
+    (eval.vm_mcts: rest_rl)."""
+    run = f"{RES}/runs/{wildcards.repro}/seed{wildcards.seed}"
+    if wildcards.repro == START:  # evaluate_start's (ruleorder) own files; no value model
+        return [f"{run}/train.done"]
+    c = load_config(wildcards.repro, PROFILE, seed=int(wildcards.seed))
+    vm = [f"{run}/value_model/value_model.json"] if c.eval.vm_mcts is not None else []
+    return [f"{run}/train.done"] + vm
+
+
+rule value_model:
     input:
         f"{RES}/runs/{{repro}}/seed{{seed}}/train.done",
+    output:
+        f"{RES}/runs/{{repro}}/seed{{seed}}/value_model/value_model.json",
+    log:
+        f"{RES}/logs/value_model_{{repro}}_seed{{seed}}.log",
+    wildcard_constraints:
+        repro=RUN_NAME,
+        seed=r"\d+",
+    threads: THREADS
+    resources:
+        **JOB_RES,
+    shell:
+        "{GRPO} value-model {wildcards.repro} --profile {PROFILE} --seed {wildcards.seed} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        eval_inputs,
     output:
         f"{RES}/runs/{{repro}}/seed{{seed}}/eval/{BENCH}.json",
         f"{RES}/runs/{{repro}}/seed{{seed}}/eval/{BENCH}.samples.jsonl",

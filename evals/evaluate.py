@@ -101,6 +101,12 @@ def evaluate(
     test = task.test()
     if ev.n_prompts:
         test = test[: ev.n_prompts]
+    if ev.vm_mcts is not None:  # VM-MCTS (evals.vm_mcts): its value model must be there
+        from evals.vm_mcts import check_params, require_value_model, search_temperature
+
+        max_new = ev.max_new_tokens or cfg.rollout.max_new_tokens
+        check_params(ev.vm_mcts, max_new, search_temperature(cfg))
+        require_value_model(cfg, model_dir)
     prefix = read_experience_prefix(model_dir)  # a learned prompt prior (training_free_grpo)
     if prefix:
         test = [dataclasses.replace(p, prefix=prefix) for p in test]
@@ -192,6 +198,13 @@ def evaluate(
     metrics.update(rm_metrics)
     per = per_problem_scores(scores, answers, [1])
     ci = {f"avg@{k}": list(bootstrap_ci(per[f"avg@{k}"]))}
+    mcts = None
+    if ev.vm_mcts is not None:  # VM-MCTS decoding of the same checkpoint: mcts_acc, compute
+        from evals.vm_mcts import mcts_decode, value_model_hint
+
+        mcts = mcts_decode(cfg, model_dir, test, task, what=value_model_hint(cfg), log=print)
+        metrics.update(mcts["metrics"])
+        ci["mcts_acc"] = list(bootstrap_ci([float(x["correct"]) for x in mcts["samples"]]))
     agent = None
     if all(x is not None for x in succ):  # an agent env: success, score, steps, end reasons
         from evals.agent import agent_metrics
@@ -241,6 +254,11 @@ def evaluate(
         result["end_reasons"] = agent["end_reasons"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if mcts is not None:  # its protocol in the json, one line per problem in .mcts.jsonl
+        result["vm_mcts"] = {"protocol": mcts["protocol"], "search_s": mcts["search_s"]}
+        _write_atomic(
+            out / f"{bench}.mcts.jsonl", "".join(json.dumps(s) + "\n" for s in mcts["samples"])
+        )
     tmp = out / f"{bench}.samples.jsonl.tmp"
     tmp.write_text("".join(json.dumps(s) + "\n" for s in samples))
     tmp.replace(out / f"{bench}.samples.jsonl")

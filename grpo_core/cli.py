@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
 
     p = sub.add_parser(
+        "value-model",
+        help="train a run's VM-MCTS value model (eval.vm_mcts, rest_rl) on fresh rollouts of "
+        "its checkpoint into <run>/value_model",
+    )
+    p.add_argument("reproduction")
+    _common(p)
+    p.add_argument("--seed", type=int, default=None, help="run seed (same as run.seed=N)")
+    p.add_argument("--model", default=None, help="model directory (default: the run's checkpoint)")
+    p.add_argument("--out", default=None, help="output directory (default: <run>/value_model)")
+    p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser(
         "report", help="aggregate results/<profile> into summary.csv, report.md and report.html"
     )
     _common(p)
@@ -310,6 +322,24 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def cmd_value_model(a) -> int:
+    from evals.vm_mcts import train_value_model
+    from grpo_core.config import load_config, run_dir
+    from grpo_core.runtime import setup_torch
+
+    overrides = list(a.overrides) + ([f"run.threads={a.threads}"] if a.threads else [])
+    cfg = load_config(a.reproduction, a.profile, overrides, seed=a.seed)
+    model = a.model or run_dir(cfg) / "checkpoint"
+    if not Path(model).exists():
+        raise UserError(
+            f"no model at {model}: train it first (grpo train {a.reproduction} --profile "
+            f"{a.profile} --seed {cfg.run.seed})"
+        )
+    setup_torch(cfg, a.threads)
+    train_value_model(cfg, model, a.out)
+    return 0
+
+
 def cmd_report(a) -> int:
     from evals.aggregate import aggregate
     from evals.report import write_report
@@ -494,6 +524,7 @@ COMMANDS = {
     "prepare": cmd_prepare,
     "train": cmd_train,
     "eval": cmd_eval,
+    "value-model": cmd_value_model,
     "report": cmd_report,
     "lmeval": cmd_lmeval,
     "list": cmd_list,
@@ -522,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, unwritable or missing directory: one line, no traceback
-        if args.traceback or args.cmd not in ("train", "eval", "prepare", "report"):
+        if args.traceback or args.cmd not in ("train", "eval", "prepare", "report", "value-model"):
             raise
         where = f": {e.filename}" if e.filename else ""
         print(f"error: {e.strerror or e}{where}", file=sys.stderr)

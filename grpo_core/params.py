@@ -160,6 +160,14 @@ class NonzeroStdFilterParams(Params):
     metric: Literal["acc", "reward"] = "acc"  # what must vary within a kept group
 
 
+class RewardStdFilterParams(Params):
+    """ReST-GRPO's group filter (ReST-RL, experiment/process_gen_data.py): keep a prompt whose
+    group's population std (np.std, ddof 0) of ``metric`` is at least ``threshold``."""
+
+    threshold: float = Field(0.05, gt=0)  # the authors' --std_accept_threshold_grpo
+    metric: Literal["acc", "reward"] = "reward"  # the authors filter the (pass-rate) reward
+
+
 class AepoParams(Params):  # no pool: the aepo sampler rejects it
     target: float = Field(0.5, ge=0)
     t_high: float = Field(1.2, gt=0)

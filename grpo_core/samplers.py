@@ -575,6 +575,25 @@ def nonzero_std_filter(
     return torch.tensor([bool(r.max() - r.min() > 1e-8) for r in groups], dtype=torch.bool)
 
 
+@FILTERS.register("reward_std", params=P.RewardStdFilterParams)
+def reward_std_filter(
+    groups: list[torch.Tensor],
+    acc: list[torch.Tensor] | None,
+    threshold: float = 0.05,
+    metric: str = "reward",
+) -> torch.Tensor:
+    """ReST-GRPO (ReST-RL): keep a group when the population std of its ``metric`` (the shaped
+    reward by default, the task's accuracy with ``acc``) is at least ``threshold``:
+    ``sqrt(mean_i (r_i - mean r)^2) >= threshold`` (the authors drop ``std < 0.05``). With 0/1
+    rewards and G < 400 this is nonzero_std; it differs on graded rewards (a test pass rate)."""
+    if metric == "acc":
+        if acc is None:
+            raise ValueError("the reward_std filter with metric acc needs per-sample accuracy")
+        groups = acc
+    keep = [float(r.double().std(unbiased=False)) >= threshold - 1e-12 for r in groups]
+    return torch.tensor(keep, dtype=torch.bool)
+
+
 class FilteredSampler:
     """A sampler whose group filter is ``sampler.filter``: prompt selection, allocation,
     statistics, extra rounds and state are the wrapped sampler's; ``keep`` is the filter's and

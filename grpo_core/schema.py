@@ -283,6 +283,32 @@ class CurveCfg(Strict):
     k: int = Field(1, ge=1, le=1024)
 
 
+class VmMctsCfg(Strict):
+    """VM-MCTS decoding at evaluation (ReST-RL; evals/vm_mcts.py): a value model trained by
+    ``grpo value-model`` on fresh rollouts of the checkpoint guides a tree search whose steps
+    are ``step_tokens``-token chunks (``split: tokens``) or lines (``split: line``, the paper's).
+    Evaluation then records ``mcts_acc`` next to plain sampling's ``avg@k``."""
+
+    iterations: int = Field(15, ge=1)  # select-expand-evaluate-backup rounds per problem
+    num_sample: int = Field(5, ge=1)  # continuations sampled per expansion
+    num_decision: int = Field(5, ge=1)  # children kept visible (the highest values)
+    c: float = Field(0.1, ge=0)  # UCT exploration constant
+    eps: float = Field(0.1, gt=0)  # UCT: sqrt((1 + ln N) / (eps + n))
+    split: Literal["tokens", "line"] = "tokens"
+    step_tokens: int = Field(2, ge=1)
+    temperature: float | None = Field(None, gt=0)  # None: eval.temperature
+    n_prompts: int | None = Field(None, ge=1)  # None: eval.n_prompts (the whole test split)
+    # also VM best-of-N at each problem's search sample count (vm_bon_acc)
+    bon_baseline: bool = True
+    # the value model: a regression head on the checkpoint's last hidden state
+    vm_prompts: int = Field(256, ge=1)  # train-split prompts rolled out for its data
+    vm_k: int = Field(8, ge=1)  # rollouts per prompt
+    vm_hidden: int = Field(64, ge=1)
+    vm_steps: int = Field(300, ge=1)  # full-batch Adam steps
+    vm_lr: float = Field(3e-3, gt=0)
+    seed: int = Field(0, ge=0)
+
+
 class EvalCfg(Strict):
     k: int = Field(4, ge=1)
     n_prompts: int | None = Field(None, ge=1)  # None: the whole test split
@@ -306,6 +332,7 @@ class EvalCfg(Strict):
     grader_workers: int = Field(default=1, ge=1)
     max_line_bytes: int = Field(1_000_000, ge=1)  # longer benchmark lines are skipped
     curve: CurveCfg | None = None  # None: no held-out curve points during training
+    vm_mcts: VmMctsCfg | None = None  # None: no VM-MCTS decoding (rest_rl sets it)
 
 
 class WorkflowCfg(Strict):
