@@ -94,7 +94,7 @@ def format_check(res: dict) -> str:
             f"gain {v['gain'] * 100:+.1f} pts; last-quarter slope {sl.slope * 1e4:+.1f} "
             f"[{sl.lo * 1e4:+.1f}, {sl.hi * 1e4:+.1f}] pts/100 steps"
         )
-    if res["gain"]:
+    if res["gain"] and len(res["seeds"]) > 1:
         m, _sd, lo, hi = res["gain"]
         lines.append(f"gain mean {m * 100:+.1f} pts [95% CI {lo * 100:+.1f}, {hi * 100:+.1f}]")
     p = res["pooled"]
