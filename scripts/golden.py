@@ -40,6 +40,12 @@ EXTRA = {
     "gcpo": ["task.name=geo_angles", "task.template=plain"],
     "oncoreason": ["task.name=clinic_mix", "task.template=plain"],
     "pta_grpo": ["task.name=clinic_mix", "task.template=plain"],
+    # tiny_code's task (unit tests in the sandbox), tiny_tools' env
+    "posterior_grpo": ["task.name=code_fn", "task.template=plain", "rollout.max_new_tokens=16"],
+    "process_grpo": ["task.name=code_fn", "task.template=plain", "rollout.max_new_tokens=16"],
+    "rest_rl": ["task.name=code_fn", "task.template=plain", "rollout.max_new_tokens=16"],
+    "arpo": ["env.name=tools", "env.max_turns=2", "env.params={tools: [calculator]}"],
+    "flow_grpo": ["env.name=tools", "env.max_turns=2", "env.params={tools: [calculator]}"],
 }
 
 
