@@ -1255,10 +1255,9 @@ class Trainer:
         self._count("generated", int(ro.policy_mask.sum()))
         return list(ro.texts)
 
-    def _no_update_step(self, batch: Batch, step: int, stats: dict, t0: float, t_roll: float):
-        """``train.optimize: false`` (Training-Free GRPO): the sampler sees the step's kept
-        groups (``sampler.update``: an experience library learns from them); no advantages,
-        loss, optimizer or scheduler step, so the weights stay those of the start."""
+    def _sampler_update(self, batch: Batch, step: int, entropy) -> dict:
+        """The sampler sees the step's groups (its state: difficulty estimates, buffers, an
+        experience library); returns its logs as ``sampler/<key>`` stats."""
         samp_logs = self.sampler.update(
             {
                 "indices": batch.all_indices,
@@ -1267,11 +1266,16 @@ class Trainer:
                 "group_sizes": batch.all_group_sizes,
                 "texts": batch.all_texts,
                 "step": step,
-                "entropy": None,
+                "entropy": entropy,
             }
         )
-        if samp_logs:
-            stats.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
+        return {f"sampler/{k}": float(v) for k, v in (samp_logs or {}).items()}
+
+    def _no_update_step(self, batch: Batch, step: int, stats: dict, t0: float, t_roll: float):
+        """``train.optimize: false`` (Training-Free GRPO): the sampler sees the step's kept
+        groups (``sampler.update``: an experience library learns from them); no advantages,
+        loss, optimizer or scheduler step, so the weights stay those of the start."""
+        stats.update(self._sampler_update(batch, step, entropy=None))
         stats.update(
             loss=0.0,
             grad_norm=0.0,
@@ -1651,19 +1655,8 @@ class Trainer:
         else:
             self.engine.sync_weights(self.model)  # the next rollouts sample from the new weights
         self.sched.step()
-        samp_logs = self.sampler.update(
-            {
-                "indices": batch.all_indices,
-                "problems": batch.all_problems,
-                "rewards": batch.all_rewards,
-                "group_sizes": batch.all_group_sizes,
-                "texts": batch.all_texts,
-                "step": step,
-                "entropy": logs.get("entropy"),  # token mean over the batch (entropy control)
-            }
-        )
-        if samp_logs:
-            out.update({f"sampler/{k}": float(v) for k, v in samp_logs.items()})
+        # entropy: the token mean over the batch (entropy control)
+        out.update(self._sampler_update(batch, step, entropy=logs.get("entropy")))
         if self._async is not None:  # the new weights to the worker, the next job behind them
             self._async_after_update(step)
         return out
