@@ -36,7 +36,7 @@ from grpo_core.tasks import item_segments
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 # the estimators that return per-turn advantages (TurnAdvantages)
-STEP_LEVEL = ("gigpo", "salt")
+STEP_LEVEL = ("gigpo", "salt", "m_grpo")
 
 
 def assert_groups(prompt_ids: list, group_size: int | list[int]) -> None:
@@ -476,6 +476,58 @@ def salt_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     logs = {
         "edges_per_step": n_edges / max(n_steps, 1),
         "merged_step_frac": n_merged / max(n_steps, 1),
+    }
+    return TurnAdvantages(vals, list(ep.n_turns)), logs
+
+
+@ADVANTAGES.register("m_grpo", params=P.MGrpoParams)
+def m_grpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
+    """M-GRPO (Hong et al. 2025, "Multi-Agent Deep Research: Training Multi-Agent Systems with
+    M-GRPO", arXiv:2511.13288): group-relative advantages computed separately for the main
+    agent and the sub-agents of a vertical two-role system, sub-agent calls aligned to a fixed
+    number of slots per trajectory.
+
+    Roles on one policy: an episode's last turn is the main agent's (the answer), every earlier
+    turn a sub-agent call (a tool call / search turn: d_i = n_turns[i] - 1 calls).
+    Main: A_M[i] = (R_i - mean_G R) / (std_G R + eps) over the group's G episodes (grpo, with
+    ``cfg.std``), on the last turn. Sub: each call's reward is its trajectory's outcome R_i (the
+    shared-fate term of the paper's sub-agent reward); trajectory alignment gives every episode
+    with d_i >= 1 exactly D slots (``sub_slots``, default the group's max d_i): d_i < D is
+    padded with copies of its calls, d_i > D keeps its first D calls (the rest get 0). The
+    statistics run over the m * D slots of the m episodes with calls: A_S[i, t] = (R_i - mean_S)
+    / (std_S + eps); fewer than two such episodes: A_S = 0 (no group)."""
+    p = ADVANTAGES.resolve_params("m_grpo", cfg.params, "advantage.params")
+    n_groups, g = rewards.shape
+    ep = _episodes_of(ctx, "m_grpo", n_groups * g)
+    unbiased = cfg.std == "unbiased"
+    main = grpo_advantage(rewards, cfg).reshape(-1).tolist()
+    r = rewards.reshape(-1).tolist()
+    width = max(1, max(ep.n_turns))
+    vals = torch.zeros(n_groups * g, width)
+    n_calls, n_kept, n_pad, a_sub = 0, 0, 0, []
+    for k in range(n_groups):
+        rows = list(range(k * g, (k + 1) * g))
+        calls = {i: max(ep.n_turns[i] - 1, 0) for i in rows}
+        with_calls = [i for i in rows if calls[i] > 0]
+        d = p["sub_slots"] or max([calls[i] for i in rows] + [1])
+        if len(with_calls) >= 2:
+            mean, div = _norm([r[i] for i in with_calls for _ in range(d)], cfg.eps, True, unbiased)
+        for i in rows:
+            if ep.n_turns[i] >= 1:
+                vals[i, ep.n_turns[i] - 1] = main[i]
+            for t in range(min(calls[i], d)):
+                a = (r[i] - mean) / div if len(with_calls) >= 2 else 0.0
+                vals[i, t] = a
+                a_sub.append(abs(a))
+            n_calls += calls[i]
+            n_kept += min(calls[i], d)
+            n_pad += d - calls[i] if 0 < calls[i] < d else 0
+    logs = {
+        "sub_calls_mean": n_calls / max(n_groups * g, 1),
+        "sub_dropped_frac": (n_calls - n_kept) / max(n_calls, 1),
+        "sub_padded_slots": n_pad / max(n_groups * g, 1),
+        "main_abs": sum(abs(x) for x in main) / max(len(main), 1),
+        "sub_abs": sum(a_sub) / max(len(a_sub), 1),
     }
     return TurnAdvantages(vals, list(ep.n_turns)), logs
 

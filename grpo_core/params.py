@@ -69,6 +69,12 @@ class SaltParams(Params):
     base: Literal["grpo", "rloo"] = "grpo"
 
 
+class MGrpoParams(Params):
+    # M-GRPO's trajectory alignment: D_max sub-agent slots per trajectory (null: the most calls
+    # of any trajectory in the group); the main agent's turn is the episode's last
+    sub_slots: int | None = Field(None, ge=1)
+
+
 class RankGrpoParams(Params):
     # per-rank reward: the rank's own gain ("individual", the authors' exp_inf default) or the
     # discounted gains from this rank to the end of the list ("log_decay")

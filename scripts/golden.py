@@ -46,6 +46,7 @@ EXTRA = {
     "rest_rl": ["task.name=code_fn", "task.template=plain", "rollout.max_new_tokens=16"],
     "arpo": ["env.name=tools", "env.max_turns=2", "env.params={tools: [calculator]}"],
     "flow_grpo": ["env.name=tools", "env.max_turns=2", "env.params={tools: [calculator]}"],
+    "m_grpo": ["env.name=tools", "env.max_turns=2", "env.params={tools: [calculator]}"],
 }
 
 
