@@ -109,6 +109,8 @@ def test_video_repro_trains_on_video_and_logs_its_mechanism(slug, make_cfg, tmp_
     assert check(rows), [r[key] for r in rows]
     if slug == "grpo_care":
         assert tr.ref is not None and tr.ref.kind == "ema"
+    if slug == "tw_grpo":  # the paper's soft multiple-choice credit on video
+        assert [(r.name, r.params) for r in cfg.rewards] == [("correctness", {"choice": "soft"})]
     if slug == "reg_grpo":
         assert cfg.loss.name == "reg_grpo" and cfg.train.minibatches == 2
 
@@ -151,3 +153,39 @@ def test_claims_of_another_profiles_benchmark_are_skipped():
     assert set(got) == {"cons", "l3"}
     assert got["cons"].verdict == SUPPORTED
     assert got["l3"].verdict == INCONCLUSIVE and "not measured" in got["l3"].note
+
+
+def test_soft_choice_correctness_by_hand():
+    """TW-GRPO's soft multiple-choice credit: gold "A,C" (|G| = 2): "A" is a subset, 1/2;
+    "C, A" the set itself, 1 (the task's exact match gives it 0: other text); "A,B" not a
+    subset, 0; no answer tag, 0. Gold "B" (one letter): the task's grade, "B" 1, "B,C" 0."""
+    from grpo_core.errors import UserError
+    from grpo_core.rewards import REWARDS, GroupContext
+    from grpo_core.tasks import Problem, VideoMC
+
+    t = VideoMC(1, 1, 0, {}, None, {"frames": 4, "size": 28, "held_out": "changed"})
+    opts = {"options": ["right", "left", "up", "down"], "level": "L1"}
+    multi, single = Problem("m", "q", "A,C", meta=opts), Problem("s", "q", "B", meta=opts)
+    texts = [
+        "<think>x</think><answer>A</answer>",
+        "<think>x</think><answer>C, A</answer>",
+        "<think>x</think><answer>A,B</answer>",
+        "A",
+        "<think>x</think><answer>B</answer>",
+        "<think>x</think><answer>B,C</answer>",
+    ]
+    ctx = GroupContext(
+        texts=texts,
+        problems=[multi] * 4 + [single] * 2,
+        finish_reasons=["stop"] * 6,
+        lengths=[1] * 6,
+        group_sizes=[6],
+        max_new_tokens=8,
+        task=t,
+    )
+    fn = REWARDS.get("correctness", "rewards")
+    exact = fn(ctx).tolist()
+    assert exact == [0, 0, 0, 0, 1, 0]
+    assert fn(ctx, choice="soft").tolist() == [0.5, 1, 0, 0, 1, 0]
+    with pytest.raises(UserError, match="choice must be exact or soft"):
+        fn(ctx, choice="partial")
