@@ -147,12 +147,16 @@ def judge(
     summary: pd.DataFrame, claims: dict[str, list[Claim]], baseline: str = "grpo"
 ) -> list[ClaimVerdict]:
     """One verdict per claim; the baseline's own claims are skipped (its delta is 0 by
-    definition)."""
+    definition), and so are claims on a benchmark the summary has no row of at all (another
+    profile's task: tiny's arith_mix claims in a tiny_video summary)."""
     out = []
+    benches = set(summary.benchmark) if "benchmark" in summary else set()
     for repro in sorted(claims):
         if repro == baseline:
             continue
         for c in claims[repro]:
+            if c.benchmark not in benches:
+                continue
             row = summary[
                 (summary.reproduction == repro)
                 & (summary.benchmark == c.benchmark)

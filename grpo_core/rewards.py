@@ -200,10 +200,31 @@ def task_grades(ctx: RewardContext) -> list:
 
 
 @REWARDS.register("correctness")
-def correctness_reward(ctx: RewardContext) -> torch.Tensor:
+def correctness_reward(ctx: RewardContext, choice: str = "exact") -> torch.Tensor:
     """The task's own grade of each completion (the same call evaluation makes): exact match of
-    the extracted answer on the arithmetic tasks, math-verify on the math task."""
-    return torch.tensor([g.score for g in task_grades(ctx)], dtype=torch.float32)
+    the extracted answer on the arithmetic tasks, math-verify on the math task.
+
+    ``choice: soft``: TW-GRPO's soft multiple-choice credit (longmalongma/TW-GRPO grpo.py
+    accuracy_reward), for answers that are comma-separated option sets: where the task's grade
+    is 0, r = |S| / |G| if the answer's set S is a subset of the gold set G, else 0 (gold "A,C":
+    "A" 0.5, "A,C" 1, "A,B" 0); on one-letter gold answers it is the task's grade."""
+    if choice not in ("exact", "soft"):
+        raise UserError(f"rewards correctness: choice must be exact or soft, got {choice!r}")
+    r = [g.score for g in task_grades(ctx)]
+    if choice == "soft":
+        from grpo_core.grader import last_answer_tag
+
+        for i, (t, p) in enumerate(zip(ctx.texts, ctx.problems)):
+            if r[i] > 0:
+                continue
+            ans = last_answer_tag(t)
+            if ans is None:
+                continue
+            s = {o.strip() for o in ans.replace(" ", "").split(",")}
+            g = {o.strip() for o in str(p.answer).replace(" ", "").split(",")}
+            if s <= g:
+                r[i] = len(s) / len(g)
+    return torch.tensor(r, dtype=torch.float32)
 
 
 @REWARDS.register("env")
