@@ -230,9 +230,15 @@ def cmd_train(a) -> int:
     out = run_dir(cfg)
     done = None
     if not a.fresh:  # a finished run of this config: say so without loading anything
+        import contextlib
+        import os
+
         from grpo_core.rundir import RunLock, finished_step
 
-        with RunLock(out):
+        # rank 0 alone locks (under torchrun every rank runs this before the process group
+        # exists; another rank's brief lock here could meet rank 0's trainer lock)
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        with RunLock(out) if main_rank else contextlib.nullcontext():
             done = finished_step(out, cfg)
     if done is None:
         trainer = Trainer(

@@ -445,7 +445,8 @@ def test_every_component_declares_params_and_defaults_match_the_runtime():
     # derived from the signature: overlong_reward(ctx, buffer: int = 4, max_len: int | None)
     ov = rewards.REWARDS.params_model("overlong")
     assert ov().model_dump() == {"buffer": 4, "max_len": None}
-    assert rewards.REWARDS.params_model("correctness").model_fields == {}
+    # correctness takes one param (tw_grpo's soft multiple choice), default exact
+    assert rewards.REWARDS.params_model("correctness")().model_dump() == {"choice": "exact"}
     # the samplers' runtime params (SAMPLERS.resolve_params) are the models' defaults
     for name in ("knapsack", "cures", "vade", "vas", "xrpo"):
         s = samplers.SAMPLERS.get(name)(100, SamplerCfg(name=name), 0)

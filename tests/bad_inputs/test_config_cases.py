@@ -144,7 +144,7 @@ PARAM_CASES = [
     ),
     (
         "rewards: [{name: correctness, params: {scale: 2}}]",
-        "key 'rewards[0].params.scale': reward function 'correctness' takes no params",
+        "unknown key 'rewards[0].params.scale'; valid names: choice",
     ),
     (
         "sampler: {name: vade, params: {decay_slwo: 0.9}}",
