@@ -316,6 +316,18 @@ def write_environment(path: Path, device: str, step: int) -> None:
     tmp.replace(path)
 
 
+def _single_turn_round(cfg, kind: str) -> None:
+    """A round that builds prompts of its own (refinement, referee) needs one process and env
+    single_turn."""
+    name = cfg.sampler.name
+    if dist.active():
+        raise UserError(f"sampler {name!r}: {kind} rounds need one process")
+    if cfg.env.name != "single_turn":
+        raise UserError(
+            f"sampler {name!r}: {kind} rounds need env single_turn, got {cfg.env.name!r}"
+        )
+
+
 class Trainer:
     """GRPO and its variants: one loop, components chosen by the config."""
 
@@ -888,13 +900,7 @@ class Trainer:
         from grpo_core.tasks import grade_texts, render_prompt
 
         cfg = self.cfg
-        if dist.active():
-            raise UserError(f"sampler {cfg.sampler.name!r}: refinement rounds need one process")
-        if cfg.env.name != "single_turn":
-            raise UserError(
-                f"sampler {cfg.sampler.name!r}: refinement rounds need env single_turn, "
-                f"got {cfg.env.name!r}"
-            )
+        _single_turn_round(cfg, "refinement")
         starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
         n_p = min(len(batch.group_sizes), math.ceil(float(req["frac"]) * len(batch.group_sizes)))
         rows = list(range(starts[n_p]))
@@ -1147,13 +1153,7 @@ class Trainer:
         from grpo_core.tasks import render_prompt
 
         cfg = self.cfg
-        if dist.active():
-            raise UserError(f"sampler {cfg.sampler.name!r}: referee rounds need one process")
-        if cfg.env.name != "single_turn":
-            raise UserError(
-                f"sampler {cfg.sampler.name!r}: referee rounds need env single_turn, "
-                f"got {cfg.env.name!r}"
-            )
+        _single_turn_round(cfg, "referee")
         G = int(req.get("group_size") or cfg.rollout.group_size)
         starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
         n_p = min(len(batch.group_sizes), math.ceil(float(req["frac"]) * len(batch.group_sizes)))
