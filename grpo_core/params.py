@@ -40,6 +40,14 @@ class GtpoParams(Params):
     gamma: float = 0.1
 
 
+class TempsampParams(Params):
+    # TempSamp-R1's non-linear reward shaping before the GRPO advantage (the authors'
+    # transform_rewards): a near-flat plateau above the threshold, an exponential ramp below
+    threshold: float = Field(0.8, gt=0, lt=1)
+    alpha: float = Field(1.0, gt=0)  # steepness of the ramp below the threshold
+    plateau: float = Field(0.01, ge=0)  # slope factor of the log above the threshold
+
+
 class SeedGrpoParams(Params):
     alpha: float = Field(0.5, ge=0)  # <= 1 with f linear (below)
     f: Literal["linear", "exp", "inverse"] = "linear"
@@ -186,6 +194,9 @@ class AepoParams(Params):  # no pool: the aepo sampler rejects it
 
 class ReferenceParams(SamplerParams):
     frac: float = Field(1.0, gt=0, le=1)  # share of the batch's prompts that get the reference
+    # add: the reference joins its group as one more row (GRAO); replace: it takes the place of
+    # the group's last sampled row (TempSamp-R1's ground-truth injection, gt_replace_index -1)
+    mode: Literal["add", "replace"] = "add"
 
 
 class CritiqueParams(SamplerParams):
@@ -323,6 +334,11 @@ class VideoMCParams(Params):
     size: int = Field(28, ge=14, le=112)  # clip height = width in px (a multiple of 14)
     # held-out question type: only in the test split's level L3
     held_out: Literal["count", "direction", "order", "changed"] = "changed"
+    # share of the train split replaced by temporal grounding questions ("when does the red
+    # shape move?", answered "<start>-<end>" frame indices, graded by IoU): drawn from a stream
+    # of their own, so 0 (the default) is today's task item for item; the test split is never
+    # changed (grpo_core.tasks.VideoMC)
+    grounding: float = Field(0.0, ge=0, le=1)
 
 
 class ArithCotParams(Params):

@@ -1298,6 +1298,74 @@ def video_scene(rng, qtype: str, level: str, frames: int, size: int):
     return scene, question, options, answer, claim
 
 
+def grounding_scene(rng, frames: int, size: int):
+    """(scene, question, gold [s, e], claim) of one temporal grounding clip (level L1 looks):
+    the target shape is still, moves one step a frame from frame s to frame e (s < e), then
+    stays; with probability 1/2 a second shape of another colour moves over another window.
+    The gold answer is "s-e", the claim "red moves s-e" (the rationale SFT would teach)."""
+    names = list(VIDEO_COLOURS["L1"])
+    bg = list(rng.choice(VIDEO_BACKGROUNDS["L1"]))
+    r = max(2, size // 10)
+    lo, hi = VIDEO_SPEEDS["L1"]
+    windows = [(a, b) for a in range(frames) for b in range(a + 1, frames)]
+    target, other = rng.sample(names, 2)
+    gold = rng.choice(windows)
+    objects, taken = [], []
+    movers = [(target, gold)]
+    if rng.random() < 0.5 and len(windows) > 1:
+        movers.append((other, rng.choice([w for w in windows if w != gold])))
+    for name, (a, b) in movers:
+        speed = rng.randint(lo, hi) * size // 28
+        dx, dy = (v * speed for v in DIRECTIONS[rng.choice(list(DIRECTIONS))])
+        steps = b - a
+        for _ in range(100):
+            x0 = rng.randint(r - min(0, dx * steps), size - 1 - r - max(0, dx * steps))
+            y0 = rng.randint(r - min(0, dy * steps), size - 1 - r - max(0, dy * steps))
+            if all(abs(x0 - u) > 2 * r + 1 or abs(y0 - v) > 2 * r + 1 for u, v in taken):
+                break
+        taken.append((x0, y0))
+        objects.append(
+            dict(rgb=list(VIDEO_COLOURS["L1"][name]), shape=rng.choice(["square", "disc"]),
+                 r=r, x=x0, y=y0, dx=dx, dy=dy, move=[a, b])
+        )  # fmt: skip
+    question = f"When does the {target} shape move? Frames 0-{frames - 1}, first to last."
+    scene = {"size": size, "frames": frames, "bg": bg, "objects": objects}
+    return scene, question, list(gold), f"{target} moves {gold[0]}-{gold[1]}"
+
+
+INTERVAL_RE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+
+
+def interval_iou(answer: str | None, gold: str) -> tuple[float, str]:
+    """(score, reason) of a temporal grounding answer ("s-e" frame indices, inclusive)
+    against the gold "s-e": the IoU of the two frame sets,
+    |pred & gold| / |pred | gold| with |[a, b]| = b - a + 1. Malformed answers:
+
+    - no answer (no <answer> tag): 0, ``no_answer``;
+    - anything but "a-b" or one index "a" (a letter, words, three numbers, a negative or a
+      decimal): 0, ``malformed``;
+    - one index "a": the one-frame interval [a, a] (a short form of an interval, so partial
+      IoU, at most 1 / |gold|);
+    - reversed bounds "b-a" with b > a: 0, ``malformed`` (not an interval; crediting the
+      swapped one would reward a format the gold never uses);
+    - indices past the clip's last frame are not clipped: those frames count in the union (the
+      answer claims motion in frames the clip does not have).
+    ``match`` when the IoU is 1, else ``mismatch``."""
+    if answer is None:
+        return 0.0, "no_answer"
+    m = INTERVAL_RE.fullmatch(answer)
+    if m is None:
+        return 0.0, "malformed"
+    a = int(m.group(1))
+    b = int(m.group(2)) if m.group(2) is not None else a
+    if b < a:
+        return 0.0, "malformed"
+    s, e = (int(x) for x in gold.split("-"))
+    inter = max(0, min(b, e) - max(a, s) + 1)
+    iou = inter / ((b - a + 1) + (e - s + 1) - inter)
+    return iou, "match" if iou >= 1.0 else "mismatch"
+
+
 def mc_parts(text: str) -> tuple[str | None, str | None]:
     """(rationale inside <think>...</think>, letter inside <answer>...</answer>) of a
     completion (None where absent)."""
@@ -1327,7 +1395,13 @@ class VideoMC(Task):
     a third each of L1 (in distribution), L2 (unseen colours, backgrounds, faster motion) and
     L3 (L2 looks with the held-out type). Answers are letters; SFT teaches
     "<think>claim</think><answer>X</answer>", the claim naming the answer's option
-    (:func:`mc_consistent` checks that by rule)."""
+    (:func:`mc_consistent` checks that by rule).
+
+    ``grounding: p`` (default 0): after the split is drawn, each train row is replaced with
+    probability p by a temporal grounding question (``qtype`` "when", :func:`grounding_scene`;
+    answer "s-e", graded by :func:`interval_iou`), both drawn from a stream of their own
+    (``random.Random(f"video_mc-grounding-{seed}")``): every other row, and the whole test
+    split, is the item of ``grounding: 0``."""
 
     def _split(self) -> None:
         import random as _random
@@ -1363,10 +1437,39 @@ class VideoMC(Task):
                     },
                 )
             )
+        share = float(p.get("grounding", 0.0))  # (a params dict built by hand may omit it)
+        if share > 0:
+            g_rng = _random.Random(f"video_mc-grounding-{self.seed}")
+            for i in range(self.n_train):
+                if g_rng.random() >= share:
+                    continue
+                scene, q, gold, claim = grounding_scene(g_rng, p["frames"], p["size"])
+                rows[i] = Problem(
+                    id=f"video-when-{i}",
+                    question=q + "\nAnswer: <think>reason</think><answer>start-end</answer>",
+                    answer=f"{gold[0]}-{gold[1]}",
+                    meta={"scene": scene, "level": "L1", "qtype": "when", "options": [],
+                          "claim": claim},
+                )  # fmt: skip
         self._train, self._test = rows[: self.n_train], rows[self.n_train :]
 
     def grade(self, answer: str | None, problem: Problem) -> float:
+        if problem.meta.get("qtype") == "when":
+            return interval_iou(answer, problem.answer)[0]
         return float(answer is not None and answer.strip().upper() == problem.answer)
+
+    def grade_texts(self, texts: list[str], problems: list[Problem]) -> list[Grade]:
+        """Multiple choice: the default (the letter of the last answer tag, exact match).
+        Temporal grounding ("when"): the IoU of the answer tag's interval
+        (:func:`interval_iou`; no tag: no answer, where the default would take a bare number)."""
+        out = default_grade_texts(self, texts, problems)
+        for i, (t, p) in enumerate(zip(texts, problems)):
+            if p.meta.get("qtype") == "when":
+                a = last_answer_tag(t) if isinstance(t, str) else None
+                a = a.strip() if a is not None else None
+                score, reason = interval_iou(a, p.answer)
+                out[i] = Grade(score, a, reason)
+        return out
 
     def sft_target(self, problem: Problem) -> str:
         return f"<think>{problem.meta['claim']}</think><answer>{problem.answer}</answer>"

@@ -155,7 +155,9 @@ def render_clip(scene: dict) -> np.ndarray:
     """uint8 frames [T, S, S, 3] of a scene: ``size`` S, ``frames`` T, ``bg`` [r, g, b],
     ``objects``: each {rgb, shape: square | disc, r (half size), x, y (centre at frame 0),
     dx, dy (px per frame), appear (first frame shown), change_at / change_rgb (optional: the
-    colour from that frame on)}. Objects are drawn in order (later ones on top)."""
+    colour from that frame on), move (optional [s, e]: still before frame s, moving from frame
+    s to frame e, still after: the offset at frame f is min(max(f, s), e) - s steps; without
+    it every frame is a step)}. Objects are drawn in order (later ones on top)."""
     s, t = int(scene["size"]), int(scene["frames"])
     out = np.empty((t, s, s, 3), dtype=np.uint8)
     out[:] = np.asarray(scene["bg"], dtype=np.uint8)
@@ -164,7 +166,9 @@ def render_clip(scene: dict) -> np.ndarray:
         for o in scene["objects"]:
             if f < o.get("appear", 0):
                 continue
-            cx, cy, r = o["x"] + o["dx"] * f, o["y"] + o["dy"] * f, o["r"]
+            mv = o.get("move")
+            k = f if mv is None else min(max(f, mv[0]), mv[1]) - mv[0]
+            cx, cy, r = o["x"] + o["dx"] * k, o["y"] + o["dy"] * k, o["r"]
             if o["shape"] == "disc":
                 m = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
             else:
