@@ -175,6 +175,36 @@ def reinforce_baseline_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
     return adv, {"baseline": float(b.mean())}
 
 
+def tempsamp_shape(r: torch.Tensor, threshold: float, alpha: float, plateau: float):
+    """TempSamp-R1's non-linear reward shaping (Li et al. 2025, arXiv:2509.18056; the
+    authors' transform_rewards), for rewards in [0, 1] (a temporal IoU):
+
+        f(r) = tau + plateau * log(r - tau + 1)                          r >= tau
+        f(r) = tau - (exp(alpha (tau - r)) - 1) / (exp(alpha) - 1)       r <  tau
+
+    continuous at tau; above it a near-flat plateau (tau = 0.8: f(1) = 0.8018), below it an
+    exponential ramp (f(0) = 0.0868 at tau 0.8, alpha 1)."""
+    hi = threshold + plateau * torch.log((r - threshold).clamp(min=0) + 1.0)
+    lo = threshold - torch.expm1(alpha * (threshold - r)) / math.expm1(alpha)
+    return torch.where(r >= threshold, hi, lo)
+
+
+@ADVANTAGES.register("tempsamp", params=P.TempsampParams)
+def tempsamp_advantage(rewards: torch.Tensor, cfg: AdvantageCfg):
+    """TempSamp-R1's soft advantage: GRPO's group advantage (``cfg.std`` / ``scale`` / ``eps``
+    as for grpo) of the shaped rewards :func:`tempsamp_shape` (threshold, alpha, plateau).
+    The shaping is monotone, so it changes the advantages only where a group's rewards take
+    more than two values: on 0/1 rewards it is affine and the group-normalised advantage is
+    grpo's up to eps. Logs the shaped mean and the share of rewards on the plateau."""
+    p = ADVANTAGES.resolve_params("tempsamp", cfg.params, "advantage.params")
+    shaped = tempsamp_shape(rewards, float(p["threshold"]), float(p["alpha"]), float(p["plateau"]))
+    logs = {
+        "shaped_mean": float(shaped.mean()),
+        "frac_plateau": float((rewards >= float(p["threshold"])).float().mean()),
+    }
+    return grpo_advantage(shaped, cfg), logs
+
+
 @ADVANTAGES.register("gtpo", params=P.GtpoParams, needs={"entropy"})
 def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     """GTPO (Simoni et al. 2025, arXiv:2508.03772) entropy filter on top of the GRPO advantage:

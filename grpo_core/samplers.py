@@ -163,10 +163,12 @@ class ReferenceSampler(UniformSampler):
     """Uniform prompts plus a reference round: the first ``frac`` of the batch's prompts get
     the task's reference completion (what SFT teaches) as one more, off-policy row of their
     group (the plan ``kind: reference`` of :meth:`grpo_core.trainer.Trainer._extra_round`), for
-    losses that align the samples with a reference answer (GRAO)."""
+    losses that align the samples with a reference answer (GRAO). ``mode: replace``: the
+    reference takes the place of the group's last sampled row instead (TempSamp-R1's
+    ground-truth injection: G - 1 samples + the ground truth), so the group keeps G rows."""
 
     def extra_round(self, step: int) -> dict | None:
-        return {"kind": "reference", "frac": float(self.p["frac"])}
+        return {"kind": "reference", "frac": float(self.p["frac"]), "mode": self.p["mode"]}
 
 
 @SAMPLERS.register("critique", params=P.CritiqueParams)

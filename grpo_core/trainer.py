@@ -1082,6 +1082,7 @@ class Trainer:
                         sampler_logp=None
                         if ro0.sampler_logp is None
                         else torch.full(one.completion_ids.shape, float("nan")),
+                        media=head.media,  # the prompt's clip (a VLM batch), else None
                     )
                 )
                 problems.append(batch.problems[starts[k]])
@@ -1096,17 +1097,43 @@ class Trainer:
         batch.group_sizes = new_sizes
         batch.off_policy = torch.tensor(off)
 
+    def _drop_last_rows(self, batch: Batch, n_p: int) -> None:
+        """Remove the last row of each of the batch's first ``n_p`` groups (a reference round
+        in mode replace, before the reference joins as the new last row). Episodes are kept
+        as they are: the reference takes the dropped row's place, and its episode entry is the
+        dropped sample's (no component of a reference round reads episodes)."""
+        starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
+        drop = {starts[k + 1] - 1 for k in range(n_p)}
+        keep = [i for i in range(len(batch.rollouts)) if i not in drop]
+        batch.rollouts = batch.rollouts.select(keep)
+        batch.problems = [batch.problems[i] for i in keep]
+        batch.rewards = batch.rewards[keep]
+        batch.indices = [batch.indices[i] for i in keep]
+        if batch.off_policy is not None:
+            batch.off_policy = batch.off_policy[keep]
+        batch.group_sizes = [g - 1 if k < n_p else g for k, g in enumerate(batch.group_sizes)]
+        batch.passes = None
+
     def _reference_round(self, batch: Batch, step: int, req: dict) -> dict:
         """A reference round (plan ``kind: reference``): the first ceil(frac * groups) prompts
         of the batch get the task's reference completion (``task.sft_target``, what SFT
         teaches, + EOS) as one more row of their group, scored by the reward functions like a
-        sample and marked off-policy (:meth:`_join_off_policy`). Training metrics stay those
-        of the main batch."""
+        sample and marked off-policy (:meth:`_join_off_policy`); with ``mode: replace`` it
+        takes the place of the group's last sampled row (:meth:`_drop_last_rows`), so the
+        group keeps its size. Training metrics stay those of the main batch (the replaced
+        samples included)."""
         from grpo_core.tasks import grade_texts
 
         cfg = self.cfg
         starts = [0, *torch.tensor(batch.group_sizes).cumsum(0).tolist()]
         n_p = min(len(batch.group_sizes), math.ceil(float(req["frac"]) * len(batch.group_sizes)))
+        replace = req.get("mode", "add") == "replace"
+        if replace and min(batch.group_sizes[:n_p]) < 2:
+            raise UserError(
+                f"sampler {cfg.sampler.name!r} with params.mode replace: a group of "
+                f"{min(batch.group_sizes[:n_p])} row(s) would keep no sampled row; use "
+                "rollout.group_size >= 2 or mode add"
+            )
         problems = [batch.problems[starts[k]] for k in range(n_p)]
         eos = self.tok.eos_token_id
         ids = [
@@ -1125,6 +1152,7 @@ class Trainer:
             ),
             finish_reasons=["stop"] * n_p,
             texts=[self.task.sft_target(p) for p in problems],
+            media=head.media,  # the prompts' clips (a VLM batch), else None
         )
         row_idx = [batch.indices[starts[k]] for k in range(n_p)]
         ctx = self._group_context(
@@ -1132,11 +1160,21 @@ class Trainer:
         )
         rewards, _ = compute_rewards(cfg.rewards, ctx)
         ok = [g.score >= 1.0 for g in grade_texts(self.task, ro.texts, problems)]
+        logs = {}
+        if replace:
+            # how often the injected ground truth supplies the group's only correct row
+            acc = [g.score for g in grade_texts(self.task, batch.rollouts.texts, batch.problems)]
+            miss = [
+                all(a < 1.0 for a in acc[starts[k] : starts[k + 1] - 1]) for k in range(n_p)
+            ]
+            logs["extra/frac_groups_missed"] = sum(miss) / max(n_p, 1)
+            self._drop_last_rows(batch, n_p)
         self._join_off_policy(batch, ro, rewards)
         return {
             "extra/n_reference": float(n_p),
             "extra/reference_acc": sum(ok) / max(n_p, 1),
             "extra/reference_reward": float(rewards.mean()) if n_p else 0.0,
+            **logs,
         }
 
     def _referee_round(self, batch: Batch, step: int, req: dict) -> dict:

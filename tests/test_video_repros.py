@@ -8,9 +8,12 @@ import json
 import math
 
 import pytest
+import torch
 from test_video import VIDEO_RUN
 
 VIDEO_REPROS = ["grpo_care", "tw_grpo", "reg_grpo", "vade", "mmr1_vas", "grpo_d", "mm_upt", "ttrv"]
+# the video seeds built for tiny_video (meta.profile: tiny_video; no tiny claims)
+VIDEO_SEEDS = ["tempsamp_r1", "temporal_r1"]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,7 @@ def test_the_video_repros_are_in_the_tiny_video_workflow():
 
     wf = load_config("grpo", "tiny_video").workflow.reproductions
     assert wf[0] == "grpo" and set(VIDEO_REPROS) <= set(wf)
+    assert set(VIDEO_SEEDS) <= set(wf)
 
 
 # slug -> (its mechanism's metric, a check on the 2 rows)
@@ -189,3 +193,125 @@ def test_soft_choice_correctness_by_hand():
     assert fn(ctx, choice="soft").tolist() == [0.5, 1, 0, 0, 1, 0]
     with pytest.raises(UserError, match="choice must be exact or soft"):
         fn(ctx, choice="partial")
+
+
+# ------------------------------------------------------------------ the video seeds
+
+
+def _spy_batches(tr):
+    """Record the batch each step trains on (after the sampler's extra round)."""
+    seen = []
+    orig = tr.score
+
+    def spy(batch, step, stats):
+        seen.append(batch)
+        return orig(batch, step, stats)
+
+    tr.score = spy
+    return seen
+
+
+def test_tempsamp_r1_injects_the_gold_in_place_of_the_last_sample(make_cfg, tmp_path):
+    """TempSamp-R1 on video: every group of G = 2 is one sample + the gold completion (the
+    task's SFT target), marked off-policy, with the prompt's clip; the groups keep G rows;
+    the shaped-advantage and missed-group metrics are logged."""
+    from grpo_core.trainer import Trainer
+
+    cfg = make_cfg("tempsamp_r1")
+    assert cfg.task.name == "video_mc" and cfg.sampler.params["mode"] == "replace"
+    assert cfg.advantage.name == "tempsamp" and cfg.loss.kl.beta == 0.0
+    tr = Trainer(cfg, tmp_path / "run")
+    batches = _spy_batches(tr)
+    tr.train(progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for b in batches:
+        assert b.group_sizes == [2, 2]
+        assert b.off_policy.tolist() == [False, True, False, True]
+        for k in (1, 3):  # the last row of each group: the gold, for that group's prompt
+            p = b.problems[k]
+            assert p.id == b.problems[k - 1].id
+            assert b.rollouts.texts[k] == tr.task.sft_target(p)
+            assert torch.equal(b.rollouts.prompt_ids[k], b.rollouts.prompt_ids[k - 1])
+        assert all(m is not None for m in b.rollouts.media)  # the clip goes with the gold too
+        assert b.rewards[1] == 1.0 and b.rewards[3] == 1.0  # scored like a sample: correct
+    for r in rows:
+        assert math.isfinite(r["loss"]) and r["extra/n_reference"] == 2.0
+        assert 0.0 <= r["extra/frac_groups_missed"] <= 1.0
+        # shaped rewards lie in [f(0), f(1)] = [0.0868, 0.8018]
+        assert 0.086 <= r["adv/shaped_mean"] <= 0.802
+        assert r["adv/frac_plateau"] >= 0.5  # the gold (reward 1) of every group at least
+
+
+def test_temporal_r1_trains_grounding_clips_through_the_variance_filter(make_cfg, tmp_path):
+    """Temporal-RLT on video, with task.params.grounding 1 (every training clip a grounding
+    question, graded by IoU). The answers are scripted (the sampled tokens stay, their texts,
+    which the reward reads, are set): in a round of two groups the first answers "B" twice
+    (malformed: IoU 0, 0; reward std 0: rejected by the filter), every other group the gold
+    "s-e" and the one frame "s-s" (IoU 1 and 1 / (e - s + 1): std >= 0.25, kept). So step 1
+    keeps one group in round 1 and draws one more prompt in round 2: 2 rounds, 1 of 3 sampled
+    groups at zero std, and the trained rewards are the IoUs."""
+    from grpo_core.tasks import interval_iou
+    from grpo_core.trainer import Trainer
+
+    cfg = make_cfg("temporal_r1", ["task.params={frames: 4, size: 28, grounding: 1.0}"])
+    assert cfg.sampler.filter.name == "reward_std" and cfg.sampler.max_rounds == 3
+    tr = Trainer(cfg, tmp_path / "run")
+    assert {p.meta["qtype"] for p in tr.train_set} == {"when"}
+    orig = tr.episodes
+
+    def scripted(row_idx, *a, **k):
+        ro, ep = orig(row_idx, *a, **k)
+        n, texts = len(row_idx) // 2, []
+        for g in range(n):
+            gold = tr.train_set[row_idx[2 * g]].answer
+            if n > 1 and g == 0:
+                texts += ["<think>x</think><answer>B</answer>"] * 2
+            else:
+                s = gold.split("-")[0]
+                texts += [f"<answer>{gold}</answer>", f"<answer>{s}</answer>"]
+        ro.texts = texts
+        return ro, ep
+
+    tr.episodes = scripted
+    batches = _spy_batches(tr)
+    tr.train(progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and len(batches) == 2
+    for r in rows:
+        assert math.isfinite(r["loss"]) and r["gen_rounds"] == 2
+        assert r["frac_zero_std_sampled"] == pytest.approx(1 / 3)
+        assert r["frac_zero_std_groups"] == 0.0
+    for b in batches:
+        want = [interval_iou(_tag(t), p.answer)[0] for t, p in zip(b.rollouts.texts, b.problems)]
+        assert b.rewards.tolist() == pytest.approx(want)
+        assert b.rewards[0::2].tolist() == [1.0, 1.0]  # the gold
+        assert all(0.0 < x <= 0.5 for x in b.rewards[1::2].tolist())  # one frame of >= 2
+
+
+def _tag(text):
+    from grpo_core.grader import last_answer_tag
+
+    a = last_answer_tag(text)
+    return a.strip() if a is not None else None
+
+
+def test_temporal_r1_defaults_on_tiny_video():
+    from grpo_core.config import load_config
+
+    cfg = load_config("temporal_r1", "tiny_video")
+    assert cfg.task.params == {"frames": 4, "size": 28, "grounding": 0.25}
+    assert [r.name for r in cfg.rewards] == ["correctness"]  # the dual reward: the task's grade
+
+
+def test_video_seed_claims_are_on_video_mc_or_train():
+    from evals.claims import Claim
+    from grpo_core.config import load_config, reproduction_meta
+
+    for slug in VIDEO_SEEDS:
+        assert reproduction_meta(slug)["profile"] == "tiny_video"
+        claims = [Claim.model_validate(c) for c in load_config(slug, "tiny_video").meta.claims]
+        assert {c.benchmark for c in claims} == {"video_mc", "train"}
+        assert {c.metric for c in claims if c.benchmark == "video_mc"} <= {
+            "acc_L1", "acc_L2", "acc_L3", "consistency"
+        }  # fmt: skip
