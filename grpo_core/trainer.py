@@ -1164,9 +1164,7 @@ class Trainer:
         if replace:
             # how often the injected ground truth supplies the group's only correct row
             acc = [g.score for g in grade_texts(self.task, batch.rollouts.texts, batch.problems)]
-            miss = [
-                all(a < 1.0 for a in acc[starts[k] : starts[k + 1] - 1]) for k in range(n_p)
-            ]
+            miss = [all(a < 1.0 for a in acc[starts[k] : starts[k + 1] - 1]) for k in range(n_p)]
             logs["extra/frac_groups_missed"] = sum(miss) / max(n_p, 1)
             self._drop_last_rows(batch, n_p)
         self._join_off_policy(batch, ro, rewards)
