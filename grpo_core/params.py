@@ -323,6 +323,12 @@ class VideoMCParams(Params):
     size: int = Field(28, ge=14, le=112)  # clip height = width in px (a multiple of 14)
     # held-out question type: only in the test split's level L3
     held_out: Literal["count", "direction", "order", "changed"] = "changed"
+    # TW-GRPO's question-answer inversion (longmalongma/TW-GRPO data/question_answer_inverse):
+    # the share of training clips whose question is negated ("Which shape does not change
+    # colour?") with the original answer's option and 1-3 of the others shown, every other
+    # option gold ("A,C"); drawn from a stream of its own, so 0 (the default) keeps the items
+    # and the data RNG unchanged; the test split is never inverted
+    qa_inversion: float = Field(0.0, ge=0, le=1)
 
 
 class ArithCotParams(Params):

@@ -1298,6 +1298,41 @@ def video_scene(rng, qtype: str, level: str, frames: int, size: int):
     return scene, question, options, answer, claim
 
 
+# TW-GRPO's negations of video_mc's four question types (its convert_star.py negates the
+# question's verb: "what did" -> "what didn't"); the scene and its claim are unchanged
+INVERTED_QUESTIONS = (
+    (re.compile(r"^How many shapes are in the video\?$"),
+     "Which of these is not the number of shapes in the video?"),
+    (re.compile(r"^Which way does the (\w+) shape move\?$"),
+     r"Which way does the \1 shape not move?"),
+    (re.compile(r"^Which shape appears (first|last)\?$"), r"Which shape does not appear \1?"),
+    (re.compile(r"^Which shape changes colour\?$"), "Which shape does not change colour?"),
+)  # fmt: skip
+
+
+def invert_question(question: str) -> str:
+    """The negated question of a video_mc question (:data:`INVERTED_QUESTIONS`)."""
+    for pat, repl in INVERTED_QUESTIONS:
+        if pat.match(question):
+            return pat.sub(repl, question)
+    raise UserError(f"task video_mc: no inversion for the question {question!r}")
+
+
+def invert_mc(question: str, options: list[str], answer: int, rng) -> tuple[str, list[str], str]:
+    """TW-GRPO's question-answer inversion of one single-answer item (its convert_star.py
+    ``negate_answer``, read, not copied): the question negated; the options are the original
+    answer's and k of the others (k uniform in 1..n-1, the "random drop" that keeps the count
+    of gold answers from being a giveaway), shuffled; the gold answer is every kept option but
+    the original answer's, as letters in option order joined by "," ("A,C").
+    Returns (question, options, gold)."""
+    wrong = [o for i, o in enumerate(options) if i != answer]
+    kept = rng.sample(wrong, rng.randint(1, len(wrong)))
+    new = [options[answer], *kept]
+    rng.shuffle(new)
+    gold = ",".join(LETTERS[i] for i, o in enumerate(new) if o != options[answer])
+    return invert_question(question), new, gold
+
+
 def mc_parts(text: str) -> tuple[str | None, str | None]:
     """(rationale inside <think>...</think>, letter inside <answer>...</answer>) of a
     completion (None where absent)."""
@@ -1339,27 +1374,35 @@ class VideoMC(Task):
         held = p["held_out"]
         seen = [q for q in VIDEO_QTYPES if q != held]
         rows = []
+        # TW-GRPO's inversion draws from its own stream (none at all when it is off)
+        inv = p.get("qa_inversion", 0.0)
+        irng = _random.Random(f"{self.seed}:qa_inversion") if inv > 0 else None
         for i in range(self.n_train + self.n_test):
             train = i < self.n_train
             level = "L1" if train else ("L1", "L2", "L3")[(i - self.n_train) % 3]
             qtype = held if level == "L3" else rng.choice(seen)
             scene, q, opts, ans, claim = video_scene(rng, qtype, level, p["frames"], p["size"])
+            gold, fmt, extra = LETTERS[ans], "letter", {}
+            if train and irng is not None and irng.random() < inv:
+                q, opts, gold = invert_mc(q, opts, ans, irng)
+                fmt, extra = "letters, comma-separated", {"inverted": True}
             text = (
                 q
                 + "".join(f"\n{LETTERS[k]}. {o}" for k, o in enumerate(opts))
-                + "\nAnswer: <think>reason</think><answer>letter</answer>"
+                + f"\nAnswer: <think>reason</think><answer>{fmt}</answer>"
             )
             rows.append(
                 Problem(
                     id=f"video-{level}-{i}",
                     question=text,
-                    answer=LETTERS[ans],
+                    answer=gold,
                     meta={
                         "scene": scene,
                         "level": level,
                         "qtype": qtype,
                         "options": opts,
                         "claim": claim,
+                        **extra,
                     },
                 )
             )
