@@ -465,6 +465,23 @@ class ToolsEnvParams(Params):
     sandbox: ToolsSandboxParams = Field(default_factory=ToolsSandboxParams)
 
 
+class VideoComEnvParams(Params):
+    """The env video_com (grpo_core.episodes.VideoComEnv): Video-CoM's chain of visual
+    manipulations on video_mc clips."""
+
+    instructions: bool = True  # the actions' description after the task's prompt
+    # a crop is a correct step when its IoU with a queried object's box in the current frame
+    # reaches this (Video-CoM reward_funcs.py: 0.35)
+    iou: float = Field(0.35, gt=0, le=1)
+    # the env's reward of a correct manipulation turn (the answer turn: the task's grade); the
+    # reproduction's reward is Video-CoM's (rewards video_com), which reads the trace instead
+    step_reward: float = Field(1.0, ge=0)
+    max_action_chars: int = Field(200, ge=8)  # a longer tag content is refused
+    # the gold chain of multi-turn SFT: a frame with the evidence, a crop of the queried shape
+    # in it (not for count), then the answer (frame_crop); the frame only (frame); none
+    gold: Literal["frame_crop", "frame", "none"] = "frame_crop"
+
+
 class RewardModelParams(Params):
     """The reward ``reward_model`` (grpo_core.rewards.reward_model_reward): a reward model
     trained in the workflow (``name``: config/reward_models/<name>.yaml, its checkpoint
