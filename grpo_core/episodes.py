@@ -880,7 +880,9 @@ class VideoComEnv(Env):
         self.bad += 1
         self.trace.append(["bad", arg, None, msg])
         text = f"<error>{msg}; {self.format_hint()}</error>"
-        return StepResult(Observation([{"role": "user", "content": text}]), 0.0, False, self.info(False))
+        return StepResult(
+            Observation([{"role": "user", "content": text}]), 0.0, False, self.info(False)
+        )
 
     def step(self, action: str) -> StepResult:
         from grpo_core import vision
@@ -900,13 +902,17 @@ class VideoComEnv(Env):
         if not tags:
             opened = _COM_OPEN.search(action)
             if opened:
-                return self._bad(f"unclosed <{opened.group(1)}> tag (close it: </{opened.group(1)}>)")
+                return self._bad(
+                    f"unclosed <{opened.group(1)}> tag (close it: </{opened.group(1)}>)"
+                )
             return self._bad("no action in the turn")
         if len(tags) > 1:
             return self._bad(f"{len(tags)} manipulations in one turn")
         kind, arg = tags[0]
         if len(arg) > cap:
-            return self._bad(f"<{kind}> content of {len(arg)} characters (at most {cap})", arg[:cap])
+            return self._bad(
+                f"<{kind}> content of {len(arg)} characters (at most {cap})", arg[:cap]
+            )
         t, h, w = self.frames.shape[:3]
         if kind == "frame":
             try:

@@ -412,64 +412,59 @@ def test_video_com_trains_on_tiny_video_com(com_cfg, tmp_path):
         assert 0.0 <= res["metrics"][k] <= 1.0
 
 
-def test_video_com_scripted_gold_chains_through_the_trainer(com_cfg, tmp_path):
+@pytest.mark.parametrize("advantage", ["grpo", "gigpo"])
+def test_video_com_scripted_gold_chains_through_the_trainer(com_cfg, tmp_path, advantage):
     """The trainer on episodes whose actions are the gold chains (a scripted engine in place of
-    the sampler): every row carries its 3 clips (2 for count), the reward is 1 + 1 = 2 per
-    episode (zero advantages: the loss is the KL term alone), the per-turn gigpo estimator runs
-    on the same episodes (the env's per-turn rewards), and both losses are finite."""
+    the sampler for the step's episodes): every row carries its clip plus one per manipulation,
+    the reward is 1 + 1 = 2 per episode (grpo: zero advantages, the loss is the KL term
+    alone), the per-turn gigpo estimator runs on the same episodes (its step level on the
+    env's per-turn rewards), and the losses are finite."""
     from test_episodes import scripted_rollouts
 
     from grpo_core.trainer import Trainer
 
-    for slug, over in (("video_com", []), ("video_com", ["advantage.name=gigpo"])):
-        cfg = com_cfg(slug, over)
-        tr = Trainer(cfg, tmp_path / f"run_{len(over)}")
-        envs_seen = {}
-        orig = tr.episodes
+    cfg = com_cfg("video_com", [f"advantage.name={advantage}"])
+    tr = Trainer(cfg, tmp_path / "run")
+    gold_env = _env()
+    gold_env.task = tr.task
+    seen = {}
+    orig, real = tr.episodes, tr.engine
 
-        def spy(row_idx, *a, **k):
-            problems = tr.row_problems(row_idx)
-            chains = [tr_env.gold_actions(p) for p in problems]
-            state = {"t": 0, "running": list(range(len(problems)))}
+    class GoldEngine:
+        """Turn t of each running episode: its gold chain's action t."""
 
-            def nxt(j, _len):
-                i = state["running"][j]
-                return chains[i][min(state["t"], len(chains[i]) - 1)]
+        def __init__(self, chains):
+            self.chains, self.t, self.running = chains, 0, list(range(len(chains)))
 
-            real = tr.engine
+        def generate(self, prompts, params, media=None):
+            assert media is not None and len(media) == len(prompts) == len(self.running)
+            texts = [self.chains[i][min(self.t, len(self.chains[i]) - 1)] for i in self.running]
+            ro = scripted_rollouts(tr.tok, prompts, texts)
+            ro.media = list(media)
+            # the next turn runs the episodes that did not answer
+            self.running = [i for i, t in zip(self.running, texts) if "<answer>" not in t]
+            self.t += 1
+            return ro
 
-            class Eng:
-                def generate(self, prompts, params, media=None):
-                    assert media is not None and len(media) == len(prompts)
-                    texts = [nxt(j, 0) for j in range(len(prompts))]
-                    ro = scripted_rollouts(tr.tok, prompts, texts)
-                    ro.media = list(media)
-                    # the next turn runs the episodes that did not answer
-                    state["running"] = [
-                        i for i, t in zip(state["running"], texts) if "<answer>" not in t
-                    ]
-                    state["t"] += 1
-                    return ro
+    def spy(row_idx, *a, **k):
+        tr.engine = GoldEngine([gold_env.gold_actions(p) for p in tr.row_problems(row_idx)])
+        try:
+            ro, ep = orig(row_idx, *a, **k)
+        finally:
+            tr.engine = real
+        seen["ro"], seen["ep"] = ro, ep
+        return ro, ep
 
-            tr.engine = Eng()
-            try:
-                ro, ep = orig(row_idx, *a, **k)
-            finally:
-                tr.engine = real
-            envs_seen["ro"], envs_seen["ep"] = ro, ep
-            return ro, ep
-
-        tr_env = _env()
-        tr_env.task = tr.task
-        tr.episodes = spy
-        tr.train(progress=False)
-        rows = _rows(tmp_path / f"run_{len(over)}")
-        assert len(rows) == 2
-        for r in rows:
-            assert math.isfinite(r["loss"])
-            assert r["reward/video_com/reasoning_score"] == 1.0
-            assert r["reward/video_com/answer_acc"] == 1.0
-        ro, ep = envs_seen["ro"], envs_seen["ep"]
-        assert all(e == "done" for e in ep.end_reasons)
-        for m, info in zip(ro.media, ep.infos):
-            assert m["video_grid_thw"].shape[0] == 1 + info["manipulations"]
+    tr.episodes = spy
+    tr.train(progress=False)
+    rows = _rows(tmp_path / "run")
+    assert len(rows) == 2
+    for r in rows:
+        assert math.isfinite(r["loss"])
+        assert r["reward/video_com/reasoning_score"] == 1.0
+        assert r["reward/video_com/answer_acc"] == 1.0
+    ro, ep = seen["ro"], seen["ep"]
+    assert all(e == "done" for e in ep.end_reasons)
+    for m, info in zip(ro.media, ep.infos):
+        assert m["video_grid_thw"].shape[0] == 1 + info["manipulations"]
+        assert info["manipulations"] >= 1 and info["success"]
