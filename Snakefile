@@ -105,7 +105,7 @@ for _p, _names in HOMES.items():
 # the profiles with a module block at the end of this file (a module's name must be written out)
 MODULE_PROFILES = {
     "tiny_rec", "tiny_code", "tiny_geo", "tiny_agent", "tiny_tools", "tiny_search", "tiny_video",
-    "tiny_cot", "tiny_urpo", "tiny_clinic",
+    "tiny_cot", "tiny_urpo", "tiny_clinic", "tiny_video_com",
 }
 _NO_MODULE = sorted(set(HOMES) - MODULE_PROFILES)
 if _NO_MODULE:
@@ -420,6 +420,15 @@ if "tiny_video" in HOMES:
         config: _home_config("tiny_video")
 
     use rule * from tiny_video as tiny_video_*
+
+
+if "tiny_video_com" in HOMES:
+
+    module tiny_video_com:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_video_com")
+
+    use rule * from tiny_video_com as tiny_video_com_*
 
 
 if "tiny_cot" in HOMES:

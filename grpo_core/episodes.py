@@ -30,6 +30,7 @@ engine's (``loss_mask`` None: the completion mask), so single-turn training is u
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -543,6 +544,7 @@ def run_episodes(
     first_media: list[dict | None] | None = None,
     first_texts: list[str] | None = None,
     media_inputs: list[dict | None] | None = None,
+    processor=None,
 ) -> tuple[Rollouts, Episodes]:
     """Drive ``envs`` (already reset: ``prompts`` are their first observations' token ids) for
     up to ``max_turns`` policy turns. Turn 0 is one ``engine.generate`` over all prompts with
@@ -552,7 +554,11 @@ def run_episodes(
     observations' texts (:func:`message_text`; default: the decoded prompts). ``media_inputs``:
     per episode a VLM's media tensors for its prompt (:func:`play` makes them with the
     policy's processor; the prompts' video tokens are already expanded): handed to every
-    generate and carried in the rollouts (``Rollouts.media``)."""
+    generate and carried in the rollouts (``Rollouts.media``). ``processor``: the VLM's
+    (:class:`grpo_core.vision.VideoProcessor`) for observations after the first that show media
+    (env video_com's frames and crops): their placeholder is expanded and their tensors are
+    appended to the episode's media (:func:`grpo_core.vision.append_media`), so that every
+    later turn and the training passes see all the clips shown so far."""
     from grpo_core.rollout import eos_token_ids
 
     n = len(envs)
@@ -562,6 +568,8 @@ def run_episodes(
     pad = tokenizer.pad_token_id
     mkw = {} if media_inputs is None else {"media": list(media_inputs)}
     ro = engine.generate(prompts, params, **mkw)
+    if media_inputs is not None:
+        media_inputs = list(media_inputs)  # later observations' media are appended per row
     # per episode: completion tokens, loss flags, turn ids, sampler log-probs
     comp: list[list[int]] = [[] for _ in range(n)]
     loss: list[list[int]] = [[] for _ in range(n)]
@@ -613,17 +621,27 @@ def run_episodes(
             if ro.finish_reasons[j] == "length":
                 ep.end_reasons[i] = "length"
                 continue
-            if media_inputs is not None and res.observation.media is not None:
-                raise UserError(
-                    "media in a later observation is not supported (a VLM sees the first "
-                    "observation's media only)"
-                )
             obs = observation_ids(tokenizer, res.observation.messages, eos)
+            shown = None  # a later observation's media tensors (the VLM's processor)
+            if res.observation.media is not None:
+                if processor is None:
+                    raise UserError(
+                        "the env shows media (video) in a later observation but the runner "
+                        "has no VLM processor; use a VLM (model.name_or_path: tiny_vl, or a "
+                        "Qwen2.5-VL checkpoint)"
+                    )
+                obs, shown = processor.process(obs, res.observation.media)
             if max_tokens is not None and len(prompts[i]) + len(comp[i]) + len(obs) >= max_tokens:
                 ep.end_reasons[i] = "max_tokens"
                 continue
             ep.media[i].append(res.observation.media)
             ep.obs_texts[i].append(message_text(res.observation.messages))
+            if shown is not None:
+                from grpo_core.vision import append_media
+
+                if media_inputs is None:
+                    media_inputs = [None] * n
+                media_inputs[i] = append_media(media_inputs[i], shown)
             comp[i] += obs
             loss[i] += [0] * len(obs)
             turns[i] += [-1] * len(obs)
@@ -719,6 +737,7 @@ def play(
         first_media=[o.media for o in obs],
         first_texts=[message_text(o.messages) for o in obs],
         **({} if media_inputs is None else {"media_inputs": media_inputs}),
+        **({} if processor is None else {"processor": processor}),
     )
 
 
@@ -746,22 +765,218 @@ class VideoMCEnv(Env):
         from grpo_core import vision
         from grpo_core.tasks import render_prompt
 
-        if "scene" in problem.meta:
-            frames = vision.render_clip(problem.meta["scene"])
-        elif "sampling" in problem.meta:  # a real video benchmark (evals.video_benchmarks)
-            frames = vision.benchmark_frames(problem.meta)
-        elif "video" in problem.meta:
-            frames = vision.read_video(problem.meta["video"])
-        else:
-            raise UserError(
-                f"env video_mc: problem {problem.id} has no scene or video in its meta; use it "
-                "with task.name: video_mc"
-            )
+        frames = clip_frames(problem, "video_mc")
         text = vision.VIDEO_PLACEHOLDER + render_prompt(self.template, problem)
         return Observation([{"role": "user", "content": text}], media={"video": frames})
 
     def step(self, action: str) -> StepResult:
         return StepResult(None, None, True)
+
+
+def clip_frames(problem, env_name: str):
+    """uint8 frames [T, H, W, 3] of a video problem: rendered from its scene (task video_mc),
+    sampled from a real benchmark's video, or read from its ``video`` file."""
+    from grpo_core import vision
+
+    if "scene" in problem.meta:
+        return vision.render_clip(problem.meta["scene"])
+    if "sampling" in problem.meta:  # a real video benchmark (evals.video_benchmarks)
+        return vision.benchmark_frames(problem.meta)
+    if "video" in problem.meta:
+        return vision.read_video(problem.meta["video"])
+    raise UserError(
+        f"env {env_name}: problem {problem.id} has no scene or video in its meta; use it "
+        "with task.name: video_mc"
+    )
+
+
+_COM_TAG = re.compile(r"<(frame|crop|answer)>(.*?)</\1>", re.S)
+_COM_OPEN = re.compile(r"<(frame|crop|answer)>")
+
+
+@ENVS.register("video_com", params=P.VideoComEnvParams)
+class VideoComEnv(Env):
+    """Video-CoM's interactive video reasoning (a chain of visual manipulations) on a video_mc
+    clip. The first observation is video_mc's (the clip after the placeholder, the task's
+    prompt), followed by the actions' description when ``instructions``. Each turn is one
+    action, its tag anywhere in the policy's text:
+
+    - ``<frame>k</frame>`` (k from 1 to T) shows frame k as new media and makes it the current
+      frame (Video-CoM's find-frame);
+    - ``<crop>x0,y0,x1,y1</crop>`` (pixels of the current frame, 0 <= x0 < x1 <= W, 0 <= y0 <
+      y1 <= H, x1 / y1 exclusive) shows that region of the current frame upsampled to the
+      frame's size (their spatial zoom);
+    - ``<answer>...</answer>`` ends the episode, graded by the task (reward: the task's grade,
+      success when it is 1); an answer tag wins over manipulation tags in the same turn, as
+      their FINAL_ANSWER does.
+
+    A bad action (no tag, an unclosed tag, two manipulations in one turn, a frame that is not
+    an integer in range, a crop that is not four integers inside the frame or is empty, a crop
+    before any frame was selected, tag content over ``max_action_chars``) is answered
+    ``<error>what was wrong; the format</error>`` without media, reward 0, and counts as a
+    step; the episode goes on up to env.max_turns turns (Video-CoM: 5) and env.max_tokens.
+
+    Steps are checked against the question's evidence (grpo_core.tasks.mc_evidence): a frame
+    is correct when it shows a queried shape, a crop when its IoU with a queried shape's box in
+    the current frame is at least ``iou`` (scored only where the current frame has boxes). The
+    env's reward of a manipulation turn is ``step_reward`` when it is correct (a frame the
+    first time it is selected), else 0; ``info["trace"]`` holds [kind, arg, correct | None,
+    error] per step, what the reward video_com (Video-CoM's accuracy + reasoning score) reads.
+    ``info``: success, steps, bad_actions, manipulations, frame (the current, 1-based, or
+    None), trace, answer, reasoning_score (so far)."""
+
+    def reset(self, problem, seed: int) -> Observation:
+        from grpo_core import vision
+        from grpo_core.tasks import mc_evidence, render_prompt
+
+        if "scene" not in problem.meta:
+            raise UserError(
+                f"env video_com: problem {problem.id} has no scene (the manipulations are "
+                "checked against the clip's rendered objects); use it with task.name: video_mc"
+            )
+        self.problem = problem
+        self.frames = clip_frames(problem, "video_com")
+        self.valid_frames, self.boxes = mc_evidence(problem)
+        self.frame: int | None = None
+        self.steps = self.bad = self.manips = 0
+        self.trace: list[list] = []
+        self.answer: str | None = None
+        self.done = False
+        text = vision.VIDEO_PLACEHOLDER + render_prompt(self.template, problem)
+        if self.params.get("instructions", True):
+            text += "\n" + self.instructions()
+        return Observation([{"role": "user", "content": text}], media={"video": self.frames})
+
+    def instructions(self) -> str:
+        t, h, w = self.frames.shape[:3]
+        return (
+            f"Look closer first: <frame>k</frame> shows frame k (1-{t}), "
+            f"<crop>x0,y0,x1,y1</crop> zooms into the shown frame (0-{w} x 0-{h} px)."
+        )
+
+    def format_hint(self) -> str:
+        t, h, w = self.frames.shape[:3]
+        return (
+            f"one action per turn: <frame>k</frame> with k from 1 to {t}, "
+            f"<crop>x0,y0,x1,y1</crop> with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h} "
+            "after a frame, or <answer>letter</answer>"
+        )
+
+    def info(self, success: bool) -> dict:
+        from grpo_core.tasks import com_reasoning_score
+
+        return {
+            "success": success,
+            "steps": self.steps,
+            "bad_actions": self.bad,
+            "manipulations": self.manips,
+            "frame": self.frame,
+            "trace": [list(x) for x in self.trace],
+            "answer": self.answer,
+            "reasoning_score": com_reasoning_score(self.trace)[0],
+        }
+
+    def _bad(self, msg: str, arg: str = "") -> StepResult:
+        self.bad += 1
+        self.trace.append(["bad", arg, None, msg])
+        text = f"<error>{msg}; {self.format_hint()}</error>"
+        return StepResult(
+            Observation([{"role": "user", "content": text}]), 0.0, False, self.info(False)
+        )
+
+    def step(self, action: str) -> StepResult:
+        from grpo_core import vision
+        from grpo_core.tasks import box_iou, grade_texts, last_answer_tag
+
+        if self.done:
+            raise RuntimeError("VideoComEnv.step after the episode ended; reset first")
+        self.steps += 1
+        p = self.params
+        cap = int(p.get("max_action_chars", 200))
+        if last_answer_tag(action) is not None:  # the final answer
+            (grade,) = grade_texts(self.task, [action], [self.problem])
+            self.done, self.answer = True, last_answer_tag(action)
+            self.trace.append(["answer", self.answer[:cap], None, None])
+            return StepResult(None, float(grade.score), True, self.info(grade.score >= 1.0))
+        tags = [(k, v.strip()) for k, v in _COM_TAG.findall(action) if k != "answer"]
+        if not tags:
+            opened = _COM_OPEN.search(action)
+            if opened:
+                return self._bad(
+                    f"unclosed <{opened.group(1)}> tag (close it: </{opened.group(1)}>)"
+                )
+            return self._bad("no action in the turn")
+        if len(tags) > 1:
+            return self._bad(f"{len(tags)} manipulations in one turn")
+        kind, arg = tags[0]
+        if len(arg) > cap:
+            return self._bad(
+                f"<{kind}> content of {len(arg)} characters (at most {cap})", arg[:cap]
+            )
+        t, h, w = self.frames.shape[:3]
+        if kind == "frame":
+            try:
+                k = int(arg)
+            except ValueError:
+                return self._bad(f"frame {arg!r} is not an integer", arg)
+            if not 1 <= k <= t:
+                return self._bad(f"frame {k} is out of range", arg)
+            self.frame, self.manips = k, self.manips + 1
+            first = all(not (x[0] == "frame" and x[1] == str(k)) for x in self.trace)
+            correct = k in self.valid_frames
+            self.trace.append(["frame", str(k), correct, None])
+            shown = self.frames[k - 1 : k]
+            text = f"{vision.VIDEO_PLACEHOLDER}frame {k} of {t}"
+            reward = float(p.get("step_reward", 1.0)) if correct and first else 0.0
+            obs = Observation([{"role": "user", "content": text}], media={"video": shown})
+            return StepResult(obs, reward, False, self.info(False))
+        # crop
+        parts = [x.strip() for x in arg.split(",")]
+        try:
+            box = [int(x) for x in parts]
+        except ValueError:
+            box = []
+        if len(box) != 4 or len(parts) != 4:
+            return self._bad(f"crop {arg!r} is not four integers x0,y0,x1,y1", arg)
+        x0, y0, x1, y1 = box
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            return self._bad(f"crop {x0},{y0},{x1},{y1} is empty or outside the frame", arg)
+        if self.frame is None:
+            return self._bad("no frame to crop: select one with <frame>k</frame> first", arg)
+        self.manips += 1
+        gt = self.boxes.get(self.frame)
+        correct = None if not gt else max(box_iou(box, b) for b in gt) >= float(p.get("iou", 0.35))
+        self.trace.append(["crop", f"{self.frame}:{x0},{y0},{x1},{y1}", correct, None])
+        region = self.frames[self.frame - 1 : self.frame, y0:y1, x0:x1]
+        shown = vision.resize_frames(region, h, w)
+        text = f"{vision.VIDEO_PLACEHOLDER}zoom of frame {self.frame} at {x0},{y0},{x1},{y1}"
+        reward = float(p.get("step_reward", 1.0)) if correct else 0.0
+        obs = Observation([{"role": "user", "content": text}], media={"video": shown})
+        return StepResult(obs, reward, False, self.info(False))
+
+    def gold_actions(self, problem) -> list[str]:
+        """Video-CoM-Instruct's shape of chain at toy scale (``gold``): a frame with the
+        evidence (count: 1; direction: the last; order / changed: the first that shows it),
+        a crop of the queried shape's box in it with a 1 px margin (not for count, where
+        every shape matters), then the task's SFT target (rationale and answer)."""
+        from grpo_core.tasks import mc_evidence
+
+        answer = self.task.sft_target(problem) if self.task is not None else problem.answer
+        mode = self.params.get("gold", "frame_crop")
+        if mode == "none":
+            return [answer]
+        frames, boxes = mc_evidence(problem)
+        if not frames:
+            return [answer]
+        qtype = problem.meta["qtype"]
+        k = frames[-1] if qtype == "direction" else frames[0]
+        out = [f"<frame>{k}</frame>"]
+        if mode == "frame_crop" and qtype != "count":
+            size = int(problem.meta["scene"]["size"])
+            x0, y0, x1, y1 = boxes[k][0]
+            box = [max(0, x0 - 1), max(0, y0 - 1), min(size, x1 + 1), min(size, y1 + 1)]
+            out.append(f"<crop>{','.join(str(v) for v in box)}</crop>")
+        return [*out, answer]
 
 
 def single_turn_prompts(tokenizer, template: str, problems: list) -> list[list[int]]:
@@ -786,7 +1001,9 @@ __all__ = [
     "StepResult",
     "ToolsEnv",
     "TwxEnv",
+    "VideoComEnv",
     "VideoMCEnv",
+    "clip_frames",
     "chat_ids",
     "make_envs",
     "media_prompts",

@@ -339,6 +339,12 @@ class VideoMCParams(Params):
     # of their own, so 0 (the default) is today's task item for item; the test split is never
     # changed (grpo_core.tasks.VideoMC)
     grounding: float = Field(0.0, ge=0, le=1)
+    # TW-GRPO's question-answer inversion (longmalongma/TW-GRPO data/question_answer_inverse):
+    # the share of training clips whose question is negated ("Which shape does not change
+    # colour?") with the original answer's option and 1-3 of the others shown, every other
+    # option gold ("A,C"); drawn from a stream of its own, so 0 (the default) keeps the items
+    # and the data RNG unchanged; the test split is never inverted
+    qa_inversion: float = Field(0.0, ge=0, le=1)
 
 
 class ArithCotParams(Params):
@@ -473,6 +479,23 @@ class ToolsEnvParams(Params):
     # answering; the others answer at once
     gold_tool_frac: float = Field(1.0, ge=0, le=1)
     sandbox: ToolsSandboxParams = Field(default_factory=ToolsSandboxParams)
+
+
+class VideoComEnvParams(Params):
+    """The env video_com (grpo_core.episodes.VideoComEnv): Video-CoM's chain of visual
+    manipulations on video_mc clips."""
+
+    instructions: bool = True  # the actions' description after the task's prompt
+    # a crop is a correct step when its IoU with a queried object's box in the current frame
+    # reaches this (Video-CoM reward_funcs.py: 0.35)
+    iou: float = Field(0.35, gt=0, le=1)
+    # the env's reward of a correct manipulation turn (the answer turn: the task's grade); the
+    # reproduction's reward is Video-CoM's (rewards video_com), which reads the trace instead
+    step_reward: float = Field(1.0, ge=0)
+    max_action_chars: int = Field(200, ge=8)  # a longer tag content is refused
+    # the gold chain of multi-turn SFT: a frame with the evidence, a crop of the queried shape
+    # in it (not for count), then the answer (frame_crop); the frame only (frame); none
+    gold: Literal["frame_crop", "frame", "none"] = "frame_crop"
 
 
 class RewardModelParams(Params):

@@ -107,16 +107,27 @@ def tokenizer_corpus(cfg: Config) -> list[str]:
     return texts
 
 
-def gold_conversation(env: Env, problem, seed: int, tok, max_turns: int, max_tokens=None):
+def gold_conversation(
+    env: Env, problem, seed: int, tok, max_turns: int, max_tokens=None, processor=None
+):
     """``(prompt, completion, labels)`` of the episode that plays ``env.gold_actions(problem)``
     in ``env`` (reset here): the first observation's ids, then per action its tokens + EOS
     (labelled) and, while the game goes on, the observation's tokens (labels -100), exactly the
     trajectory grpo_core.episodes.run_episodes builds for a policy that emits those actions (it
     stops at the game's end, after ``max_turns`` actions, or where the next observation would
-    make the trajectory reach ``max_tokens``). None when the env has no gold actions."""
+    make the trajectory reach ``max_tokens``). None when the env has no gold actions.
+    ``processor`` (a VLM's, grpo_core.vision.VideoProcessor): observations with media have
+    their placeholder expanded and the row's media tensors are returned as a 4th element
+    (first observation's, then each later one's, as grpo_core.episodes.run_episodes builds)."""
     from grpo_core.rollout import eos_token_ids
 
-    prompt = chat_ids(tok, env.reset(problem, seed).messages)
+    first = env.reset(problem, seed)
+    prompt = chat_ids(tok, first.messages)
+    media = None
+    if first.media is not None:
+        from grpo_core.episodes import media_prompts
+
+        (prompt,), (media,) = media_prompts(processor, [prompt], [first.media])
     actions = env.gold_actions(problem)
     if actions is None:
         return None
@@ -132,24 +143,48 @@ def gold_conversation(env: Env, problem, seed: int, tok, max_turns: int, max_tok
         if res.done or res.observation is None or t + 1 >= max_turns or t + 1 >= len(actions):
             break
         obs = observation_ids(tok, res.observation.messages, eos)
+        shown = None
+        if res.observation.media is not None:
+            if processor is None:
+                raise UserError(
+                    "the env shows media in a later observation: its gold conversation needs "
+                    "a VLM processor (model.name_or_path: tiny_vl, or a Qwen2.5-VL checkpoint)"
+                )
+            obs, shown = processor.process(obs, res.observation.media)
         if max_tokens is not None and len(prompt) + len(comp) + len(obs) >= max_tokens:
             break
         comp, labels = comp + obs, labels + [-100] * len(obs)
+        if shown is not None:
+            from grpo_core.vision import append_media
+
+            media = append_media(media, shown)
+    if processor is not None:
+        return prompt, comp, labels, media
     return prompt, comp, labels
 
 
-def multi_turn_rows(cfg: Config, task, problems: list, tok) -> list[tuple] | None:
+def multi_turn_rows(cfg: Config, task, problems: list, tok, model=None) -> list[tuple] | None:
     """SFT rows of the whole gold conversations when ``cfg.env`` is multi-turn and its env
-    gives gold actions (:meth:`grpo_core.episodes.Env.gold_actions`); None otherwise."""
+    gives gold actions (:meth:`grpo_core.episodes.Env.gold_actions`); None otherwise. With a
+    VLM ``model`` each row has its media tensors as a 4th element (None where it shows none)."""
     if cfg.env.name == "single_turn":
         return None
     (env,) = make_envs(cfg.env, task, cfg.task.template, 1)
     if type(env).gold_actions is Env.gold_actions:
         return None
+    from grpo_core.vision import VideoProcessor
+
+    proc = None if model is None else VideoProcessor.from_model(model)
     rows = []
     for i, p in enumerate(problems):
         row = gold_conversation(
-            env, p, episode_seed(cfg.run.seed, i), tok, cfg.env.max_turns, cfg.env.max_tokens
+            env,
+            p,
+            episode_seed(cfg.run.seed, i),
+            tok,
+            cfg.env.max_turns,
+            cfg.env.max_tokens,
+            **({} if proc is None else {"processor": proc}),
         )
         if row is None:
             raise UserError(f"env.name={cfg.env.name}: no gold actions for problem {p.id}")
@@ -217,8 +252,13 @@ def sft(model, tok, cfg: Config, log=print) -> None:
     task = make_task(cfg.task)
     train = task.train()
     eos = tok.eos_token_id
-    rows = multi_turn_rows(cfg, task, train, tok)
+    rows = multi_turn_rows(cfg, task, train, tok, model)
     media = None  # per row a VLM's media tensors (an env that shows video)
+    if rows is not None and rows and len(rows[0]) == 4:  # gold conversations with media
+        if all(r[3] is None for r in rows):
+            rows = [r[:3] for r in rows]
+        else:
+            rows, media = [r[:3] for r in rows], [r[3] for r in rows]
     if rows is None and (mrows := media_rows(cfg, task, train, tok, model)) is not None:
         rows, media = [r[:3] for r in mrows], [r[3] for r in mrows]
     if rows is None:

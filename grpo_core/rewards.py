@@ -1005,6 +1005,53 @@ def r1_router_reward(
     return out, {"query_sim": mean(sims), "kb_acc": mean(kbs), "answer_em": mean(ems)}
 
 
+@REWARDS.register("video_com")
+def video_com_reward(
+    ctx: RewardContext, w_answer: float = 1.0, w_steps: float = 1.0
+) -> tuple[torch.Tensor, dict]:
+    """Video-CoM's reasoning-aware reward (Rasheed et al. 2025, Video-CoM: Interactive Video
+    Reasoning via Chain of Manipulations; mbzuai-oryx/Video-CoM src/train/reward_funcs.py
+    ``reasoning_reward``, its GRPO's one reward at weight 1): r = ``w_answer`` x the task's
+    grade of the final answer (the episode's last turn; 0 when it never answered) +
+    ``w_steps`` x the reasoning score of its chain of manipulations, correct / scored steps
+    (grpo_core.tasks.com_reasoning_score over ``info["trace"]`` of env video_com: a frame that
+    shows a queried shape, each distinct frame once; a crop with IoU >= env.params.iou with a
+    queried shape's box), 0 without a scored step. The step part is not gated by the answer
+    (as theirs). Logs reasoning_score, frame_acc / crop_acc (over scored frames / crops;
+    0 when none), manipulations and bad_actions (per episode), answer_acc."""
+    from grpo_core.tasks import com_reasoning_score
+
+    if ctx.infos is None or not all("trace" in i and "manipulations" in i for i in ctx.infos):
+        raise UserError(
+            "reward 'video_com' reads the chain of manipulations of env video_com "
+            "(info trace); set env.name: video_com (profile tiny_video_com)"
+        )
+    grade = torch.tensor([g.score for g in task_grades(ctx)], dtype=torch.float32)
+    score = torch.zeros(len(ctx.texts))
+    frames, crops = [], []
+    for n, info in enumerate(ctx.infos):
+        score[n] = com_reasoning_score(info["trace"])[0]
+        seen = set()
+        for kind, arg, correct, _ in info["trace"]:
+            if correct is None:
+                continue
+            if kind == "frame" and arg not in seen:
+                seen.add(arg)
+                frames.append(float(correct))
+            elif kind == "crop":
+                crops.append(float(correct))
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    logs = {
+        "reasoning_score": float(score.mean()),
+        "frame_acc": mean(frames),
+        "crop_acc": mean(crops),
+        "manipulations": mean([float(i["manipulations"]) for i in ctx.infos]),
+        "bad_actions": mean([float(i["bad_actions"]) for i in ctx.infos]),
+        "answer_acc": float(grade.mean()),
+    }
+    return float(w_answer) * grade + float(w_steps) * score, logs
+
+
 @REWARDS.register("code_process", params=P.CodeProcessParams)
 def code_process_reward(
     ctx: RewardContext, gate: str = "success", hack_at: float = 1.0

@@ -376,7 +376,8 @@ class Meta(Strict):
     signature: str = ""
     wave: int = Field(
         0, ge=0
-    )  # 0 = baseline; 1 = seed variants wave 1 (`--config reproductions=wave1`)
+    )  # 0 = baseline; 1 = seed variants wave 1 (`--config reproductions=wave1`); 2 = the
+    # twenty text seeds of wave 2; 3 = the agent / video seeds built in their own domains
     # the tiny-scale profile the reproduction runs in when its own task needs its own warm start
     # (e.g. rank_grpo: tiny_rec); a workflow on the default profile (tiny) runs it there, with
     # that profile's grpo as its baseline (Snakefile: home profiles)

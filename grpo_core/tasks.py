@@ -1366,6 +1366,105 @@ def interval_iou(answer: str | None, gold: str) -> tuple[float, str]:
     return iou, "match" if iou >= 1.0 else "mismatch"
 
 
+# TW-GRPO's negations of video_mc's four question types (its convert_star.py negates the
+# question's verb: "what did" -> "what didn't"); the scene and its claim are unchanged
+INVERTED_QUESTIONS = (
+    (re.compile(r"^How many shapes are in the video\?$"),
+     "Which of these is not the number of shapes in the video?"),
+    (re.compile(r"^Which way does the (\w+) shape move\?$"),
+     r"Which way does the \1 shape not move?"),
+    (re.compile(r"^Which shape appears (first|last)\?$"), r"Which shape does not appear \1?"),
+    (re.compile(r"^Which shape changes colour\?$"), "Which shape does not change colour?"),
+)  # fmt: skip
+
+
+def invert_question(question: str) -> str:
+    """The negated question of a video_mc question (:data:`INVERTED_QUESTIONS`)."""
+    for pat, repl in INVERTED_QUESTIONS:
+        if pat.match(question):
+            return pat.sub(repl, question)
+    raise UserError(f"task video_mc: no inversion for the question {question!r}")
+
+
+def invert_mc(question: str, options: list[str], answer: int, rng) -> tuple[str, list[str], str]:
+    """TW-GRPO's question-answer inversion of one single-answer item (its convert_star.py
+    ``negate_answer``, read, not copied): the question negated; the options are the original
+    answer's and k of the others (k uniform in 1..n-1, the "random drop" that keeps the count
+    of gold answers from being a giveaway), shuffled; the gold answer is every kept option but
+    the original answer's, as letters in option order joined by "," ("A,C").
+    Returns (question, options, gold)."""
+    wrong = [o for i, o in enumerate(options) if i != answer]
+    kept = rng.sample(wrong, rng.randint(1, len(wrong)))
+    new = [options[answer], *kept]
+    rng.shuffle(new)
+    gold = ",".join(LETTERS[i] for i, o in enumerate(new) if o != options[answer])
+    return invert_question(question), new, gold
+
+
+def object_box(o: dict, f: int, size: int) -> list[int]:
+    """[x0, y0, x1, y1] (x1, y1 exclusive, clipped to the frame) of a scene object's pixels at
+    frame ``f`` (0-based; grpo_core.vision.render_clip draws |x - cx| <= r, |y - cy| <= r)."""
+    cx, cy, r = o["x"] + o["dx"] * f, o["y"] + o["dy"] * f, o["r"]
+    return [max(0, cx - r), max(0, cy - r), min(size, cx + r + 1), min(size, cy + r + 1)]
+
+
+def mc_evidence(problem: Problem) -> tuple[list[int], dict[int, list[list[int]]]]:
+    """The visual evidence of a video_mc question (Video-CoM's ``valid_frames`` and
+    ``valid_bounding_box`` annotations, made by rule from the scene): (the frames, 1-based,
+    that show it; per such frame the boxes of the queried objects). The queried objects: every
+    shape for count, the named shape for direction, the shape that appears first / last for
+    order, the shape that changes for changed. The frames: those where a queried object is
+    drawn (from its ``appear`` frame on), for changed only those from its change on (where the
+    new colour shows)."""
+    m = problem.meta
+    scene = m["scene"]
+    size, t = int(scene["size"]), int(scene["frames"])
+    names = {tuple(rgb): n for pal in VIDEO_COLOURS.values() for n, rgb in pal.items()}
+    qtype = m["qtype"]
+    if qtype == "count":
+        objs = list(scene["objects"])
+    else:  # the claim starts with the shape's colour ("red moves left", "red changes")
+        name = m["claim"].split()[0]
+        objs = [o for o in scene["objects"] if names.get(tuple(o["rgb"])) == name]
+    frames: list[int] = []
+    boxes: dict[int, list[list[int]]] = {}
+    for f in range(t):
+        first = [o.get("change_at", 0) if qtype == "changed" else o.get("appear", 0) for o in objs]
+        shown = [o for o, a in zip(objs, first) if f >= a]
+        if shown:
+            frames.append(f + 1)
+            boxes[f + 1] = [object_box(o, f, size) for o in shown]
+    return frames, boxes
+
+
+def box_iou(a: list[int], b: list[int]) -> float:
+    """Intersection over union of two [x0, y0, x1, y1] boxes (0 when either is empty)."""
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def com_reasoning_score(trace: list[list]) -> tuple[float, int, int]:
+    """Video-CoM's reasoning score of one episode's manipulations (mbzuai-oryx/Video-CoM
+    src/train/reward_funcs.py ``reasoning_reward``, read, not copied): (correct / scored,
+    correct, scored), 0 when nothing was scored. ``trace``: per step [kind, arg, correct,
+    error] (env video_com); a frame counts once however often it is selected (their set of
+    predicted frames), each crop counts where its frame has annotated boxes (``correct`` not
+    None), bad actions and answers count nothing."""
+    frames: dict[str, bool] = {}
+    crops = []
+    for kind, arg, correct, _err in trace:
+        if kind == "frame" and correct is not None:
+            frames.setdefault(str(arg), bool(correct))
+        elif kind == "crop" and correct is not None:
+            crops.append(bool(correct))
+    scored = len(frames) + len(crops)
+    good = sum(frames.values()) + sum(crops)
+    return (good / scored if scored else 0.0), good, scored
+
+
 def mc_parts(text: str) -> tuple[str | None, str | None]:
     """(rationale inside <think>...</think>, letter inside <answer>...</answer>) of a
     completion (None where absent)."""
@@ -1413,27 +1512,35 @@ class VideoMC(Task):
         held = p["held_out"]
         seen = [q for q in VIDEO_QTYPES if q != held]
         rows = []
+        # TW-GRPO's inversion draws from its own stream (none at all when it is off)
+        inv = p.get("qa_inversion", 0.0)
+        irng = _random.Random(f"{self.seed}:qa_inversion") if inv > 0 else None
         for i in range(self.n_train + self.n_test):
             train = i < self.n_train
             level = "L1" if train else ("L1", "L2", "L3")[(i - self.n_train) % 3]
             qtype = held if level == "L3" else rng.choice(seen)
             scene, q, opts, ans, claim = video_scene(rng, qtype, level, p["frames"], p["size"])
+            gold, fmt, extra = LETTERS[ans], "letter", {}
+            if train and irng is not None and irng.random() < inv:
+                q, opts, gold = invert_mc(q, opts, ans, irng)
+                fmt, extra = "letters, comma-separated", {"inverted": True}
             text = (
                 q
                 + "".join(f"\n{LETTERS[k]}. {o}" for k, o in enumerate(opts))
-                + "\nAnswer: <think>reason</think><answer>letter</answer>"
+                + f"\nAnswer: <think>reason</think><answer>{fmt}</answer>"
             )
             rows.append(
                 Problem(
                     id=f"video-{level}-{i}",
                     question=text,
-                    answer=LETTERS[ans],
+                    answer=gold,
                     meta={
                         "scene": scene,
                         "level": level,
                         "qtype": qtype,
                         "options": opts,
                         "claim": claim,
+                        **extra,
                     },
                 )
             )

@@ -95,6 +95,20 @@ class VideoProcessor:
         return out, {"pixel_values_videos": pv, "video_grid_thw": thw.view(1, 3)}
 
 
+def append_media(row: dict | None, more: dict | None) -> dict | None:
+    """A row's media tensors followed by ``more`` (a later observation's clip): pixel values
+    and grids concatenated in the order their placeholders appear in the row's tokens (what
+    ``get_rope_index`` and the vision tower read); new tensors, the inputs are not changed."""
+    if not more:
+        return row
+    if not row:
+        return dict(more)
+    return {
+        "pixel_values_videos": torch.cat([row["pixel_values_videos"], more["pixel_values_videos"]]),
+        "video_grid_thw": torch.cat([row["video_grid_thw"], more["video_grid_thw"]]),
+    }
+
+
 def collate_media(media: list[dict | None]) -> dict:
     """The batch's pixel inputs (rows' tensors concatenated in row order; rows without media
     add nothing) and ``second_per_grid_ts``; {} when no row has media."""
