@@ -405,6 +405,29 @@ class SearchEnvParams(Params):
     gold_route: bool = True
 
 
+class GuiTaskParams(Params):
+    """Task gui_apps (grpo_core.tasks.GuiApps; apps of grpo_core.gui): which app kinds, the
+    sub-goals per task (levels 1..``max_level``), the fold the train split's apps come from
+    (``train``; ``novel``: apps whose labels and layouts neither SFT nor the test split has)
+    and how many tasks each app gets (levels cycling from 1)."""
+
+    kinds: list[Literal["settings", "form", "list", "files"]] = Field(
+        default_factory=lambda: ["settings", "form", "list", "files"], min_length=1
+    )
+    max_level: int = Field(2, ge=1, le=3)
+    train_apps: Literal["train", "novel"] = "train"
+    tasks_per_app: int = Field(1, ge=1, le=3)
+
+
+class GuiEnvParams(Params):
+    """Env gui (grpo_core.episodes.GuiEnv): an action longer than ``max_action_chars`` or a
+    typed text longer than ``max_text_chars`` is refused; ``reward`` for a task done."""
+
+    max_action_chars: int = Field(48, ge=4)
+    max_text_chars: int = Field(16, ge=1)
+    reward: float = 1.0
+
+
 class CodeProcessParams(Params):
     """Posterior-GRPO's process reward on task code_fn (grpo_core.rewards.code_process_reward):
     ``gate: success`` counts it only where every test passed (the paper's R_o * R_t),
