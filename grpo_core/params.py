@@ -40,6 +40,14 @@ class GtpoParams(Params):
     gamma: float = 0.1
 
 
+class SeagentAdvParams(Params):
+    """SEAgent's "GRPO on successes": the GRPO advantage on the judge's reward, kept only on
+    rows the judge labels a success (reward >= ``success``); failures get 0 here (the
+    adversarial-imitation regulariser ``seagent_ai`` pushes them away instead)."""
+
+    success: float = 0.5
+
+
 class SeedGrpoParams(Params):
     alpha: float = Field(0.5, ge=0)  # <= 1 with f linear (below)
     f: Literal["linear", "exp", "inverse"] = "linear"
@@ -124,6 +132,14 @@ class PolicyShapingParams(Params):
 
 # ------------------------------------------------------------------ regularisers, token weights
 # (called with **params: names and defaults must equal the function's keyword arguments)
+
+
+class SeagentAiParams(Params):
+    """SEAgent's adversarial imitation of failure actions (the authors' grpo_trainer.py, bad
+    steps): -log sigmoid(-(log pi_theta - log pi_ref)) per token of rows whose reward is below
+    ``success``; the regulariser's weight is the authors' neg_gamma."""
+
+    success: float = 0.5
 
 
 class LldsParams(Params):
@@ -264,6 +280,19 @@ class XrpoParams(SamplerParams):
     alpha: float = Field(0.05, gt=0, lt=1)
     c: float = Field(0.1, ge=0)
     prior_std: float = Field(0.5, ge=0)
+
+
+class SeagentParams(SamplerParams):
+    """SEAgent's curriculum generator over tasks on unfamiliar apps (grpo_core.samplers.
+    SeagentSampler): a task is proposed when its level is unlocked and, above level 1, every
+    state key its goal changes is one the agent has already changed on that app (explored);
+    unsolved tasks first. A level unlocks when the judged success rate of the last ``window``
+    episodes of the level below reaches ``promote``."""
+
+    success: float = 0.5  # a judged reward counted as success
+    promote: float = Field(0.5, ge=0, le=1)
+    window: int = Field(16, ge=1)
+    max_level: int = Field(3, ge=1)
 
 
 class ScafParams(SamplerParams):
