@@ -86,16 +86,59 @@ _TITLES = {
     "list": {"train": "Fruit list", "test": "Palette", "novel": "Zoo"},
     "files": {"train": "Files", "test": "Explorer", "novel": "Finder"},
 }
-# layouts per fold: element counts and where the text field sits (held-out: other layouts)
+# layouts per fold: element counts, where the text field sits (first / last / middle), the
+# list's window, a Cancel button; held-out apps have layouts no train app has (the text field
+# in the middle, a Cancel button, more elements, a taller list window)
 _LAYOUT = {
-    "train": {"toggles": (2, 4), "text_first": False, "fields": (2, 3), "items": (7, 9),
-              "window": 4, "folders": (2, 3), "files": (2, 3), "sub": False, "cancel": False},
-    "test": {"toggles": (3, 5), "text_first": True, "fields": (3, 4), "items": (10, 12),
-             "window": 5, "folders": (3, 4), "files": (2, 4), "sub": True, "cancel": True},
-    "novel": {"toggles": (3, 5), "text_first": True, "fields": (3, 4), "items": (9, 12),
-              "window": 5, "folders": (3, 4), "files": (2, 4), "sub": True, "cancel": True},
+    "train": {"toggles": (2, 4), "text_at": ("first", "last"), "fields": (2, 3), "items": (7, 10),
+              "window": 4, "folders": (2, 3), "files": (2, 3), "cancel": False},
+    "test": {"toggles": (3, 5), "text_at": ("middle",), "fields": (3, 4), "items": (9, 12),
+             "window": 5, "folders": (3, 4), "files": (2, 4), "cancel": True},
+    "novel": {"toggles": (3, 5), "text_at": ("first", "middle"), "fields": (3, 4),
+              "items": (9, 12), "window": 5, "folders": (3, 4), "files": (2, 4), "cancel": True},
 }  # fmt: skip
 _SYL = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "be", "da")
+_EXTS = (".txt", ".png", ".pdf", ".csv")
+
+
+def _made_up_words() -> dict[str, list[str]]:
+    """Two-syllable made-up words ("Vomi"), split into the folds by a hash of the word (test:
+    1 in 6, novel: 1 in 6, train: the rest): labels no other fold has, from the same syllables
+    (so a tokenizer fitted to the train text splits a held-out label into known pieces)."""
+    import zlib
+
+    cons, vows = "bdfgklmnprstvz", "aeiou"
+    sy = [c + v for c in cons for v in vows]
+    named = {
+        w.split(".")[0].lower()
+        for pools in (_TOGGLES, _TEXTS, _FIELDS, _ITEMS, _FOLDERS, _FILES)
+        for ws in pools.values()
+        for w in ws
+    }
+    out: dict[str, list[str]] = {f: [] for f in FOLDS}
+    for a in sy:
+        for b in sy:
+            w = (a + b).capitalize()
+            if w.lower() in named:  # a named label ("Date", "Lime") stays in its own fold
+                continue
+            h = zlib.crc32(w.encode()) % 6
+            out["test" if h == 0 else "novel" if h == 1 else "train"].append(w)
+    return out
+
+
+_WORDS = _made_up_words()
+
+
+def _labels(rng: random.Random, fold: str, named: list[str], n: int) -> list[str]:
+    """``n`` distinct labels: each a named one (``named``, the fold's real-looking labels) or a
+    made-up word of the fold, half and half."""
+    out: list[str] = []
+    while len(out) < n:
+        pool = named if rng.random() < 0.5 else _WORDS[fold]
+        w = rng.choice(pool)
+        if w not in out:
+            out.append(w)
+    return out
 
 FORMAT = 'click(id), type(id, "text"), scroll(up), scroll(down), done'
 
@@ -129,7 +172,9 @@ class Action:
 
 @dataclass
 class Bad:
-    kind: str  # empty | too_long | unparseable | unknown_id | not_visible | not_text | text_too_long
+    kind: (
+        str  # empty | too_long | unparseable | unknown_id | not_visible | not_text | text_too_long
+    )
     message: str
 
 
@@ -229,7 +274,10 @@ class App:
             else:
                 self.top = max(0, self.top - step)
             if self.top == old:
-                return f"cannot scroll {act.direction}: already at the {'end' if act.direction == 'down' else 'top'}", None
+                return (
+                    f"cannot scroll {act.direction}: already at the {'end' if act.direction == 'down' else 'top'}",
+                    None,
+                )
             return f"scrolled {act.direction}", None
         el = self._element(act.id)
         if isinstance(el, Bad):
@@ -243,7 +291,10 @@ class App:
                 )
                 return bad.message, bad
             if len(act.text or "") > max_text:
-                bad = Bad("text_too_long", f"text too long ({len(act.text)} characters, at most {max_text})")
+                bad = Bad(
+                    "text_too_long",
+                    f"text too long ({len(act.text)} characters, at most {max_text})",
+                )
                 return bad.message, bad
             el.value = act.text
             return f"typed into [{act.id}]", None
@@ -306,32 +357,43 @@ def build_app(kind: str, fold: str, seed: int) -> App:
     lay = _LAYOUT[fold]
     title = _TITLES[kind][fold]
     if kind == "settings":
-        toggles = rng.sample(_TOGGLES[fold], rng.randint(*lay["toggles"]))
+        toggles = _labels(rng, fold, _TOGGLES[fold], rng.randint(*lay["toggles"]))
         els = [Element("toggle", t, rng.choice(["on", "off"])) for t in toggles]
-        text = Element("text", rng.choice(_TEXTS[fold]), value_text(rng))
-        els = [text, *els] if lay["text_first"] else [*els, text]
+        label = _labels(rng, fold, _TEXTS[fold], 1)[0]
+        while label in toggles:
+            label = _labels(rng, fold, _TEXTS[fold], 1)[0]
+        text = Element("text", label, value_text(rng))
+        at = rng.choice(lay["text_at"])
+        k = {"first": 0, "last": len(els), "middle": max(1, len(els) // 2)}[at]
+        els.insert(k, text)
         return App(kind, fold, title, els, window=len(els))
     if kind == "form":
-        fields = rng.sample(_FIELDS[fold], rng.randint(*lay["fields"]))
+        fields = _labels(rng, fold, _FIELDS[fold], rng.randint(*lay["fields"]))
         els = [Element("text", f, "") for f in fields] + [Element("button", "Submit")]
         if lay["cancel"]:
             els.append(Element("button", "Cancel"))
         return App(kind, fold, title, els, window=len(els))
     if kind == "list":
-        items = rng.sample(_ITEMS[fold], rng.randint(*lay["items"]))
+        items = _labels(rng, fold, _ITEMS[fold], rng.randint(*lay["items"]))
         els = [Element("item", t, "unselected") for t in items]
         return App(kind, fold, title, els, window=lay["window"])
     # files
-    folders = rng.sample(_FOLDERS[fold], rng.randint(*lay["folders"]))
-    names = list(_FILES[fold])
+    n_f = rng.randint(*lay["folders"])
+    dirs = [w.lower() for w in _labels(rng, fold, [x.capitalize() for x in _FOLDERS[fold]], n_f + 4)]
+    folders, spare = dirs[:n_f], dirs[n_f:]
+
+    def files(k: int) -> list[str]:
+        named = [x.split(".")[0].capitalize() for x in _FILES[fold]]
+        return sorted(w.lower() + rng.choice(_EXTS) for w in _labels(rng, fold, named, k))
+
     tree: dict[str, tuple[list[str], list[str]]] = {"": (folders, [])}
     for f in folders:
         subs = []
-        if lay["sub"] and rng.random() < 0.5:
-            sub = rng.choice([x for x in _FOLDERS[fold] if x not in folders] or ["old"])
+        if rng.random() < 0.5:
+            sub = spare.pop()
             subs = [sub]
-            tree[f"{f}/{sub}"] = ([], sorted(rng.sample(names, rng.randint(*lay["files"]))))
-        tree[f] = (subs, sorted(rng.sample(names, rng.randint(*lay["files"]))))
+            tree[f"{f}/{sub}"] = ([], files(rng.randint(*lay["files"])))
+        tree[f] = (subs, files(rng.randint(*lay["files"])))
     app = App(kind, fold, title, [], window=6, tree=tree)
     app._open("")
     return app

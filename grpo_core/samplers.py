@@ -634,7 +634,9 @@ class SeagentSampler(UniformSampler):
         top = min(int(self.p["max_level"]), max(lv for _, lv, _ in self.meta))
         while self.level < top:
             last = self.recent.get(self.level, [])
-            if len(last) < int(self.p["window"]) or sum(last) / len(last) < float(self.p["promote"]):
+            if len(last) < int(self.p["window"]) or sum(last) / len(last) < float(
+                self.p["promote"]
+            ):
                 break
             self.level += 1
         return {

@@ -153,7 +153,8 @@ def test_apps_are_seeded_and_folds_disjoint(task):
     assert not labels["train"] & labels["novel"] and not labels["test"] & labels["novel"]
     train, test = task.train(), task.test()
     assert len(train) == 200 and len(test) == 40
-    assert {p.meta["fold"] for p in train} == {"train"} and {p.meta["fold"] for p in test} == {"test"}
+    assert {p.meta["fold"] for p in train} == {"train"}
+    assert {p.meta["fold"] for p in test} == {"test"}
     assert [p.meta["kind"] for p in train[:4]] == list(gui.KINDS)
     assert {p.meta["level"] for p in train} == {1, 2}
     assert [p.id for p in GuiApps(200, 40, 0, {}, None, {}).train()] == [p.id for p in train]
@@ -230,7 +231,7 @@ def test_malformed_action_corpus_never_crashes():
     assert kinds == {"empty", "too_long", "unparseable", "unknown_id", "not_text", "text_too_long"}
     # a whole episode of malformed actions runs to the turn cap without a crash
     env = _hand_env()
-    for t, a in enumerate(MALFORMED, 1):
+    for a in MALFORMED:
         r = env.step(a)
     assert r.info["bad_actions"] == len(MALFORMED) and r.info["steps"] == len(MALFORMED)
 
