@@ -105,7 +105,7 @@ for _p, _names in HOMES.items():
 # the profiles with a module block at the end of this file (a module's name must be written out)
 MODULE_PROFILES = {
     "tiny_rec", "tiny_code", "tiny_geo", "tiny_agent", "tiny_tools", "tiny_search", "tiny_video",
-    "tiny_cot", "tiny_urpo", "tiny_clinic", "tiny_video_com",
+    "tiny_cot", "tiny_urpo", "tiny_clinic", "tiny_video_com", "tiny_gui",
 }
 _NO_MODULE = sorted(set(HOMES) - MODULE_PROFILES)
 if _NO_MODULE:
@@ -411,6 +411,15 @@ if "tiny_search" in HOMES:
         config: _home_config("tiny_search")
 
     use rule * from tiny_search as tiny_search_*
+
+
+if "tiny_gui" in HOMES:
+
+    module tiny_gui:
+        snakefile: "Snakefile"
+        config: _home_config("tiny_gui")
+
+    use rule * from tiny_gui as tiny_gui_*
 
 
 if "tiny_video" in HOMES:

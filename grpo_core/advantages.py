@@ -224,6 +224,19 @@ def gtpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     }
 
 
+@ADVANTAGES.register("seagent", params=P.SeagentAdvParams)
+def seagent_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
+    """SEAgent (Sun et al. 2025, arXiv:2508.04700): GRPO on the successful trajectories only.
+    A_i = (r_i - mean_g) / (std_g + eps) (the grpo estimator with cfg's std / scale) where the
+    judge's reward r_i >= ``success``, else 0: failed trajectories get no policy-gradient
+    signal here; the regulariser ``seagent_ai`` (adversarial imitation) handles them."""
+    p = ADVANTAGES.resolve_params("seagent", cfg.params, "advantage.params")
+    adv = grpo_advantage(rewards, cfg)
+    ok = rewards >= float(p["success"])
+    out = torch.where(ok, adv, torch.zeros_like(adv))
+    return out, {"success_rows": float(ok.float().mean())}
+
+
 @ADVANTAGES.register("rank_grpo", params=P.RankGrpoParams)
 def rank_grpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     """Rank-GRPO (Zhu et al. 2025, ConvRec-R1, github.com/yaochenzhu/Rank-GRPO) rank-level

@@ -433,6 +433,98 @@ class ToolsEnv(Env):
         return [f'<tool name="calculator">{expr}</tool>', answer]
 
 
+@ENVS.register("gui", params=P.GuiEnvParams)
+class GuiEnv(Env):
+    """GUI control, text first (grpo_core.gui; problems from the task gui_apps): the first
+    observation is the task's prompt (the instruction) and the app's screen as an
+    accessibility tree (element ids, roles, labels, values, the visible range). Each turn is
+    one action, the first line of the policy's text: ``click(id)``, ``type(id, "text")``,
+    ``scroll(up|down)`` or ``done``, answered with a status line and the new screen. ``done``
+    ends the episode: reward ``reward`` and success when the app's state holds the task's goal,
+    else 0. A bad action (empty, over ``max_action_chars``, unparseable, an id not on the
+    screen, an element scrolled out of view, typing into a non-text element, a text over
+    ``max_text_chars``) is answered "error: what was wrong; ..." with the allowed actions,
+    reward 0, and counts as a step; the screen is shown again. Turn and token caps are
+    env.max_turns / env.max_tokens. ``info``: success, steps, bad_actions, error (this turn's
+    kind or None), done (``done`` was called), app, goal, state (the app's state now), diff
+    (:func:`grpo_core.gui.state_diff` from the first screen's state: the world-state change a
+    judge reads), trace ([action or error kind, keys the step changed] per step)."""
+
+    def reset(self, problem, seed: int) -> Observation:
+        from grpo_core import gui
+        from grpo_core.tasks import render_prompt
+
+        m = problem.meta
+        if not {"kind", "fold", "app_seed", "goal"} <= set(m):
+            raise UserError(
+                f"env gui: problem {problem.id} is not a GUI task (its meta has no kind / fold / "
+                "app_seed / goal); use it with task.name: gui_apps"
+            )
+        self.problem = problem
+        self.app = gui.build_app(m["kind"], m["fold"], int(m["app_seed"]))
+        self.goal = dict(m["goal"])
+        self.start = self.app.state()
+        self.steps = self.bad = 0
+        self.done = False
+        self.trace: list[list] = []
+        text = render_prompt(self.template, problem) + "\n" + self.app.screen()
+        return Observation([{"role": "user", "content": text}])
+
+    def info(self, success: bool, error: str | None = None) -> dict:
+        from grpo_core import gui
+
+        state = self.app.state()
+        return {
+            "success": success,
+            "steps": self.steps,
+            "bad_actions": self.bad,
+            "error": error,
+            "done": self.done,
+            "app": self.problem.meta.get("app"),
+            "goal": dict(self.goal),
+            "state": state,
+            "diff": gui.state_diff(self.start, state),
+            "trace": [list(t) for t in self.trace],
+        }
+
+    def step(self, action: str) -> StepResult:
+        from grpo_core import gui
+
+        if self.done:
+            raise RuntimeError("GuiEnv.step after the episode ended; reset first")
+        self.steps += 1
+        p = self.params
+        act = gui.parse_action(action, int(p["max_action_chars"]))
+        if isinstance(act, gui.Action) and act.kind == "done":
+            self.done = True
+            ok = gui.goal_met(self.goal, self.app.state())
+            self.trace.append(["done", []])
+            return StepResult(None, float(p["reward"]) if ok else 0.0, True, self.info(ok))
+        before = self.app.state()
+        if isinstance(act, gui.Bad):
+            status, bad = act.message, act
+        else:
+            status, bad = self.app.apply(act, int(p["max_text_chars"]))
+        if bad is not None:
+            self.bad += 1
+            self.trace.append([bad.kind, []])
+            text = f"error: {bad.message}\nallowed: {gui.FORMAT}\n{self.app.screen()}"
+        else:
+            changed = [d[0] for d in gui.state_diff(before, self.app.state())]
+            self.trace.append([act.kind, changed])
+            text = f"{status}\n{self.app.screen()}"
+        obs = Observation([{"role": "user", "content": text}])
+        return StepResult(obs, 0.0, False, self.info(False, bad.kind if bad else None))
+
+    def gold_actions(self, problem) -> list[str]:
+        """The shortest action sequence that reaches the goal, then ``done``
+        (grpo_core.gui.gold_actions)."""
+        from grpo_core import gui
+
+        m = problem.meta
+        return gui.gold_actions(gui.build_app(m["kind"], m["fold"], int(m["app_seed"])), m["goal"])
+
+
 def make_envs(env_cfg, task, template: str, n: int) -> list[Env]:
     """``n`` fresh envs of ``env_cfg`` (one per episode of a batch)."""
     cls = ENVS.get(env_cfg.name, "env.name")
@@ -995,6 +1087,7 @@ __all__ = [
     "Env",
     "Episodes",
     "GuessNumberEnv",
+    "GuiEnv",
     "Observation",
     "SearchEnv",
     "SingleTurnEnv",

@@ -511,6 +511,29 @@ def llds_regulariser(logp, old_logp, adv, mask, ctx, min_adv: float = 0.0):
     }
 
 
+@REGULARISERS.register("seagent_ai", params=P.SeagentAiParams)
+def seagent_ai_regulariser(logp, old_logp, adv, mask, ctx, success: float = 0.5):
+    """SEAgent's adversarial imitation of failure actions (Sun et al. 2025, arXiv:2508.04700;
+    the authors' Qwen2VLGRPOTrainer.compute_loss on bad steps): per token of a failed row
+    (reward < ``success``) -log sigmoid(-(log pi_theta - log pi_ref)), which falls as the
+    policy puts less probability than the reference on the failed action; 0 on other rows.
+    The authors take the token mean over the bad step's action and scale it by neg_gamma (here
+    the regulariser's weight)."""
+    if ctx.ref_logp is None or ctx.rewards is None:
+        raise UserError(
+            "regulariser seagent_ai needs reference log-probs and rewards: keep a reference "
+            "(loss.kl.beta > 0 or train.log_kl: true)"
+        )
+    fail = (ctx.rewards < success).to(logp.dtype).unsqueeze(-1)
+    term = -torch.nn.functional.logsigmoid(-(logp - ctx.ref_logp)) * fail
+    m = mask.to(logp.dtype)
+    n = m.sum().clamp(min=1)
+    return term, {
+        "fail_frac": float((fail * m).sum() / n),
+        "penalty": float((term.detach() * m).sum() / n),
+    }
+
+
 @REGULARISERS.register("kd_reverse_kl", params=P.KdReverseKlParams)
 def kd_reverse_kl_regulariser(
     logp,

@@ -48,6 +48,14 @@ class TempsampParams(Params):
     plateau: float = Field(0.01, ge=0)  # slope factor of the log above the threshold
 
 
+class SeagentAdvParams(Params):
+    """SEAgent's "GRPO on successes": the GRPO advantage on the judge's reward, kept only on
+    rows the judge labels a success (reward >= ``success``); failures get 0 here (the
+    adversarial-imitation regulariser ``seagent_ai`` pushes them away instead)."""
+
+    success: float = 0.5
+
+
 class SeedGrpoParams(Params):
     alpha: float = Field(0.5, ge=0)  # <= 1 with f linear (below)
     f: Literal["linear", "exp", "inverse"] = "linear"
@@ -132,6 +140,14 @@ class PolicyShapingParams(Params):
 
 # ------------------------------------------------------------------ regularisers, token weights
 # (called with **params: names and defaults must equal the function's keyword arguments)
+
+
+class SeagentAiParams(Params):
+    """SEAgent's adversarial imitation of failure actions (the authors' grpo_trainer.py, bad
+    steps): -log sigmoid(-(log pi_theta - log pi_ref)) per token of rows whose reward is below
+    ``success``; the regulariser's weight is the authors' neg_gamma."""
+
+    success: float = 0.5
 
 
 class LldsParams(Params):
@@ -275,6 +291,19 @@ class XrpoParams(SamplerParams):
     alpha: float = Field(0.05, gt=0, lt=1)
     c: float = Field(0.1, ge=0)
     prior_std: float = Field(0.5, ge=0)
+
+
+class SeagentParams(SamplerParams):
+    """SEAgent's curriculum generator over tasks on unfamiliar apps (grpo_core.samplers.
+    SeagentSampler): a task is proposed when its level is unlocked and, above level 1, every
+    state key its goal changes is one the agent has already changed on that app (explored);
+    unsolved tasks first. A level unlocks when the judged success rate of the last ``window``
+    episodes of the level below reaches ``promote``."""
+
+    success: float = 0.5  # a judged reward counted as success
+    promote: float = Field(0.5, ge=0, le=1)
+    window: int = Field(16, ge=1)
+    max_level: int = Field(3, ge=1)
 
 
 class ScafParams(SamplerParams):
@@ -425,6 +454,29 @@ class SearchEnvParams(Params):
     max_searches: int = Field(4, ge=1)
     max_query_chars: int = Field(64, ge=1)
     gold_route: bool = True
+
+
+class GuiTaskParams(Params):
+    """Task gui_apps (grpo_core.tasks.GuiApps; apps of grpo_core.gui): which app kinds, the
+    sub-goals per task (levels 1..``max_level``), the fold the train split's apps come from
+    (``train``; ``novel``: apps whose labels and layouts neither SFT nor the test split has)
+    and how many tasks each app gets (levels cycling from 1)."""
+
+    kinds: list[Literal["settings", "form", "list", "files"]] = Field(
+        default_factory=lambda: ["settings", "form", "list", "files"], min_length=1
+    )
+    max_level: int = Field(2, ge=1, le=3)
+    train_apps: Literal["train", "novel"] = "train"
+    tasks_per_app: int = Field(1, ge=1, le=3)
+
+
+class GuiEnvParams(Params):
+    """Env gui (grpo_core.episodes.GuiEnv): an action longer than ``max_action_chars`` or a
+    typed text longer than ``max_text_chars`` is refused; ``reward`` for a task done."""
+
+    max_action_chars: int = Field(48, ge=4)
+    max_text_chars: int = Field(16, ge=1)
+    reward: float = 1.0
 
 
 class CodeProcessParams(Params):

@@ -957,6 +957,61 @@ def token_f1(pred: str, gold: str) -> float:
     return 2 * prec * rec / (prec + rec)
 
 
+def judge_world_state(goal: dict, diff: list, done: bool, trace: list) -> tuple[bool, list[str]]:
+    """SEAgent's world-state judgement, rule-based (the paper's World State Model is a
+    fine-tuned VLM reading the screenshots): success when the agent called ``done`` and the
+    state after the episode, read from the diff (``[key, before, after]`` per changed key),
+    holds every goal value; per step a label: ``bad`` (a refused action, or a step that
+    changed a key to a value the goal does not ask for), ``progress`` (it changed a goal key to
+    its goal value), ``neutral`` (anything else: a scroll, opening a folder, ``done``)."""
+    after = {k: a for k, _, a in diff}
+    ok = bool(done) and all(after.get(k) == v for k, v in goal.items())
+    labels = []
+    for kind, keys in trace:
+        mine = [k for k in keys if k in goal]
+        other = [k for k in keys if k not in goal and k != "folder"]  # navigation is no change
+        if kind not in ("click", "type", "scroll", "done"):
+            labels.append("bad")
+        elif other or any(after.get(k) != goal[k] for k in mine):
+            labels.append("bad")
+        elif mine:
+            labels.append("progress")
+        else:
+            labels.append("neutral")
+    return ok, labels
+
+
+@REWARDS.register("seagent_judge")
+def seagent_judge_reward(ctx: RewardContext, reward: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """SEAgent's world-state model as the reward (rule-based on tiny:
+    :func:`judge_world_state` on each episode's last info from env gui: diff, done, trace, and
+    the task's goal from the problem's meta): ``reward`` for a judged success, else 0. Logs
+    ``judge_success`` (share judged successful), ``judge_agree`` (share where the judgement
+    equals the env's own success check) and ``bad_step_frac`` (share of steps judged bad)."""
+    infos = ctx.infos
+    if not infos or any("diff" not in i or "trace" not in i for i in infos):
+        raise UserError(
+            "reward seagent_judge reads the world-state diff of env gui (info diff / trace); "
+            "use it with env.name: gui"
+        )
+    out = torch.zeros(len(infos))
+    agree = bad = steps = 0
+    for j, (info, prob) in enumerate(zip(infos, ctx.problems)):
+        ok, labels = judge_world_state(
+            prob.meta["goal"], info["diff"], bool(info.get("done")), info["trace"]
+        )
+        out[j] = reward if ok else 0.0
+        agree += int(ok == bool(info.get("success")))
+        bad += labels.count("bad")
+        steps += len(labels)
+    n = max(len(infos), 1)
+    return out, {
+        "judge_success": float((out > 0).float().mean()),
+        "judge_agree": agree / n,
+        "bad_step_frac": bad / max(steps, 1),
+    }
+
+
 @REWARDS.register("r1_router", params=P.R1RouterParams)
 def r1_router_reward(
     ctx: RewardContext, w_query: float = 0.5, w_kb: float = 0.5

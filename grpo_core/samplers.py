@@ -555,6 +555,116 @@ class ArpoSampler(UniformSampler):
         self.first_ok = {int(k): bool(v) for k, v in s["first_ok"]}
 
 
+@SAMPLERS.register("seagent", params=P.SeagentParams)
+class SeagentSampler(UniformSampler):
+    """SEAgent (Sun et al. 2025, "SEAgent: Self-Evolving Computer Use Agent with Autonomous
+    Learning from Experience", arXiv:2508.04700): the curriculum generator. The train split is
+    a pool of tasks on apps the SFT start never saw (task gui_apps, ``train_apps: novel``;
+    each problem's meta: app, level, goal); the sampler reads it (``bind_problems``) and the
+    episodes' infos (``wants_infos``: the env's world-state diffs). It keeps, per app, the
+    state keys the agent has changed in any episode (what it explored) and, per task, whether
+    a judged success was seen. A task is eligible when its level <= the unlocked level and,
+    above level 1, every key of its goal is explored on its app (new tasks are composed from
+    what the agent has done there); unsolved eligible tasks are drawn first, uniformly,
+    without repeats within a step. Level l + 1 unlocks when the judged success rate of the last
+    ``window`` episodes at level l reaches ``promote`` (simple to complex). The paper's
+    generator is an LLM writing new task texts from the explored states; here the task space
+    is generated ahead (every task of the novel apps) and the generator chooses from it."""
+
+    wants_infos = True
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.meta: list[tuple[str, int, list[str]]] | None = None  # (app, level, goal keys)
+        self.explored: dict[str, set[str]] = {}
+        self.solved: set[int] = set()
+        self.level = 1
+        self.recent: dict[int, list[float]] = {}
+
+    def bind_problems(self, problems: list) -> None:
+        out = []
+        for i, p in enumerate(problems[: self.n]):
+            m = p.meta
+            if not {"app", "level", "goal"} <= set(m):
+                raise UserError(
+                    f"sampler seagent: train problem {i} ({p.id}) has no app / level / goal in "
+                    "its meta; use it with task.name: gui_apps"
+                )
+            out.append((str(m["app"]), int(m["level"]), sorted(m["goal"])))
+        self.meta = out
+
+    def eligible(self) -> list[int]:
+        if self.meta is None:
+            raise UserError("sampler seagent: no train problems bound (bind_problems)")
+        out = []
+        for i, (app, level, keys) in enumerate(self.meta):
+            if level > self.level:
+                continue
+            if level == 1 or set(keys) <= self.explored.get(app, set()):
+                out.append(i)
+        return out
+
+    def next_prompts(self, n: int) -> list[int]:
+        el = self.eligible()
+        if not el:  # no level-1 task in the pool: every task
+            el = list(range(len(self.meta)))
+        fresh = [i for i in el if i not in self.solved]
+        out: list[int] = []
+        for pool in (fresh, [i for i in el if i in self.solved]):
+            pool = list(pool)
+            self.rng.shuffle(pool)
+            out += pool[: n - len(out)]
+        while len(out) < n:  # fewer eligible tasks than prompts: repeats
+            out.append(self.rng.choice(el))
+        self.epoch += 1
+        return out
+
+    def update(self, stats: dict) -> dict | None:
+        infos = stats.get("infos")
+        if infos is None:
+            raise UserError("sampler seagent: the step's infos are missing (wants_infos)")
+        ok = float(self.p["success"])
+        for idx, r, info in zip(stats["indices"], stats["rewards"], infos):
+            idx = int(idx)
+            app, level, _ = self.meta[idx]
+            self.explored.setdefault(app, set()).update(d[0] for d in info.get("diff", []))
+            good = float(r) >= ok
+            if good:
+                self.solved.add(idx)
+            self.recent.setdefault(level, []).append(float(good))
+            self.recent[level] = self.recent[level][-int(self.p["window"]) :]
+        top = min(int(self.p["max_level"]), max(lv for _, lv, _ in self.meta))
+        while self.level < top:
+            last = self.recent.get(self.level, [])
+            if len(last) < int(self.p["window"]) or sum(last) / len(last) < float(
+                self.p["promote"]
+            ):
+                break
+            self.level += 1
+        return {
+            "level": float(self.level),
+            "eligible": float(len(self.eligible())),
+            "solved": float(len(self.solved)),
+            "explored_keys": float(sum(len(v) for v in self.explored.values())),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "explored": [[k, sorted(v)] for k, v in sorted(self.explored.items())],
+            "solved": sorted(self.solved),
+            "level": self.level,
+            "recent": [[k, v] for k, v in sorted(self.recent.items())],
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.explored = {k: set(v) for k, v in s["explored"]}
+        self.solved = set(int(x) for x in s["solved"])
+        self.level = int(s["level"])
+        self.recent = {int(k): list(v) for k, v in s["recent"]}
+
+
 # ------------------------------------------------------------------ group filters
 # A group filter decides which sampled groups enter the batch (``sampler.filter``); the step
 # keeps generating (up to ``sampler.max_rounds`` rounds) until prompts_per_step groups are

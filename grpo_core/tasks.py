@@ -27,6 +27,7 @@ from grpo_core.params import (
     CodeFnTaskParams,
     GeoAnglesParams,
     GuessNumberTaskParams,
+    GuiTaskParams,
     JsonlTaskParams,
     RecRankTaskParams,
     SearchQATaskParams,
@@ -79,6 +80,10 @@ TEMPLATES.register("search")(
     '<search kb="name">query</search> (kbs: {kbs}); answer with <answer>text</answer>.\n'
     "Question: {question}"
 )
+
+
+# GUI control (task gui_apps, env gui): the instruction; the env shows the screen after it
+TEMPLATES.register("gui")("Task: {question}")
 
 
 # code benchmarks (evals.benchmarks): HumanEval's prompt as it is (signature + docstring, the
@@ -1088,6 +1093,72 @@ class SearchQA(Task):
         """Single-turn SFT (no env): the answer in its tag; env search trains on whole gold
         conversations instead (SearchEnv.gold_actions)."""
         return f"<answer>{problem.answer}</answer>"
+
+
+# --------------------------------------------------------------------------------------------
+# gui_apps: generated app screens with multi-step tasks (env gui; grpo_core.gui)
+
+
+@TASKS.register("gui_apps", params=GuiTaskParams)
+class GuiApps(Task):
+    """GUI control tasks on generated apps (grpo_core.gui: settings panels, forms, scrolling
+    lists, file managers), played by the env ``gui``. Problem i of a split is task
+    ``i % tasks_per_app`` on app ``i // tasks_per_app``, of kind ``kinds[app % len(kinds)]``,
+    built from (kind, fold, data seed and app number); train apps from the fold
+    ``train_apps`` (``train``, or ``novel``), test apps from the fold ``test`` (labels and
+    layouts that neither other fold has: held-out apps are unseen). A task has ``level``
+    sub-goals (1..max_level; cycling from 1 over an app's tasks, drawn for one task per app).
+    ``question``: the instruction ("turn on Wi-Fi and set Device name to kamo-3"); ``answer``:
+    "" (the env checks the final app state); ``meta``: kind, fold, app_seed, app (its id),
+    level, goal (the sub-dict of the final state the task wants)."""
+
+    name = "gui_apps"
+
+    def _rows(self, fold: str, n: int, tpa: int) -> list[Problem]:
+        import random as _random
+
+        from grpo_core import gui
+
+        p = self.params
+        rows = []
+        for i in range(n):
+            j, t = divmod(i, tpa)
+            kind = p["kinds"][j % len(p["kinds"])]
+            seed = self.seed * 100_003 + j
+            app = gui.build_app(kind, fold, seed)
+            rng = _random.Random(f"gui-goal:{fold}:{kind}:{seed}:{t}")
+            level = 1 + t % p["max_level"] if tpa > 1 else rng.randint(1, p["max_level"])
+            text, goal = gui.make_goal(app, level, rng)
+            rows.append(
+                Problem(
+                    id=f"gui-{fold}-{kind}-{seed}-t{t}",
+                    question=text,
+                    answer="",
+                    meta={
+                        "kind": kind,
+                        "fold": fold,
+                        "app_seed": seed,
+                        "app": f"{fold}-{kind}-{seed}",
+                        "level": level,
+                        "goal": dict(goal),
+                    },
+                )
+            )
+        return rows
+
+    def _split(self) -> None:
+        self.params = TASKS.resolve_params("gui_apps", self.params, "task.params")
+        p = self.params
+        self._train = self._rows(p["train_apps"], self.n_train, int(p["tasks_per_app"]))
+        self._test = self._rows("test", self.n_test, 1)
+
+    def sft_target(self, problem: Problem) -> str:
+        """The first gold action (single-turn SFT; env gui trains on whole gold
+        conversations: GuiEnv.gold_actions)."""
+        from grpo_core import gui
+
+        m = problem.meta
+        return gui.gold_actions(gui.build_app(m["kind"], m["fold"], m["app_seed"]), m["goal"])[0]
 
 
 @TASKS.register("jsonl", params=JsonlTaskParams)

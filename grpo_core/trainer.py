@@ -189,6 +189,7 @@ class Batch:
     all_group_sizes: list[int] | None = None
     all_indices: list[int] | None = None
     all_texts: list[str] | None = None
+    all_infos: list[dict] | None = None  # the episodes' last infos (a sampler's wants_infos)
     # the episodes of the rows (per-turn rewards, actions, observations): step-level advantages
     episodes: Episodes | None = None
     # [N, C] per-token advantages from a step-level estimator (advantages.TurnAdvantages mapped
@@ -420,6 +421,9 @@ class Trainer:
         bind = getattr(self.sampler, "bind_generate", None)
         if bind is not None:  # a sampler that writes text with the policy (experience library)
             bind(self._generate_texts)
+        bind = getattr(self.sampler, "bind_problems", None)
+        if bind is not None:  # a sampler that reads the train problems (seagent's curriculum)
+            bind(self.train_set)
         self.engine = make_engine(
             cfg.rollout.engine, self.rollout_model, self.tok, cfg=cfg, model_path=self.model_path
         )
@@ -561,6 +565,10 @@ class Trainer:
         # over all ranks (for the sampler's update)
         n_kept_groups, kept_all, kept_all_r, kept_all_sizes, kept_all_idx = 0, [], [], [], []
         kept_all_texts: list[str] = []
+        # the episodes' last infos, for a sampler that reads them (``wants_infos``: seagent's
+        # curriculum learns what the agent explored from the env's state diffs)
+        want_infos = bool(getattr(self.sampler, "wants_infos", False))
+        kept_all_infos: list[dict] = []
         versions: list[int] = []  # policy version of each kept round (asynchronous rollouts)
         for rnd in range(self.sampler.max_rounds):
             need = want - n_kept_groups
@@ -592,6 +600,7 @@ class Trainer:
             # stats and keep decisions over all ranks' groups (identical on every rank)
             local_rewards, rewards = rewards, dist.gather_cat(rewards)
             texts = dist.gather_list(ro.texts)
+            infos = dist.gather_list(ep.infos) if want_infos else None
             acc = dist.gather_cat(acc)
             lengths = dist.gather_cat(torch.tensor(lengths, dtype=torch.float32))
             logs = {k: dist.all_sum(v) / dist.world() for k, v in logs.items()}
@@ -621,6 +630,8 @@ class Trainer:
                 kept_all_sizes.append(sizes[k])
                 kept_all_idx += [idx[k]] * sizes[k]
                 kept_all_texts += [texts[i] for i in rows]
+                if infos is not None:
+                    kept_all_infos += [infos[i] for i in rows]
                 if lo <= k < hi:
                     mine += [i - starts[lo] for i in rows]
                     kept_sizes.append(sizes[k])
@@ -668,6 +679,7 @@ class Trainer:
         batch.all_problems, batch.all_rewards = kept_all, all_rewards
         batch.all_group_sizes, batch.all_indices = kept_all_sizes, kept_all_idx
         batch.all_texts = kept_all_texts
+        batch.all_infos = kept_all_infos if want_infos else None
         if versions:  # the oldest weights among the batch's rows
             batch.policy_version = min(versions)
         return batch, stats
@@ -1301,6 +1313,7 @@ class Trainer:
                 "rewards": batch.all_rewards,
                 "group_sizes": batch.all_group_sizes,
                 "texts": batch.all_texts,
+                "infos": batch.all_infos,
                 "step": step,
                 "entropy": entropy,
             }

@@ -26,6 +26,7 @@ BOTTOM_MAY_IMPORT = {
     "grpo_core.schema",
     "grpo_core.grader",
     "grpo_core.twx",  # the TextWorldExpress gateway (imports errors only)
+    "grpo_core.gui",  # the generated GUI apps (imports errors only)
     # the code task's grading: codeexec runs programs through the sandbox (errors only)
     "grpo_core.codeexec",
     "grpo_core.sandbox",
