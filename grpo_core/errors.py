@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 
 class UserError(Exception):
@@ -11,6 +12,16 @@ class UserError(Exception):
 
     The CLI prints it as one line without a traceback (``--traceback`` shows it).
     """
+
+
+@dataclass
+class BadAction:
+    """What was wrong with a policy's action in an environment (tools, search, gui): ``kind``
+    names the case (each env lists its kinds), ``message`` is the observation the policy gets
+    back; the episode counts it as a step and goes on."""
+
+    kind: str
+    message: str
 
 
 def closest(name: str, valid: Iterable[str], n: int = 3) -> str:

@@ -38,7 +38,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from grpo_core.errors import UserError
+from grpo_core.errors import BadAction, UserError
 
 KINDS = ("settings", "form", "list", "files")
 FOLDS = ("train", "test", "novel")
@@ -140,6 +140,7 @@ def _labels(rng: random.Random, fold: str, named: list[str], n: int) -> list[str
             out.append(w)
     return out
 
+
 FORMAT = 'click(id), type(id, "text"), scroll(up), scroll(down), done'
 
 
@@ -170,12 +171,8 @@ class Action:
     direction: str | None = None
 
 
-@dataclass
-class Bad:
-    kind: (
-        str  # empty | too_long | unparseable | unknown_id | not_visible | not_text | text_too_long
-    )
-    message: str
+# Bad kinds here: empty | too_long | unparseable | unknown_id | not_visible | not_text | text_too_long
+Bad = BadAction
 
 
 _CLICK = re.compile(r"click\(\s*([0-9]+)\s*\)")
@@ -379,7 +376,9 @@ def build_app(kind: str, fold: str, seed: int) -> App:
         return App(kind, fold, title, els, window=lay["window"])
     # files
     n_f = rng.randint(*lay["folders"])
-    dirs = [w.lower() for w in _labels(rng, fold, [x.capitalize() for x in _FOLDERS[fold]], n_f + 4)]
+    dirs = [
+        w.lower() for w in _labels(rng, fold, [x.capitalize() for x in _FOLDERS[fold]], n_f + 4)
+    ]
     folders, spare = dirs[:n_f], dirs[n_f:]
 
     def files(k: int) -> list[str]:

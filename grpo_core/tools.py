@@ -23,6 +23,8 @@ import operator
 import re
 from dataclasses import dataclass
 
+from grpo_core.errors import BadAction
+
 TOOLS = ("calculator", "python")
 _EXAMPLE = {
     "calculator": '<tool name="calculator">expression</tool>',
@@ -56,10 +58,8 @@ class Call:
     text: str  # the tool's input, stripped
 
 
-@dataclass
-class Bad:
-    kind: str  # unparseable | several_calls | unknown_tool | empty_input | too_long | no_answer
-    message: str
+# Bad kinds here: unparseable | several_calls | unknown_tool | empty_input | too_long | no_answer
+Bad = BadAction
 
 
 class ToolError(Exception):

@@ -330,15 +330,9 @@ SHRINK = [
 
 
 @pytest.fixture(scope="module")
-def gui_results(tmp_path_factory):
+def gui_results(prepared_start):
     """The shrunken tiny_gui start (built, 2 SFT steps on gold conversations)."""
-    from grpo_core.config import load_config
-    from grpo_core.prepare import prepare
-
-    res = tmp_path_factory.mktemp("gui_results")
-    cfg = load_config("grpo", "tiny_gui", [f"run.results_dir={res}", *SHRINK])
-    prepare(cfg, threads=1, log=lambda *a: None)
-    return res
+    return prepared_start("tiny_gui", SHRINK)
 
 
 def test_grpo_smoke_training(gui_results, tmp_path):

@@ -468,15 +468,9 @@ SHRINK = [
 
 
 @pytest.fixture(scope="module")
-def search_results(tmp_path_factory):
+def search_results(prepared_start):
     """The shrunken tiny_search start (built, 2 SFT steps on gold conversations)."""
-    from grpo_core.config import load_config
-    from grpo_core.prepare import prepare
-
-    res = tmp_path_factory.mktemp("search_results")
-    cfg = load_config("grpo", "tiny_search", [f"run.results_dir={res}", *SHRINK])
-    prepare(cfg, threads=1, log=lambda *a: None)
-    return res
+    return prepared_start("tiny_search", SHRINK)
 
 
 @pytest.mark.parametrize("repro", ["e_grpo", "r1_router"])

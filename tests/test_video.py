@@ -458,7 +458,7 @@ def video_cfg(tmp_path_factory):
     return make
 
 
-def test_grpo_trains_on_video_through_the_trainer(video_cfg, tmp_path):
+def test_grpo_trains_on_video_through_the_trainer(video_cfg, tmp_path, spy_rollouts):
     """Smoke: `grpo prepare` built and SFT'd the tiny VLM on the video task; 2 GRPO steps
     (frozen reference for the KL, checkpoint), then evaluation with per-level accuracy."""
     from evals.evaluate import evaluate
@@ -471,15 +471,7 @@ def test_grpo_trains_on_video_through_the_trainer(video_cfg, tmp_path):
     assert is_vlm(model)
     tr = Trainer(cfg, tmp_path / "run")
     assert tr.policy.kind == "vlm" and tr.ref is not None and tr.ref.kind == "frozen"
-    seen = {}
-    orig = tr.episodes
-
-    def spy(*a, **k):
-        ro, ep = orig(*a, **k)
-        seen.setdefault("ro", ro)
-        return ro, ep
-
-    tr.episodes = spy
+    seen = spy_rollouts(tr)
     tr.train(progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2

@@ -32,21 +32,14 @@ def make_cfg(tmp_path_factory):
     return make
 
 
-def _train(cfg, run_dir):
-    """Train; return the metrics rows and the first step's rollouts."""
+def _train(cfg, run_dir, spy_rollouts):
+    """Train; return the metrics rows and the first step's rollouts (``spy_rollouts``: the
+    conftest fixture)."""
     from grpo_core.trainer import Trainer
 
     tr = Trainer(cfg, run_dir)
     assert tr.policy.kind == "vlm"
-    seen = {}
-    orig = tr.episodes
-
-    def spy(*a, **k):
-        ro, ep = orig(*a, **k)
-        seen.setdefault("ro", ro)
-        return ro, ep
-
-    tr.episodes = spy
+    seen = spy_rollouts(tr)
     tr.train(progress=False)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
@@ -104,10 +97,10 @@ MECHANISM = {
 
 
 @pytest.mark.parametrize("slug", VIDEO_REPROS)
-def test_video_repro_trains_on_video_and_logs_its_mechanism(slug, make_cfg, tmp_path):
+def test_video_repro_trains_on_video_and_logs_its_mechanism(slug, make_cfg, tmp_path, spy_rollouts):
     cfg = make_cfg(slug)
     assert cfg.task.name == "video_mc" and cfg.env.name == "video_mc"
-    tr, rows = _train(cfg, tmp_path / "run")
+    tr, rows = _train(cfg, tmp_path / "run", spy_rollouts)
     key, check = MECHANISM[slug]
     assert key in rows[0] and key in rows[1], sorted(rows[0])
     assert check(rows), [r[key] for r in rows]
