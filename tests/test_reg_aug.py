@@ -234,6 +234,10 @@ def test_bad_settings_are_refused_with_what_would_be_right():
         _aug(max_rounds=1)
     with pytest.raises(UserError, match="hard 1.0 >= easy 1.0: want hard < easy"):
         _aug(hard=1.0)
+    from grpo_core.config import load_config
+
+    with pytest.raises(UserError, match=r"sampler\.params\.noise.*less than or equal to 1"):
+        load_config("reg_grpo", "smoke", ["sampler.params.noise=2"])
     with pytest.raises(UserError, match="decides which groups are kept itself"):
         make_sampler(
             SamplerCfg(name="difficulty_aug", max_rounds=2, filter={"name": "nonzero_std"}), 4, 0
@@ -287,3 +291,82 @@ def test_text_smoke_hints_all_wrong_sums(smoke_cfg, tmp_path):
         assert r["sampler/n_easier"] >= 1 and r["gen_rounds"] == 2
         assert r["sampler/frac_hinted"] == r["sampler/n_easier"] / 4  # 4 prompts a step
         assert 0.0 <= r["frac_zero_std_groups"] <= 1.0 and r["n_train_seqs"] == 16
+
+
+@pytest.fixture(scope="module")
+def video_cfg(tmp_path_factory):
+    """Smoke-sized tiny_video configs of reg_grpo (2 steps, 2 x 2 rollouts, 16 training clips:
+    tests/test_video.py's VIDEO_RUN); the SFT start is built once."""
+    from test_video import VIDEO_RUN
+
+    from grpo_core.config import load_config
+    from grpo_core.prepare import prepare
+
+    res = tmp_path_factory.mktemp("reg_aug_video")
+
+    def make(slug, overrides=()):
+        return load_config(slug, "tiny_video", [f"run.results_dir={res}", *VIDEO_RUN, *overrides])
+
+    prepare(make("grpo"), log=lambda *a: None)
+    return make
+
+
+@pytest.mark.parametrize(
+    "side, params",
+    [("harder", "{easy: 0.0, hard: -1.0, margin: 0.0}"),  # every group at or above the level
+     ("easier", "{easy: 2.0, hard: 1.0, margin: 0.0}")],  # every group at or below it
+    ids=["harder", "easier"],
+)  # fmt: skip
+def test_video_smoke_augments_and_logs(side, params, video_cfg, tmp_path, monkeypatch):
+    """reg_grpo on a shrunken tiny_video with thresholds that make step 0's best (worst) group
+    too easy (too hard): it is drawn again in round 2 with a noisy clip (a reasoning cue); the
+    env renders the noise; the counters are in the metrics and 2 groups are trained a step."""
+    from grpo_core import episodes, vision
+    from grpo_core.trainer import Trainer
+
+    cfg = video_cfg("reg_grpo", [f"sampler.params={params}"])
+    assert cfg.sampler.name == "difficulty_aug" and cfg.env.name == "video_mc"
+    clips = []
+    orig = episodes.clip_frames
+
+    def spy(problem, env_name):
+        frames = orig(problem, env_name)
+        clips.append((problem, frames))
+        return frames
+
+    monkeypatch.setattr(episodes, "clip_frames", spy)
+    tr = Trainer(cfg, tmp_path / "run")
+    tr.train(progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    keys = ["ref_level", "n_harder", "n_easier", "frac_perturbed", "frac_hinted",
+            "aug_nonzero_std"]  # fmt: skip
+    for r in rows:
+        assert all(math.isfinite(r[f"sampler/{k}"]) for k in keys), sorted(r)
+        assert math.isfinite(r["loss"]) and r["n_train_seqs"] == 4
+        assert 0.0 <= r["frac_zero_std_groups"] <= 1.0
+    first = rows[0]
+    noisy = [(p, f) for p, f in clips if "perturb" in p.meta]
+    hinted = [p for p, _ in clips if p.hint]
+    if side == "harder":
+        assert first["sampler/n_harder"] >= 1 and first["sampler/n_easier"] == 0
+        assert first["sampler/frac_perturbed"] == first["sampler/n_harder"] / 2
+        assert noisy and not hinted
+        p, f = noisy[0]
+        assert not np.array_equal(f, vision.render_clip(p.meta["scene"]))
+    else:
+        assert first["sampler/n_easier"] >= 1 and first["sampler/n_harder"] == 0
+        assert first["sampler/frac_hinted"] == first["sampler/n_easier"] / 2
+        assert hinted and not noisy
+        assert hinted[0].hint.startswith("\nHint: ") and hinted[0].hint[7:] in VIDEO_CUE_TEXTS
+    assert first["gen_rounds"] == 2
+
+
+def _cue_texts():
+    from grpo_core.tasks import VIDEO_CUES
+
+    return {c.format(target=t) for c in VIDEO_CUES.values() for t in
+            ("red", "green", "blue", "yellow")}  # fmt: skip
+
+
+VIDEO_CUE_TEXTS = _cue_texts()
