@@ -1423,9 +1423,7 @@ class SeeleSampler(UniformSampler):
 # ------------------------------------------------------------------ difficulty-aware augmentation
 
 
-def difficulty_decision(
-    mean: float, ref: float, easy: float, hard: float, margin: float
-) -> int:
+def difficulty_decision(mean: float, ref: float, easy: float, hard: float, margin: float) -> int:
     """DeepVideo-R1's difficulty of a group against the reference level: +1 (too easy: its mean
     is at least ``easy`` and at least ``ref + margin``; make it harder), -1 (too hard: at most
     ``hard`` and at most ``ref - margin``; make it easier), else 0 (solvable: as it is)."""

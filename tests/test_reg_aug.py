@@ -138,7 +138,9 @@ def test_sampler_decides_redraws_and_logs_hand_computed():
     assert all(a is train[i] for a, i in zip(first, idx))  # plain draws: the items themselves
     # means 1, 0, 0.5, 0.75 -> step 0's reference is their mean 0.5625; margin 0.1:
     # 1 >= max(1, 0.6625): harder; 0 <= min(0, 0.4625): easier; the others as they are
-    keep = s.keep([torch.zeros(4)] * 4, _acc([1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]))
+    keep = s.keep(
+        [torch.zeros(4)] * 4, _acc([1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0])
+    )
     assert keep.tolist() == [False, False, True, True] and s.ref_now == pytest.approx(0.5625)
     again = s.next_prompts(2)
     assert again == idx[:2]
