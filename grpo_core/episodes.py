@@ -867,19 +867,26 @@ class VideoMCEnv(Env):
 
 def clip_frames(problem, env_name: str):
     """uint8 frames [T, H, W, 3] of a video problem: rendered from its scene (task video_mc),
-    sampled from a real benchmark's video, or read from its ``video`` file."""
+    sampled from a real benchmark's video, or read from its ``video`` file; with
+    ``meta["perturb"]`` ({noise, seed}: a difficulty-raising augmentation, Task.perturbed)
+    Gaussian pixel noise on top (grpo_core.vision.perturb_clip)."""
     from grpo_core import vision
 
     if "scene" in problem.meta:
-        return vision.render_clip(problem.meta["scene"])
-    if "sampling" in problem.meta:  # a real video benchmark (evals.video_benchmarks)
-        return vision.benchmark_frames(problem.meta)
-    if "video" in problem.meta:
-        return vision.read_video(problem.meta["video"])
-    raise UserError(
-        f"env {env_name}: problem {problem.id} has no scene or video in its meta; use it "
-        "with task.name: video_mc"
-    )
+        frames = vision.render_clip(problem.meta["scene"])
+    elif "sampling" in problem.meta:  # a real video benchmark (evals.video_benchmarks)
+        frames = vision.benchmark_frames(problem.meta)
+    elif "video" in problem.meta:
+        frames = vision.read_video(problem.meta["video"])
+    else:
+        raise UserError(
+            f"env {env_name}: problem {problem.id} has no scene or video in its meta; use it "
+            "with task.name: video_mc"
+        )
+    pert = problem.meta.get("perturb")
+    if pert is not None:
+        frames = vision.perturb_clip(frames, float(pert["noise"]), int(pert["seed"]))
+    return frames
 
 
 _COM_TAG = re.compile(r"<(frame|crop|answer)>(.*?)</\1>", re.S)

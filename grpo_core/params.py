@@ -322,6 +322,24 @@ class SeeleParams(SamplerParams):
     success: float = 1.0  # an accuracy counted as solved
 
 
+class DifficultyAugParams(SamplerParams):
+    """DeepVideo-R1's difficulty-aware augmentation (sampler ``difficulty_aug``)."""
+
+    metric: Literal["acc", "reward"] = "acc"  # a group's difficulty: its mean accuracy / reward
+    decay: float = Field(0.9, ge=0, lt=1)  # EMA of the reference level: ref <- d ref + (1-d) m
+    easy: float = 1.0  # a group whose mean is >= easy (and above the reference) is too easy
+    hard: float = 0.0  # a group whose mean is <= hard (and below the reference) is too hard
+    margin: float = Field(0.0, ge=0)  # how far above / below the reference it must also be
+    noise: float = Field(0.15, gt=0, le=1)  # pixel noise std of a harder clip (share of 255)
+    hint_frac: float = Field(0.5, gt=0, le=1)  # share of the hint pieces an easier prompt shows
+
+    @model_validator(mode="after")
+    def _thresholds(self):
+        if self.hard >= self.easy:
+            raise ValueError(f"hard {self.hard} >= easy {self.easy}: want hard < easy")
+        return self
+
+
 # ------------------------------------------------------------------ tasks
 
 

@@ -24,6 +24,7 @@ import torch
 from grpo_core import params as P
 from grpo_core.errors import UserError
 from grpo_core.registry import Registry
+from grpo_core.runtime import derive_seed
 from grpo_core.schema import SamplerCfg
 
 SAMPLERS: Registry = Registry("sampler", default_params=P.SamplerParams)
@@ -1417,3 +1418,162 @@ class SeeleSampler(UniformSampler):
         self.pairs = {
             int(i): [(float(r), int(k), int(n)) for r, k, n in v] for i, v in s["pairs"].items()
         }
+
+
+# ------------------------------------------------------------------ difficulty-aware augmentation
+
+
+def difficulty_decision(mean: float, ref: float, easy: float, hard: float, margin: float) -> int:
+    """DeepVideo-R1's difficulty of a group against the reference level: +1 (too easy: its mean
+    is at least ``easy`` and at least ``ref + margin``; make it harder), -1 (too hard: at most
+    ``hard`` and at most ``ref - margin``; make it easier), else 0 (solvable: as it is)."""
+    if mean >= easy and mean >= ref + margin:
+        return 1
+    if mean <= hard and mean <= ref - margin:
+        return -1
+    return 0
+
+
+def ema_update(ref: float | None, value: float, decay: float) -> float:
+    """The reference level after a step whose plain groups' mean is ``value``: the value
+    itself on the first step, else decay * ref + (1 - decay) * value."""
+    return value if ref is None else decay * ref + (1.0 - decay) * value
+
+
+def hint_pieces(n: int, frac: float) -> int:
+    """How many of a prompt's n hint pieces an easier draw shows: ceil(frac * n), at least 1
+    (0 when there are none)."""
+    return 0 if n <= 0 else max(1, math.ceil(frac * n - 1e-9))
+
+
+@SAMPLERS.register("difficulty_aug", params=P.DifficultyAugParams)
+class DifficultyAugSampler(UniformSampler):
+    """DeepVideo-R1's difficulty-aware data augmentation (Park et al. 2025, arXiv:2506.07464;
+    rule built from the paper's description, no code found). Prompts come as ``uniform``. A
+    group's difficulty is its mean accuracy (``metric: acc``, or mean reward) compared with
+    the reference level ``ref``, an EMA (``decay``) over steps of the mean of each step's
+    plain groups (:func:`ema_update`; the first step uses its own mean).
+    :func:`difficulty_decision`: a too-easy group (mean >= ``easy`` and >= ref + ``margin``)
+    is not kept and its prompt is drawn again in the step's next generation round made harder
+    (``Task.perturbed``: video_mc's clip with Gaussian pixel noise of std ``noise``; a task
+    without a sound perturbation, text, keeps such a group as it is); a too-hard group (mean
+    <= ``hard`` and <= ref - ``margin``) is drawn again easier, with a reasoning cue (the first
+    ``ceil(hint_frac * n)`` of the task's n hint pieces, ``Task.hint_parts``; no pieces: kept
+    as it is). An augmented group is kept whatever its rewards (one augmentation per prompt a
+    step), so groups leave the zero-variance regime where the augmentation works. Needs
+    ``sampler.max_rounds >= 2``. Logs ``ref_level``, ``n_harder`` / ``n_easier`` (prompts
+    drawn again perturbed / hinted this step), ``frac_perturbed`` / ``frac_hinted`` (kept
+    groups trained augmented) and ``aug_nonzero_std`` (augmented groups whose rewards vary)."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        if cfg.max_rounds < 2:
+            raise UserError(
+                f"sampler difficulty_aug: sampler.max_rounds={cfg.max_rounds}: the augmented "
+                "prompts are drawn in the step's next generation round; set "
+                "sampler.max_rounds: 2 (or more)"
+            )
+        self.seed = seed
+        self.ref: float | None = None  # the reference level (None before the first step)
+        self.ref_now = 0.0  # the level this step's decisions use
+        self.step = 0
+        self.round = 0
+        self.queue: list[tuple[int, int]] = []  # (index, +1 harder | -1 easier) to draw again
+        self.levels: dict[int, int] = {}  # the augmentation of each prompt of the current round
+        self.last: list[tuple[int, int]] = []  # the current round's (index, level), in order
+        self.can: dict[int, tuple[bool, bool]] = {}  # (can be made harder, easier) per prompt
+        self.plain: list[float] = []  # this step's first-round group means
+        self.n_harder = self.n_easier = 0
+        self.kept: list[tuple[int, bool]] = []  # (level, rewards vary) of this step's kept
+
+    @property
+    def max_rounds(self) -> int:
+        return self.cfg.max_rounds
+
+    def next_prompts(self, n: int) -> list[int]:
+        again, self.queue = self.queue[:n], self.queue[n:]
+        fresh = super().next_prompts(n - len(again)) if n > len(again) else []
+        self.last = again + [(i, 0) for i in fresh]
+        self.levels = dict(self.last)
+        self.round += 1
+        return [i for i, _ in self.last]
+
+    def perturb_seed(self, index: int) -> int:
+        """The noise seed of prompt ``index``'s harder draw this step (one clip per group)."""
+        return derive_seed(self.seed, self.step, index, 0xDA)
+
+    def hint(self, index: int, problem, task) -> str | None:
+        """The reasoning cue of an easier draw (None otherwise); also notes which ways the
+        prompt can be augmented (the trainer asks for every row it shows)."""
+        parts = task.hint_parts(problem)
+        harder = task.perturbed(problem, float(self.p["noise"]), 0) is not None
+        self.can[index] = (harder, bool(parts))
+        if self.levels.get(index, 0) >= 0 or not parts:
+            return None
+        return task.hint_text(problem, hint_pieces(len(parts), float(self.p["hint_frac"])))
+
+    def augment(self, index: int, problem, task):
+        """The problem of a harder draw: its input perturbed (``Task.perturbed``)."""
+        if self.levels.get(index, 0) <= 0:
+            return problem
+        out = task.perturbed(problem, float(self.p["noise"]), self.perturb_seed(index))
+        return problem if out is None else out
+
+    def keep(self, groups, acc=None) -> torch.Tensor:
+        if self.p["metric"] == "acc":
+            if acc is None:
+                raise ValueError("the difficulty_aug sampler with metric acc needs accuracy")
+            vals = acc
+        else:
+            vals = groups
+        means = [float(v.double().mean()) for v in vals]
+        if self.round == 1:  # the step's plain draws set its reference
+            self.plain = [m for (_, lv), m in zip(self.last, means) if lv == 0]
+            if self.ref is not None:
+                self.ref_now = self.ref
+            else:
+                self.ref_now = sum(self.plain) / max(len(self.plain), 1)
+        last_round = self.round >= self.max_rounds
+        p, out = self.p, []
+        for (i, lv), m, v in zip(self.last, means, vals):
+            if lv == 0 and not last_round:
+                d = difficulty_decision(
+                    m, self.ref_now, float(p["easy"]), float(p["hard"]), float(p["margin"])
+                )
+                harder, easier = self.can.get(i, (False, False))
+                if (d > 0 and harder) or (d < 0 and easier):
+                    self.queue.append((i, d))
+                    self.n_harder += d > 0
+                    self.n_easier += d < 0
+                    out.append(False)
+                    continue
+            self.kept.append((lv, bool(float(v.max() - v.min()) > 1e-8)))
+            out.append(True)
+        return torch.tensor(out, dtype=torch.bool)
+
+    def update(self, stats: dict) -> dict | None:
+        if self.plain:
+            m = sum(self.plain) / len(self.plain)
+            self.ref = ema_update(self.ref, m, float(self.p["decay"]))
+        kept, n = self.kept, max(len(self.kept), 1)
+        aug = [s for lv, s in kept if lv != 0]
+        logs = {
+            "ref_level": self.ref if self.ref is not None else 0.0,
+            "n_harder": float(self.n_harder),
+            "n_easier": float(self.n_easier),
+            "frac_perturbed": sum(lv > 0 for lv, _ in kept) / n,
+            "frac_hinted": sum(lv < 0 for lv, _ in kept) / n,
+            "aug_nonzero_std": sum(aug) / len(aug) if aug else 0.0,
+        }
+        self.kept, self.queue, self.plain, self.round = [], [], [], 0
+        self.n_harder = self.n_easier = 0
+        self.step = int(stats["step"]) + 1
+        return logs
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "ref": self.ref, "step": self.step}
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.ref = None if s["ref"] is None else float(s["ref"])
+        self.step = int(s["step"])

@@ -229,6 +229,12 @@ class Task:
             return problem
         return replace(problem, hint=self.hint_sep + text)
 
+    def perturbed(self, problem: Problem, strength: float, seed: int) -> Problem | None:
+        """``problem`` made harder by perturbing its input without changing its answer
+        (a difficulty-raising augmentation: sampler ``difficulty_aug``), or None where the task
+        has no perturbation that keeps the gold answer right. Here none (text prompts)."""
+        return None
+
 
 def default_grade_texts(task, texts: list[str], problems: list[Problem]) -> list[Grade]:
     """``task.grade(extract_answer(text), problem)`` per completion, as a :class:`Grade`."""
@@ -1287,6 +1293,15 @@ VIDEO_QTYPES = ("count", "direction", "order", "changed")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 LETTERS = "ABCD"
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.S)
+# a reasoning cue per question type (VideoMC.hint_parts' first piece): where the evidence is,
+# without the answer; {target} is the claim's first word (the queried shape's colour)
+VIDEO_CUES = {
+    "count": "Count the shapes in one frame.",
+    "direction": "Compare where the {target} shape is in the first and the last frame.",
+    "order": "Find the first frame that shows each shape.",
+    "changed": "Compare the colour of each shape in the first and the last frame.",
+    "when": "Find the frames in which the {target} shape changes place.",
+}
 
 
 def video_scene(rng, qtype: str, level: str, frames: int, size: int):
@@ -1651,6 +1666,26 @@ class VideoMC(Task):
 
     def sft_target(self, problem: Problem) -> str:
         return f"<think>{problem.meta['claim']}</think><answer>{problem.answer}</answer>"
+
+    def hint_parts(self, problem: Problem) -> list[str]:
+        """Two pieces of the clip's rationale: what to look at (:data:`VIDEO_CUES`, naming
+        the queried shape, not the answer), then the gold claim ("red moves left", the
+        rationale SFT teaches; it names the answer's option). Rows of another kind: the
+        problem's own ``hints``."""
+        cue = VIDEO_CUES.get(str(problem.meta.get("qtype")))
+        claim = str(problem.meta.get("claim", ""))
+        if cue is None or not claim:
+            return super().hint_parts(problem)
+        return [cue.format(target=claim.split()[0]), claim + "."]
+
+    def perturbed(self, problem: Problem, strength: float, seed: int) -> Problem | None:
+        """The clip with Gaussian pixel noise of std ``strength`` (a share of the 0-255 range)
+        from the generator ``seed`` (``meta["perturb"]``, applied when the env renders it:
+        grpo_core.vision.perturb_clip); question, options and answer unchanged."""
+        if "scene" not in problem.meta and "video" not in problem.meta:
+            return None
+        meta = {**problem.meta, "perturb": {"noise": float(strength), "seed": int(seed)}}
+        return replace(problem, meta=meta)
 
     def eval_metrics(self, samples: list[dict], problems: list[Problem]) -> dict:
         """Per-level accuracy (acc_L1 / acc_L2 / acc_L3: the share of correct samples), the

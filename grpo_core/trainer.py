@@ -496,7 +496,15 @@ class Trainer:
     def row_problems(self, row_idx: list[int]) -> list[Problem]:
         """The train problems of the rows as the policy is shown them: with the sampler's hint
         appended to the prompt when it gives one (``sampler.hint(index, problem, task) -> text
-        | None``: scaf, seele; grpo_core.tasks.Task.hinted), else the problems themselves."""
+        | None``: scaf, seele, difficulty_aug; grpo_core.tasks.Task.hinted), then, for a sampler
+        with ``augment(index, problem, task) -> Problem``, its input changed (difficulty_aug:
+        a perturbed clip, Task.perturbed), else the problems themselves."""
+        augment = getattr(self.sampler, "augment", None)
+        if augment is not None:
+            return [augment(i, p, self.task) for i, p in zip(row_idx, self._hinted(row_idx))]
+        return self._hinted(row_idx)
+
+    def _hinted(self, row_idx: list[int]) -> list[Problem]:
         hint = getattr(self.sampler, "hint", None)
         prefix = getattr(self.sampler, "prefix", None)
         if prefix is not None:  # a prior before the prompt (training_free_grpo's library)

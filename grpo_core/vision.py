@@ -193,6 +193,19 @@ def render_clip(scene: dict) -> np.ndarray:
     return out
 
 
+def perturb_clip(frames: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """The clip with i.i.d. Gaussian pixel noise of std ``noise`` * 255 added to every channel
+    of every frame, rounded and clipped to uint8 (DeepVideo-R1's difficulty-raising video
+    augmentation as we build it; the noise is ``numpy.random.default_rng(seed)``'s, so one
+    seed is one perturbation). ``noise`` 0 returns the frames unchanged."""
+    if noise < 0:
+        raise UserError(f"perturb_clip: noise={noise}: must be >= 0 (a share of 255)")
+    if noise == 0:
+        return frames
+    eps = np.random.default_rng(seed).normal(0.0, noise * 255.0, size=frames.shape)
+    return np.clip(np.rint(frames.astype(np.float64) + eps), 0, 255).astype(np.uint8)
+
+
 def write_mp4(frames: np.ndarray, path, fps: int = 4) -> None:
     """Write uint8 frames [T, H, W, 3] as an mp4 (PyAV, mpeg4 codec: lossy)."""
     import av

@@ -67,8 +67,15 @@ MECHANISM = {
     ),
     # token weights in [1, alpha = 1.4]
     "tw_grpo": ("tw/max", lambda rows: all(1.0 <= r["tw/max"] <= 1.4 + 1e-6 for r in rows)),
-    # 2 minibatches per batch (the second sees rho != 0)
-    "reg_grpo": ("n_train_seqs", lambda rows: all(r["n_train_seqs"] == 4 for r in rows)),
+    # 2 minibatches per batch (the second sees rho != 0); the difficulty-aware augmentation
+    # draws at most the step's 2 prompts again and still trains 2 groups of 2
+    "reg_grpo": (
+        "sampler/n_harder",
+        lambda rows: all(
+            r["n_train_seqs"] == 4 and 0 <= r["sampler/n_harder"] + r["sampler/n_easier"] <= 2
+            for r in rows
+        ),
+    ),
     # Beta-posterior information gain theta(1 - theta) <= 1/4
     "vade": (
         "sampler/gain_mean",
@@ -110,6 +117,7 @@ def test_video_repro_trains_on_video_and_logs_its_mechanism(slug, make_cfg, tmp_
         assert [(r.name, r.params) for r in cfg.rewards] == [("correctness", {"choice": "soft"})]
     if slug == "reg_grpo":
         assert cfg.loss.name == "reg_grpo" and cfg.train.minibatches == 2
+        assert cfg.sampler.name == "difficulty_aug"
 
 
 def test_video_claims_are_on_video_mc():
