@@ -436,7 +436,8 @@ class TwGamesTaskParams(Params):
     custom: ``world_size`` rooms, ``nb_objects`` objects, a quest of ``quest_length`` actions) or
     cooking (tw-make tw-cooking: ``quest_length`` ingredients, ``nb_objects`` of them to take,
     ``world_size`` rooms rounded up to 1 / 6 / 9 / 12, ``cook`` / ``cut`` steps), generated
-    offline and cached under ``games_dir`` (relative: to the project root); or alfworld:
+    offline and cached under ``games_dir`` (relative: to $GRPO_ROOT, else the current
+    directory); or alfworld:
     ALFWorld's games read from ``alfworld_dir`` (its json_2.1.1 folder, a download; never
     fetched), train from ``train/``, test from ``alfworld_test_split``."""
 

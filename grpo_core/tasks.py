@@ -901,10 +901,9 @@ class TwGames(Task):
     name = "tw_games"
 
     def games_root(self) -> Path:
-        from grpo_core.config import project_root
+        from grpo_core import textworld_env as tw
 
-        d = Path(self.params["games_dir"]).expanduser()
-        return d if d.is_absolute() else project_root() / d
+        return tw.games_root(self.params["games_dir"])
 
     def _split(self) -> None:
         from grpo_core import textworld_env as tw

@@ -92,6 +92,13 @@ class GameSpec:
         return f"{self.split}-s{self.seed}"
 
 
+def games_root(games_dir: str) -> Path:
+    """``games_dir`` (task.params.games_dir) as a directory: a relative one is under
+    $GRPO_ROOT when set, else the current directory (the workflow runs in the checkout)."""
+    d = Path(games_dir).expanduser()
+    return d if d.is_absolute() else Path(os.environ.get("GRPO_ROOT") or os.getcwd()) / d
+
+
 def game_file(spec: GameSpec, root: str | Path) -> Path:
     return Path(root) / spec.key / f"{spec.name}.z8"
 
@@ -341,6 +348,7 @@ __all__ = [
     "clean",
     "first_observation",
     "game_file",
+    "games_root",
     "generate",
     "require_textworld",
 ]

@@ -289,3 +289,42 @@ def test_textworld_trains_through_the_trainer(smoke_cfg, games_dir, task, tmp_pa
     assert max(seen["turns"]) > 1
     ro = seen["ro"]
     assert int(ro.loss_mask.sum()) < int(ro.completion_mask.sum())
+
+
+@pytest.mark.slow
+def test_cooking_family_generates_and_its_walkthrough_wins(tmp_path):
+    """The household (tw-cooking) family: one game with 1 ingredient to take from the fridge
+    (generating it takes ~2 min on the shared CPU: the recipe knowledge base loads first)."""
+    t = TwGames(
+        1, 1, 0, {}, None,
+        {"family": "cooking", "world_size": 1, "nb_objects": 1, "quest_length": 1,
+         "games_dir": str(tmp_path)},
+    )  # fmt: skip
+    (p,) = t.train()
+    assert p.id == "tw-cooking-w1-o1-q1-c00-train-s0"
+    assert "cookbook" in p.question and p.meta["max_score"] >= 1.0
+    walk = p.meta["walkthrough"]
+    assert "prepare meal" in walk and walk[-1] == "eat meal"
+    env = _env()
+    env.reset(p, 0)
+    results = [env.step(a) for a in walk]
+    assert results[-1].done and results[-1].info["success"] is True
+    assert results[-1].info["score"] == p.meta["max_score"]
+    assert math.isclose(sum(r.reward for r in results), 1.0)  # normalize_score
+
+
+def test_tiny_tw_profile_resolves():
+    """config/profiles/tiny_tw.yaml resolves under its reproductions (no games are generated:
+    the task is only configured)."""
+    from grpo_core.config import load_config
+
+    cfg = load_config("grpo", "tiny_tw", [])
+    for repro in cfg.workflow.reproductions:
+        load_config(repro, "tiny_tw", [])
+    assert (cfg.task.name, cfg.env.name) == ("tw_games", "textworld")
+    assert [r.name for r in cfg.rewards] == ["env"] and cfg.sft.steps > 0
+    p = cfg.task.params
+    assert (p["family"], p["world_size"], p["nb_objects"], p["quest_length"]) == (
+        "simple", 3, 4, 3,
+    )  # fmt: skip
+    assert cfg.env.max_tokens <= cfg.model.tiny.max_position_embeddings
