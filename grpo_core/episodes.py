@@ -255,6 +255,129 @@ class TwxEnv(Env):
         return list(cache[problem.id])
 
 
+_TW_POOL: dict[str, list] = {}  # game path -> started games not in use (this process's)
+
+
+def _tw_acquire(path: str):
+    from grpo_core import textworld_env as tw
+
+    free = _TW_POOL.get(path)
+    return free.pop() if free else tw.TwGame(path)
+
+
+def _tw_release(game) -> None:
+    _TW_POOL.setdefault(game.path, []).append(game)
+
+
+@ENVS.register("textworld", params=P.TextWorldEnvParams)
+class TextWorldEnv(Env):
+    """A TextWorld game (grpo_core.textworld_env; problems from the task tw_games). ``reset``
+    starts the problem's game file (the episode seed is not used: the game is fixed by the
+    problem; started games are pooled per file and reused) and shows the task's prompt (the
+    objective and the first room). Each step takes the first line of the policy's text
+    (stripped, matched to an admissible command ignoring case and repeated spaces). A bad action
+    (longer than ``max_action_chars``, or not admissible when ``only_admissible``) is answered
+    "not a valid action: '...'; valid actions: ..." with reward 0 and counts as a step. A
+    step's reward is the score change (over the game's max score when ``normalize_score``); the
+    episode ends when the game is won or lost, at env.max_turns or env.max_tokens (the
+    runner's caps). An interpreter failure ends the episode (reward 0, ``error`` in the info),
+    it never stops the run. Observations end with the admissible commands when
+    ``show_actions``. ``info``: success (won), score, max_score, steps, bad_actions, error."""
+
+    def __init__(self, task, template: str, params: dict):
+        super().__init__(task, template, params)
+        self.game = None
+
+    def _text(self, text: str, actions: list[str]) -> str:
+        text = text.strip()
+        if self.params.get("show_actions", True):
+            text += "\nValid actions: " + ", ".join(actions)
+        return text
+
+    def _drop(self) -> None:
+        if self.game is not None:
+            self._release.detach()
+            self.game.close()
+            self.game = None
+
+    def reset(self, problem, seed: int) -> Observation:
+        import weakref
+
+        from grpo_core.tasks import render_prompt
+
+        path = problem.meta.get("path")
+        if not path or "walkthrough" not in problem.meta:
+            raise UserError(
+                f"env textworld: problem {problem.id} is not a TextWorld game (its meta has no "
+                "path / walkthrough); use it with task.name: tw_games"
+            )
+        if self.game is None or self.game.path != path:
+            if self.game is not None:
+                self._release.detach()
+                _tw_release(self.game)
+            self.game = _tw_acquire(path)
+            self._release = weakref.finalize(self, _tw_release, self.game)
+        _, out = self.game.reset()
+        self.actions = out.valid_actions
+        self.max_score = out.max_score or float(problem.meta.get("max_score") or 1.0)
+        self.score, self.steps, self.bad, self.done = 0.0, 0, 0, False
+        first = render_prompt(self.template, problem)
+        return Observation([{"role": "user", "content": self._text(first, self.actions)}])
+
+    def info(self, success: bool, error: str | None = None) -> dict:
+        return {
+            "success": success,
+            "score": self.score,
+            "max_score": self.max_score,
+            "steps": self.steps,
+            "bad_actions": self.bad,
+            "error": error,
+        }
+
+    def step(self, action: str) -> StepResult:
+        if self.done:
+            raise RuntimeError("TextWorldEnv.step after the episode ended; reset first")
+        self.steps += 1
+        p = self.params
+        lines = action.strip().splitlines()
+        line = lines[0].strip() if lines else ""
+        by_key = {_action_key(a): a for a in self.actions}
+        cmd = by_key.get(_action_key(line))
+        if len(line) > int(p["max_action_chars"]) or not line:
+            cmd, error = None, "too_long" if line else "empty"
+        elif cmd is None and p["only_admissible"]:
+            error = "not_admissible"
+        else:
+            cmd, error = cmd or line, None
+        if cmd is None:
+            self.bad += 1
+            msg = f"not a valid action: {line[: int(p['max_action_chars'])]!r}; valid actions: "
+            msg += ", ".join(self.actions)
+            obs = Observation([{"role": "user", "content": msg}])
+            return StepResult(obs, 0.0, False, self.info(False, error))
+        try:
+            out = self.game.step(cmd)
+        except Exception as e:  # noqa: BLE001 (the interpreter died: end this episode only)
+            self.done = True
+            self._drop()
+            return StepResult(None, 0.0, True, self.info(False, f"engine: {type(e).__name__}: {e}"))
+        delta = out.score - self.score
+        reward = delta / self.max_score if p["normalize_score"] and self.max_score else delta
+        self.score, self.actions = out.score, out.valid_actions
+        if out.won or out.lost or out.done:
+            self.done = True
+            return StepResult(None, reward, True, self.info(out.won))
+        obs = Observation([{"role": "user", "content": self._text(out.observation, self.actions)}])
+        return StepResult(obs, reward, False, self.info(False))
+
+    def gold_actions(self, problem) -> list[str]:
+        """The generator's walkthrough (problem.meta: checked to win when the game was made)."""
+        walk = list(problem.meta.get("walkthrough") or [])
+        if not walk:
+            raise UserError(f"env textworld: problem {problem.id} has no walkthrough (gold path)")
+        return walk
+
+
 @ENVS.register("search", params=P.SearchEnvParams)
 class SearchEnv(Env):
     """A Search-R1 style search agent over the task's generated corpus (task search_qa;
@@ -1100,6 +1223,7 @@ __all__ = [
     "SingleTurnEnv",
     "StepResult",
     "ToolsEnv",
+    "TextWorldEnv",
     "TwxEnv",
     "VideoComEnv",
     "VideoMCEnv",

@@ -449,6 +449,39 @@ class TwxEnvParams(Params):
     show_actions: bool = True  # list the valid actions after every observation
 
 
+class TwGamesTaskParams(Params):
+    """TextWorld games (task tw_games; grpo_core.textworld_env): ``family`` simple (tw-make
+    custom: ``world_size`` rooms, ``nb_objects`` objects, a quest of ``quest_length`` actions) or
+    cooking (tw-make tw-cooking: ``quest_length`` ingredients, ``nb_objects`` of them to take,
+    ``world_size`` rooms rounded up to 1 / 6 / 9 / 12, ``cook`` / ``cut`` steps), generated
+    offline and cached under ``games_dir`` (relative: to $GRPO_ROOT, else the current
+    directory); or alfworld:
+    ALFWorld's games read from ``alfworld_dir`` (its json_2.1.1 folder, a download; never
+    fetched), train from ``train/``, test from ``alfworld_test_split``."""
+
+    family: Literal["simple", "cooking", "alfworld"] = "simple"
+    world_size: int = Field(3, ge=1, le=20)
+    nb_objects: int = Field(5, ge=0, le=40)
+    quest_length: int = Field(3, ge=1, le=20)
+    cook: bool = False
+    cut: bool = False
+    games_dir: str = "results/_data/textworld"
+    alfworld_dir: str | None = None
+    alfworld_test_split: Literal["valid_unseen", "valid_seen"] = "valid_unseen"
+
+
+class TextWorldEnvParams(Params):
+    """Env textworld (grpo_core.episodes.TextWorldEnv): ``show_actions`` lists the admissible
+    commands after every observation; ``only_admissible`` refuses other commands (else the game's
+    parser answers them); ``max_action_chars`` refuses longer actions; ``normalize_score``: a
+    step's reward is the score change over the game's max score (a win sums to 1)."""
+
+    show_actions: bool = True
+    only_admissible: bool = True
+    max_action_chars: int = Field(64, ge=4)
+    normalize_score: bool = True
+
+
 # ------------------------------------------------------------------ search (Search-R1 style)
 
 

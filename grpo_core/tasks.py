@@ -31,6 +31,7 @@ from grpo_core.params import (
     JsonlTaskParams,
     RecRankTaskParams,
     SearchQATaskParams,
+    TwGamesTaskParams,
     TwxCoinTaskParams,
     VideoMCParams,
     WirelessMathParams,
@@ -888,6 +889,109 @@ class TwxCoin(Task):
         if problem.id not in cache:
             cache[problem.id] = twx.coin_shortest_path(twx.spec_of(problem.meta))
         return cache[problem.id][0]
+
+
+@TASKS.register("tw_games", params=TwGamesTaskParams)
+class TwGames(Task):
+    """TextWorld games (grpo_core.textworld_env; played by the env ``textworld``): a problem is
+    one game. Families simple and cooking are generated offline (seeded) and cached under
+    ``task.params.games_dir``: train game i has seed i, test game j seed 1,000,000 + j (the
+    splits' seed ranges are disjoint; cooking games also take the package's train / test
+    ingredient split), so the games do not depend on task.seed and runs share the cache.
+    Family alfworld lists ALFWorld's games under ``task.params.alfworld_dir`` (a download,
+    declared by its local path). ``question``: the game's objective and first room
+    description; ``answer``: "" (the env grades: success is winning); ``meta``: family, split,
+    seed, key, path (the game file), max_score, walkthrough (the generator's winning command
+    sequence: the gold path SFT teaches), game_id."""
+
+    name = "tw_games"
+
+    def games_root(self) -> Path:
+        from grpo_core import textworld_env as tw
+
+        return tw.games_root(self.params["games_dir"])
+
+    def _split(self) -> None:
+        from grpo_core import textworld_env as tw
+
+        p = TASKS.resolve_params("tw_games", self.params, "task.params")
+        self.params = p
+        if p["family"] == "alfworld":
+            self._train = self._alfworld(tw.alfworld_games(p["alfworld_dir"], "train"), "train")
+            self._test = self._alfworld(
+                tw.alfworld_games(p["alfworld_dir"], p["alfworld_test_split"]), "test"
+            )
+            return
+        tw.require_textworld()
+        root = self.games_root()
+        out = []
+        for split, n, seed0 in (("train", self.n_train, 0), ("test", self.n_test, tw.TEST_SEED0)):
+            rows = []
+            for i in range(n):
+                spec = tw.GameSpec(
+                    p["family"],
+                    p["world_size"],
+                    p["nb_objects"],
+                    p["quest_length"],
+                    split,
+                    seed0 + i,
+                    cook=p["cook"],
+                    cut=p["cut"],
+                )
+                m = tw.generate(spec, root)
+                rows.append(
+                    Problem(
+                        id=f"tw-{spec.key}-{spec.name}",
+                        question=f"{m['objective']}\n\n{m['first']}",
+                        answer="",
+                        meta={
+                            "family": spec.family,
+                            "split": split,
+                            "seed": spec.seed,
+                            "key": spec.key,
+                            "path": m["path"],
+                            "max_score": m["max_score"],
+                            "walkthrough": list(m["walkthrough"]),
+                            "game_id": m["game_id"],
+                        },
+                    )
+                )
+            out.append(rows)
+        self._train, self._test = out
+
+    def _alfworld(self, games: list, split: str) -> list[Problem]:
+        from grpo_core import textworld_env as tw
+
+        n = self.n_train if split == "train" else self.n_test
+        rows = []
+        for path in games[:n]:
+            objective, out = tw.first_observation(str(path))
+            rows.append(
+                Problem(
+                    id=f"alfworld-{split}-{path.parent.parent.name}-{path.parent.name}",
+                    question=f"{objective}\n\n{out.observation}".strip(),
+                    answer="",
+                    meta={
+                        "family": "alfworld",
+                        "split": split,
+                        "seed": -1,
+                        "key": "alfworld",
+                        "path": str(path),
+                        "max_score": out.max_score,
+                        "walkthrough": [],
+                        "game_id": str(path),
+                    },
+                )
+            )
+        return rows
+
+    def sft_target(self, problem: Problem) -> str:
+        """The first command of the game's walkthrough (an episode's first turn; multi-turn
+        SFT teaches the whole walkthrough turn by turn: TextWorldEnv.gold_actions)."""
+        walk = problem.meta.get("walkthrough") or []
+        if not walk:
+            raise UserError(f"task tw_games: problem {problem.id} has no walkthrough")
+        return walk[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] || ! installed; then
   python -m pip install -q -r "$reqs"
   # the project: editable for the developers, its dependencies are the lock's
   python -m pip install -q --no-deps --no-build-isolation -e .
-  python -m pip check
+  # textworld 1.7.0's wheel has a blank line before its Tag field, so `pip check` reports it
+  # "not supported on this platform" (it is a manylinux x86_64 wheel and runs); only that line
+  # is tolerated
+  if ! chk=$(python -m pip check 2>&1); then
+    rest=$(printf '%s\n' "$chk" | grep -v -x 'textworld 1.7.0 is not supported on this platform' || true)
+    [ -z "$rest" ] || { printf '%s\n' "$chk"; exit 1; }
+    echo "pip check: ok (textworld 1.7.0's malformed WHEEL tag line ignored)"
+  fi
   python -c "import torch, transformers, snakemake, reasoning_gym; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__)"
   echo "$want" > "$STAMP"
 else  # installed and checked before: the versions without importing (a second run is ~1 s)

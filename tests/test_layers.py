@@ -27,6 +27,7 @@ BOTTOM_MAY_IMPORT = {
     "grpo_core.grader",
     "grpo_core.twx",  # the TextWorldExpress gateway (imports errors only)
     "grpo_core.gui",  # the generated GUI apps (imports errors only)
+    "grpo_core.textworld_env",  # TextWorld games: generation and play (imports errors only)
     # the code task's grading: codeexec runs programs through the sandbox (errors only)
     "grpo_core.codeexec",
     "grpo_core.sandbox",
