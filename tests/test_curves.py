@@ -284,3 +284,28 @@ def test_golden_compare_ignores_added_compute_fields(tmp_path, capsys):
     assert {"step_s": 1.0, "wall_cum_s": 2.0, "flops_cum": 3.0}.keys() - golden._strip(
         {"step_s": 1.0, "wall_cum_s": 2.0, "flops_cum": 3.0}
     ).keys() == {"step_s", "wall_cum_s"}
+
+
+def test_golden_compare_counts_a_skipped_reproduction(tmp_path, capsys):
+    """scripts/golden.py: a reproduction written as skipped (it needs its home profile's env)
+    is reported as not recorded and makes compare fail, on either side."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("golden", root / "scripts" / "golden.py")
+    golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden)
+
+    def record(d, body):
+        d.mkdir()
+        (d / "machine.json").write_text(json.dumps({"cpu": "x"}))
+        (d / "r.json").write_text(json.dumps(body))
+        return d
+
+    a = record(tmp_path / "a", {"rows": [{"loss": 0.5}], "weights_sha256": "ab"})
+    b = record(tmp_path / "b", {"skipped": "env gui needed"})
+    assert golden.compare(a, b) == 1
+    out = capsys.readouterr().out
+    assert "r: not recorded (env gui needed)" in out and "0 of 1 reproductions identical" in out
+    assert golden.compare(b, a) == 1
