@@ -170,17 +170,9 @@ def _action_key(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-@ENVS.register("twx", params=P.TwxEnvParams)
-class TwxEnv(Env):
-    """A TextWorldExpress game (grpo_core.twx; problems from the task twx_coin). ``reset``
-    generates the problem's game (fold, seed, params: the episode seed is not used, the game is
-    fixed by the problem) and shows the task's prompt (the task description and the first
-    observation); each step takes the first line of the policy's text (stripped; matched to a
-    valid action ignoring case and repeated spaces). An action that is not valid is answered
-    "not a valid action: '...'; valid actions: ..." with reward 0 and counts as a step. The
-    reward of a step is the game's score delta (the coin: 1); the episode ends when the game
-    says so (won or lost) or at env.max_turns. Observations end with the valid actions when
-    ``show_actions``. ``info``: success (the game won), score, steps."""
+class TextGameEnv(Env):
+    """A text game behind an env (twx, textworld): one started game per env (``self.game``),
+    observations that end with the valid actions when ``show_actions``."""
 
     def __init__(self, task, template: str, params: dict):
         super().__init__(task, template, params)
@@ -191,6 +183,19 @@ class TwxEnv(Env):
         if self.params.get("show_actions", True):
             text += "\nValid actions: " + ", ".join(actions)
         return text
+
+
+@ENVS.register("twx", params=P.TwxEnvParams)
+class TwxEnv(TextGameEnv):
+    """A TextWorldExpress game (grpo_core.twx; problems from the task twx_coin). ``reset``
+    generates the problem's game (fold, seed, params: the episode seed is not used, the game is
+    fixed by the problem) and shows the task's prompt (the task description and the first
+    observation); each step takes the first line of the policy's text (stripped; matched to a
+    valid action ignoring case and repeated spaces). An action that is not valid is answered
+    "not a valid action: '...'; valid actions: ..." with reward 0 and counts as a step. The
+    reward of a step is the game's score delta (the coin: 1); the episode ends when the game
+    says so (won or lost) or at env.max_turns. Observations end with the valid actions when
+    ``show_actions``. ``info``: success (the game won), score, steps."""
 
     def reset(self, problem, seed: int) -> Observation:
         import weakref
@@ -270,7 +275,7 @@ def _tw_release(game) -> None:
 
 
 @ENVS.register("textworld", params=P.TextWorldEnvParams)
-class TextWorldEnv(Env):
+class TextWorldEnv(TextGameEnv):
     """A TextWorld game (grpo_core.textworld_env; problems from the task tw_games). ``reset``
     starts the problem's game file (the episode seed is not used: the game is fixed by the
     problem; started games are pooled per file and reused) and shows the task's prompt (the
@@ -283,16 +288,6 @@ class TextWorldEnv(Env):
     runner's caps). An interpreter failure ends the episode (reward 0, ``error`` in the info),
     it never stops the run. Observations end with the admissible commands when
     ``show_actions``. ``info``: success (won), score, max_score, steps, bad_actions, error."""
-
-    def __init__(self, task, template: str, params: dict):
-        super().__init__(task, template, params)
-        self.game = None
-
-    def _text(self, text: str, actions: list[str]) -> str:
-        text = text.strip()
-        if self.params.get("show_actions", True):
-            text += "\nValid actions: " + ", ".join(actions)
-        return text
 
     def _drop(self) -> None:
         if self.game is not None:

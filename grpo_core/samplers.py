@@ -1207,8 +1207,36 @@ class XrpoSampler(UniformSampler):
 # hint material is the task's (Task.hint_parts: worked-solution pieces without the answer).
 
 
+class RedrawSampler(UniformSampler):
+    """Prompts as ``uniform``, plus a queue of (index, level) that ``keep`` fills with prompts to
+    draw again in the step's next generation round (``sampler.max_rounds``), at another level
+    (scaf: a hint level; difficulty_aug: harder / easier). ``last`` holds the current round's
+    (index, level) in order, ``levels`` the same as a dict; fresh prompts come at level 0;
+    ``round`` counts this step's rounds (the subclass's update resets it)."""
+
+    def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
+        super().__init__(n_items, cfg, seed)
+        self.step = 0
+        self.round = 0
+        self.queue: list[tuple[int, int]] = []  # (index, level) to sample again this step
+        self.levels: dict[int, int] = {}  # the level of each prompt of the current round
+        self.last: list[tuple[int, int]] = []  # the current round's (index, level), in order
+
+    @property
+    def max_rounds(self) -> int:
+        return self.cfg.max_rounds
+
+    def next_prompts(self, n: int) -> list[int]:
+        again, self.queue = self.queue[:n], self.queue[n:]
+        fresh = super().next_prompts(n - len(again)) if n > len(again) else []
+        self.last = again + [(i, 0) for i in fresh]
+        self.levels = dict(self.last)
+        self.round += 1
+        return [i for i, _ in self.last]
+
+
 @SAMPLERS.register("scaf", params=P.ScafParams)
-class ScafSampler(UniformSampler):
+class ScafSampler(RedrawSampler):
     """Scaf-GRPO (Zhang et al. 2025, arXiv:2510.19807; the authors' hint_mix_grpo trainer):
     tiered in-prompt hints for prompts whose whole group failed. Prompts come as ``uniform``;
     from step ``warmup_steps`` on, a group with no success (accuracy < ``success`` on every
@@ -1222,23 +1250,8 @@ class ScafSampler(UniformSampler):
 
     def __init__(self, n_items: int, cfg: SamplerCfg, seed: int):
         super().__init__(n_items, cfg, seed)
-        self.step = 0
-        self.queue: list[tuple[int, int]] = []  # (index, level) to sample again this step
-        self.levels: dict[int, int] = {}  # the hint level of each prompt of the current round
-        self.last: list[tuple[int, int]] = []  # the current round's (index, level), in order
         self.n_levels: dict[int, int] = {}  # hint pieces available per prompt (seen in hint())
         self.kept: list[int] = []  # the levels of this step's kept groups
-
-    @property
-    def max_rounds(self) -> int:
-        return self.cfg.max_rounds
-
-    def next_prompts(self, n: int) -> list[int]:
-        again, self.queue = self.queue[:n], self.queue[n:]
-        fresh = super().next_prompts(n - len(again)) if n > len(again) else []
-        self.last = again + [(i, 0) for i in fresh]
-        self.levels = dict(self.last)
-        return [i for i, _ in self.last]
 
     def hint(self, index: int, problem, task) -> str | None:
         parts = len(task.hint_parts(problem))
@@ -1263,7 +1276,7 @@ class ScafSampler(UniformSampler):
         return torch.tensor(out, dtype=torch.bool)
 
     def update(self, stats: dict) -> dict | None:
-        kept, self.kept, self.queue = self.kept, [], []
+        kept, self.kept, self.queue, self.round = self.kept, [], [], 0
         self.step = int(stats["step"]) + 1
         hinted = [v for v in kept if v > 0]
         return {
@@ -1447,7 +1460,7 @@ def hint_pieces(n: int, frac: float) -> int:
 
 
 @SAMPLERS.register("difficulty_aug", params=P.DifficultyAugParams)
-class DifficultyAugSampler(UniformSampler):
+class DifficultyAugSampler(RedrawSampler):
     """DeepVideo-R1's difficulty-aware data augmentation (Park et al. 2025, arXiv:2506.07464;
     rule built from the paper's description, no code found). Prompts come as ``uniform``. A
     group's difficulty is its mean accuracy (``metric: acc``, or mean reward) compared with
@@ -1476,27 +1489,11 @@ class DifficultyAugSampler(UniformSampler):
         self.seed = seed
         self.ref: float | None = None  # the reference level (None before the first step)
         self.ref_now = 0.0  # the level this step's decisions use
-        self.step = 0
-        self.round = 0
-        self.queue: list[tuple[int, int]] = []  # (index, +1 harder | -1 easier) to draw again
-        self.levels: dict[int, int] = {}  # the augmentation of each prompt of the current round
-        self.last: list[tuple[int, int]] = []  # the current round's (index, level), in order
+        # levels here: +1 a harder draw, -1 an easier one, 0 plain
         self.can: dict[int, tuple[bool, bool]] = {}  # (can be made harder, easier) per prompt
         self.plain: list[float] = []  # this step's first-round group means
         self.n_harder = self.n_easier = 0
         self.kept: list[tuple[int, bool]] = []  # (level, rewards vary) of this step's kept
-
-    @property
-    def max_rounds(self) -> int:
-        return self.cfg.max_rounds
-
-    def next_prompts(self, n: int) -> list[int]:
-        again, self.queue = self.queue[:n], self.queue[n:]
-        fresh = super().next_prompts(n - len(again)) if n > len(again) else []
-        self.last = again + [(i, 0) for i in fresh]
-        self.levels = dict(self.last)
-        self.round += 1
-        return [i for i, _ in self.last]
 
     def perturb_seed(self, index: int) -> int:
         """The noise seed of prompt ``index``'s harder draw this step (one clip per group)."""

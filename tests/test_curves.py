@@ -258,9 +258,8 @@ def test_reproduction_fit_bootstrap_over_seeds(tmp_path):
     assert row["A"] == pytest.approx(0.75, abs=1e-4) and row["n_seeds"] == 3
 
 
-def test_golden_compare_ignores_added_compute_fields(tmp_path, capsys):
-    """scripts/golden.py: a record made before the compute fields existed compares equal to one
-    with them (named once); a changed or dropped existing field is still a difference."""
+def _golden_module():
+    """scripts/golden.py, imported from its file."""
     import importlib.util
     from pathlib import Path
 
@@ -268,6 +267,13 @@ def test_golden_compare_ignores_added_compute_fields(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("golden", root / "scripts" / "golden.py")
     golden = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(golden)
+    return golden
+
+
+def test_golden_compare_ignores_added_compute_fields(tmp_path, capsys):
+    """scripts/golden.py: a record made before the compute fields existed compares equal to one
+    with them (named once); a changed or dropped existing field is still a difference."""
+    golden = _golden_module()
 
     def record(d, rows):
         d.mkdir()
@@ -289,13 +295,7 @@ def test_golden_compare_ignores_added_compute_fields(tmp_path, capsys):
 def test_golden_compare_counts_a_skipped_reproduction(tmp_path, capsys):
     """scripts/golden.py: a reproduction written as skipped (it needs its home profile's env)
     is reported as not recorded and makes compare fail, on either side."""
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("golden", root / "scripts" / "golden.py")
-    golden = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(golden)
+    golden = _golden_module()
 
     def record(d, body):
         d.mkdir()
