@@ -550,9 +550,9 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
         _bench_columns(df[df.benchmark == task]["metric"].unique().tolist())[0] if task else None
     )
 
-    def delta(sub: pd.DataFrame, pct: bool) -> str:
+    def ci(sub: pd.DataFrame) -> tuple[float, float, float, bool] | None:
         if not len(sub):
-            return ""
+            return None
         x = sub.iloc[0]
         paired = x["n_paired"] >= 2 and not math.isnan(x["paired_ci_low"])
         d, lo, hi = (
@@ -560,9 +560,19 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
             if paired
             else (x["delta"], x["delta_ci_low"], x["delta_ci_high"])
         )
+        return float(d), float(lo), float(hi), bool(paired)
+
+    def delta(sub: pd.DataFrame, pct: bool) -> str:
+        c = ci(sub)
+        if c is None:
+            return ""
+        d, lo, hi, paired = c
         return _fmt_delta("accuracy" if pct else "x", d, lo, hi) + (" (paired)" if paired else "")
 
     rows = []
+    # per reproduction: the parts whose removal moves a quantity (its 95% CI excludes 0)
+    moved: dict[str, list[str]] = {}
+    n_seeds: dict[str, int] = {}
     for (repro, name), g in ab.groupby(["reproduction", "ablation"], sort=True):
         part = str(g.iloc[0]["part"])
         try:
@@ -571,11 +581,35 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
             keys = ""
         main = g[(g.benchmark == task) & (g.metric == metric)] if task else g.iloc[:0]
         a = g[(g.benchmark == CURVE_BENCH) & (g.metric == "A")]
+        b = g[(g.benchmark == CURVE_BENCH) & (g.metric == "B")]
+        n = int(g["n_seeds"].max())
+        n_seeds[repro] = max(n_seeds.get(repro, 0), n)
         rows.append(
-            [repro, name, keys, delta(main, True), delta(a, True), str(int(g["n_seeds"].max()))]
+            [repro, name, keys, delta(main, True), delta(a, True), delta(b, False), str(n)]
         )
+        moves = []
+        for label, sub in ((metric or "main metric", main), ("A", a), ("B", b)):
+            c = ci(sub)
+            if c is not None and not math.isnan(c[1]) and (c[1] > 0 or c[2] < 0):
+                moves.append(f"{label} {'down' if c[0] < 0 else 'up'}")
+        moved.setdefault(repro, [])
+        if moves:
+            moved[repro].append(f"removing {part} moves {', '.join(moves)}")
     if not rows:
         return None
+    verdicts = []
+    for repro, found in moved.items():
+        what = f"{metric or 'the main metric'}, the asymptote A or the efficiency B"
+        if found:
+            verdicts.append(
+                f"{repro}: {'; '.join(found)} (95% CI excludes 0); no other part's removal "
+                f"moves {what} beyond its CI at {n_seeds[repro]} seeds."
+            )
+        else:
+            verdicts.append(
+                f"{repro}: no part's removal moves {what} beyond its 95% CI at "
+                f"{n_seeds[repro]} seeds: the parts' effects are too small to see here."
+            )
     return Section(
         id="ablations",
         heading="Leave-one-out ablations",
@@ -583,7 +617,10 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
             "Each `<reproduction>-no_<part>` run is the reproduction with one part of its diff "
             "over its base set back to the base's values (`grpo diff <name>` lists them; "
             "`snakemake --config ablate=<reproduction>` runs them). Δ: the ablation minus the "
-            "full reproduction, 95% CI, paired by seed where at least 2 seeds ran on both sides."
+            "full reproduction, 95% CI, paired by seed where at least 2 seeds ran on both sides. "
+            "A: the held-out curve's fitted asymptote (ceiling), B: its efficiency exponent "
+            "(ScaleRL's sigmoid, evals.curves).",
+            *verdicts,
         ],
         tables=[
             Table(
@@ -594,6 +631,7 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
                     "reverted keys",
                     f"Δ {metric or 'main metric'} vs full",
                     "Δ A (curve) vs full",
+                    "Δ B (curve) vs full",
                     "seeds",
                 ],
                 rows=rows,

@@ -154,10 +154,17 @@ def test_ablation_deltas_and_report(tmp_path):
             "sampler.name, sampler.max_rounds",
             "-5.0 pp [-7.5, -2.5] (paired)",
             abl.rows[0][4],
+            abl.rows[0][5],
             "3",
         ]
     ]
     assert abl.rows[0][4].startswith("-5.0 pp")
+    # the curves share B = 1.2 (fitted, so equal up to the fit): its delta is ~0
+    assert abs(float(abl.rows[0][5].split()[0])) < 1e-6
+    # the verdict names the part that moves the main metric (paired CI [-7.5, -2.5] pp) and A
+    (verdict,) = [t for t in secs["ablations"].text if t.startswith("dapo: ")]
+    assert "removing sampler moves avg@4 down" in verdict and "A down" in verdict
+    assert "B up" not in verdict and "B down" not in verdict
     md = render_markdown(rep, prof)
     assert "## Leave-one-out ablations" in md and "## Compute-performance curves" in md
     # a claim can name the fit: dapo's A 0.70-0.72 vs grpo's 0.60-0.62
