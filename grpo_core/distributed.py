@@ -20,6 +20,7 @@ from the shards after every optimizer step (:func:`copy_full_weights`).
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -36,6 +37,16 @@ def init(device: str = "cpu") -> None:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
         if device.startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        # leave the group before the interpreter tears down: a gloo group still alive at exit
+        # can abort a rank ("terminate called without an active exception", SIGABRT) after
+        # its work is done, and torchrun then reports the whole run failed
+        atexit.register(shutdown)
+
+
+def shutdown() -> None:
+    """Destroy the process group (no-op when none): registered at exit by :func:`init`."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def active() -> bool:
