@@ -167,6 +167,18 @@ def train_inputs(wildcards):
     return [base_model(wildcards.seed)] + teacher + rms
 
 
+def rm_spec_hash(name):
+    import hashlib
+    import json
+
+    from grpo_core.config import project_root
+    from grpo_core.reward_models import load_spec
+
+    spec = load_spec(name, project_root() / "config" / "reward_models")
+    blob = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 # a reward model trained inside the workflow (config/reward_models/<rm>.yaml, grpo rm-train);
 # only a run whose rewards name one asks for it, so no other reproduction's DAG changes
 rule rm_train:
@@ -177,6 +189,10 @@ rule rm_train:
     wildcard_constraints:
         rm=r"[a-z0-9_]+",
         seed=r"\d+",
+    # the spec's resolved values: an edited config/reward_models/<rm>.yaml retrains it (and the
+    # runs that use it: their config hash covers the spec, grpo_core.rundir.reward_model_specs)
+    params:
+        spec=lambda wc: rm_spec_hash(wc.rm),
     threads: 1
     shell:
         "{GRPO} rm-train {wildcards.rm} --profile {PROFILE} --seed {wildcards.seed} "

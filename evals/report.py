@@ -584,9 +584,7 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
         b = g[(g.benchmark == CURVE_BENCH) & (g.metric == "B")]
         n = int(g["n_seeds"].max())
         n_seeds[repro] = max(n_seeds.get(repro, 0), n)
-        rows.append(
-            [repro, name, keys, delta(main, True), delta(a, True), delta(b, False), str(n)]
-        )
+        rows.append([repro, name, keys, delta(main, True), delta(a, True), delta(b, False), str(n)])
         moves = []
         for label, sub in ((metric or "main metric", main), ("A", a), ("B", b)):
             c = ci(sub)

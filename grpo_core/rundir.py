@@ -70,7 +70,28 @@ def training_config(cfg, full: bool = False) -> dict:
     (what run.json shows and error messages compare)."""
     d = cfg.model_dump(mode="json", exclude_defaults=not full, exclude=NOT_TRAINING)
     d["reproduction"], d["profile"] = cfg.reproduction, cfg.profile
+    specs = reward_model_specs(cfg)
+    if specs:  # what the rewards' trained reward models were trained with
+        d["reward_model_specs"] = specs
     return d
+
+
+def reward_model_specs(cfg) -> dict:
+    """The resolved specs (config/reward_models/<name>.yaml) of the workflow-trained reward
+    models that the run's rewards name (reward ``reward_model`` with params.name): an edited
+    spec changes the reward, so it changes the run's identity too."""
+    from grpo_core.config import project_root
+    from grpo_core.reward_models import load_spec
+
+    names = sorted(
+        {
+            str(t.params["name"])
+            for t in cfg.rewards
+            if t.name == "reward_model" and t.params.get("name")
+        }
+    )
+    d = project_root() / "config" / "reward_models"
+    return {n: load_spec(n, d).model_dump(mode="json") for n in names}
 
 
 def config_hash(cfg) -> str:

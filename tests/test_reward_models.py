@@ -7,6 +7,7 @@ that lowers its loss in seconds, save / load, the reward, eval metrics and smoke
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -299,3 +300,32 @@ def test_smoke_run(repro, smoke_cfg, smoke_results, tmp_path):
     res = evaluate(cfg, tmp_path / "run" / "checkpoint", tmp_path / "eval")
     for k in keys + ["proxy_mean", "reward_mean"]:
         assert math.isfinite(res["metrics"][f"rm_{k}"])
+
+
+def test_an_edited_rm_spec_changes_the_runs_that_use_it(tmp_path, monkeypatch):
+    """The run hash covers the specs of the reward models its rewards name: editing
+    config/reward_models/mo_heads.yaml changes mo_grpo's hash, not grpo's (nor rm_ensembles',
+    which names gold_ensemble); the Snakefile's rm_train carries the spec hash as a param."""
+    import shutil
+
+    import yaml
+
+    from grpo_core.rundir import config_hash, training_config
+
+    root = tmp_path / "proj"
+    shutil.copytree(project_root() / "config", root / "config")
+    shutil.copytree(project_root() / "reproductions", root / "reproductions")
+    monkeypatch.setenv("GRPO_ROOT", str(root))
+    names = ("mo_grpo", "rm_ensembles", "grpo")
+    before = {n: config_hash(load_config(n, "tiny")) for n in names}
+    spec = training_config(load_config("mo_grpo", "tiny"))["reward_model_specs"]["mo_heads"]
+    assert "reward_model_specs" not in training_config(load_config("grpo", "tiny"))
+    f = root / "config" / "reward_models" / "mo_heads.yaml"
+    raw = yaml.safe_load(f.read_text())
+    raw["steps"] = int(spec["steps"]) + 1
+    f.write_text(yaml.safe_dump(raw))
+    after = {n: config_hash(load_config(n, "tiny")) for n in names}
+    assert after["mo_grpo"] != before["mo_grpo"]
+    assert after["rm_ensembles"] == before["rm_ensembles"] and after["grpo"] == before["grpo"]
+    text = (Path(__file__).resolve().parents[1] / "Snakefile").read_text()
+    assert "spec=lambda wc: rm_spec_hash(wc.rm)" in text
