@@ -8,6 +8,8 @@ processor lists, stopping-criteria lists, growing ``torch.cat`` caches):
   padding positions 0, as generate) into :class:`PreallocCache`: per layer one K and one V
   buffer [B, H, P + max_new_tokens, D] allocated once; a step writes its column in place and
   attends over the filled prefix (a view, no copy);
+- rows with the same prompt (a GRPO group) share one prefill: each distinct prompt runs once and
+  its cache rows and last logits are copied to the rows that share it;
 - each step: one forward of one token per row still running, position = the row's previous
   position + 1, the attention mask the prompt's padding mask with every generated column
   visible (a [b, 1, 1, L] mask built by slicing, for sdpa and eager attention);
@@ -158,11 +160,14 @@ def decode(
     pad_id: int,
     stop_criteria=None,  # transformers StopStringCriteria, or None
     compact: bool = True,
+    dedupe: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` per row; returns (raw ids [B, S], log-probs [B, S]) on the
     CPU, S = the number of steps run (generate's width: it stops when every row finished),
     ``pad_id`` / 0 after a row's EOS or stop string. Draws from torch's global generator
-    (seeded by the caller) exactly as generate's multinomial sampling does."""
+    (seeded by the caller) exactly as generate's multinomial sampling does. ``compact``: drop
+    finished rows from the batch; ``dedupe``: prefill each distinct prompt once and copy its
+    cache rows to the rows that share it (the same numbers up to float rounding)."""
     dev = p_ids.device
     b_all, p_len = p_ids.shape
     cfg = model.config.get_text_config(decoder=True)
@@ -172,16 +177,28 @@ def decode(
     total = p_len + max_new_tokens
     cache = PreallocCache(cfg.num_hidden_layers, total)
     pos = (p_mask.long().cumsum(-1) - 1).masked_fill(p_mask == 0, 0)
+    inv = None
+    if dedupe:  # a GRPO batch holds each prompt G times: prefill each distinct prompt once
+        uniq, inv = torch.unique(torch.cat([p_ids, p_mask.long()], 1), dim=0, return_inverse=True)
+        if uniq.shape[0] == b_all:
+            inv = None
+    sel = (lambda x: x) if inv is None else (lambda x: x[first])
+    if inv is not None:
+        first = torch.full((uniq.shape[0],), b_all, dtype=torch.long, device=dev)
+        first = first.scatter_reduce(0, inv, torch.arange(b_all, device=dev), "amin")
     out = model(
-        input_ids=p_ids,
-        attention_mask=p_mask,
-        position_ids=pos,
+        input_ids=sel(p_ids),
+        attention_mask=sel(p_mask),
+        position_ids=sel(pos),
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
     )
     logits = out.logits[:, -1].float()
     del out
+    if inv is not None:  # distinct prompts [U] -> the chunk's rows [B]
+        logits = logits.index_select(0, inv)
+        cache.batch_select_indices(inv)
     vocab = logits.shape[-1]
     amask = torch.ones((b_all, total), dtype=torch.bool, device=dev)
     amask[:, :p_len] = p_mask.bool()

@@ -267,7 +267,8 @@ class HFStaticEngine(HFEngine):
     prefilled once into a KV cache allocated for prompt + max_new_tokens, then each step runs one
     forward of the rows still going (rows that emitted an EOS id or completed a stop string are
     dropped from the batch: compaction) and samples as generate does, with the same random draws
-    (greedy and sampled completions are the hf engine's). Chunks, seeding, EOS / stop-string
+    (greedy and sampled completions are the hf engine's). Rows with the same prompt (a group)
+    share one prefill. Chunks, seeding, EOS / stop-string
     cutting (finish_completions) and the returned Rollouts are the hf engine's.
 
     ``rollout.sampler_logprobs: true`` also returns the sampled tokens' log-probs (after
@@ -280,7 +281,7 @@ class HFStaticEngine(HFEngine):
     def __init__(self, model, tokenizer, *, cfg, model_path: str | None, batch_size: int = 512):
         super().__init__(model, tokenizer, cfg=cfg, model_path=model_path, batch_size=batch_size)
         self.return_logprobs = bool(cfg is not None and cfg.rollout.sampler_logprobs)
-        self.compact = True  # (tests switch it off to compare)
+        self.compact = self.dedupe = True  # (tests and the benchmark switch them off to compare)
 
     @torch.no_grad()
     def generate(
@@ -318,6 +319,7 @@ class HFStaticEngine(HFEngine):
                     pad_id=pad,
                     stop_criteria=stop_criteria,
                     compact=self.compact,
+                    dedupe=self.dedupe,
                 )
                 c_ids, c_mask, reasons, texts = finish_completions(
                     raw, tok, eos_ids, params.stop, pad
