@@ -309,3 +309,29 @@ def test_sliding_window_models_are_refused():
     model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
     with pytest.raises(UserError, match="hf_static.*full-attention"):
         check_supported(model)
+
+
+@pytest.mark.slow
+def test_training_with_hf_static_logs_the_hf_engines_numbers(smoke_cfg, tmp_path):
+    """A drop-in: 3 grpo steps of the smoke profile log the same metrics (rewards, losses, KL,
+    grad norms; all but the timings) with rollout.engine=hf_static as with hf (sampler log-probs
+    off: the same trainer path)."""
+    import json
+
+    from grpo_core.trainer import Trainer
+
+    rows = {}
+    for eng in ("hf", "hf_static"):
+        cfg = smoke_cfg("grpo", ["train.steps=3", f"rollout.engine={eng}"])
+        Trainer(cfg, tmp_path / eng).train(progress=False)
+        text = (tmp_path / eng / "metrics.jsonl").read_text().splitlines()
+        rows[eng] = [json.loads(x) for x in text]
+    assert len(rows["hf"]) == len(rows["hf_static"]) == 3
+    timing = {"rollout_s", "logprob_s", "train_s", "tokens_per_s", "step_s", "wall_cum_s"}
+    for a, b in zip(rows["hf"], rows["hf_static"]):
+        assert {"reward_mean", "loss", "kl", "grad_norm", "completion_len_mean"} <= set(a)
+        assert set(a) == set(b)
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+        assert "mismatch_kl" not in b  # no sampler log-probs: the on-policy path
