@@ -15,7 +15,9 @@ a trained policy, whose answers end early); ``--finish 0`` leaves the model as b
 Per shape: one warm-up call per engine, then the identity check (greedy, and sampled at T=1 and
 at T=0.7 / top_p 0.9 with the same seed: are the completion ids identical?), then ``--repeat``
 timed calls per engine, alternating (hf, new, hf, new, ...: the shared machine's load drifts;
-``--ablate`` adds the loop without shared prefill and without compaction to the rotation),
+``--ablate`` adds the loop without shared prefill and without compaction to the rotation,
+``--compiled`` generate with transformers' StaticCache and a compiled forward, its first call
+(the compilation) timed apart),
 sampling at temperature 1, top_p 1 with seed = the repetition. Prints per engine the median and
 range of the seconds per call and ``RATIO new/hf = X`` (median / median). Not a test; asserts
 nothing.
@@ -93,13 +95,52 @@ def rig_eos(model, tok, prompts, max_new: int, finish: float) -> float:
     return share
 
 
+class CompiledGenerate:
+    """transformers' generate with its StaticCache and the forward compiled (torch.compile via
+    GenerationConfig.compile_config, forced on CPU), sampling as the hf engine does: a timing
+    contender only (``--compiled``). It compiles for each new batch size and prompt width."""
+
+    def __init__(self, model, tok):
+        self.model, self.tok = model, tok
+
+    @torch.no_grad()
+    def generate(self, prompts, params):
+        from transformers import CompileConfig, GenerationConfig
+
+        from grpo_core.rollout import Rollouts, eos_token_ids, finish_completions, left_pad
+
+        tok, pad = self.tok, self.tok.pad_token_id
+        eos = eos_token_ids(tok)
+        greedy = params.temperature == 0
+        g = GenerationConfig(
+            do_sample=not greedy,
+            temperature=None if greedy else params.temperature,
+            top_p=None if greedy else params.top_p,
+            top_k=0,
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=sorted(eos),
+            cache_implementation="static",
+            compile_config=CompileConfig(fullgraph=False, dynamic=False),
+        )
+        g.compile_config._compile_all_devices = True
+        ids, mask = left_pad(prompts, pad)
+        torch.manual_seed(params.seed)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=g)
+        raw = out[:, ids.shape[1] :]
+        c_ids, c_mask, reasons, texts = finish_completions(raw, tok, eos, [], pad)
+        return Rollouts(ids, mask, c_ids, c_mask, reasons, texts)
+
+
 def timed(eng, prompts, params) -> float:
     t0 = time.perf_counter()
     eng.generate(prompts, params)
     return time.perf_counter() - t0
 
 
-def run_shape(name: str, shape: dict, repeat: int, finish: float, ablate: bool) -> float:
+def run_shape(
+    name: str, shape: dict, repeat: int, finish: float, ablate: bool, compiled: bool
+) -> float:
     from grpo_core.rollout import HFEngine, HFStaticEngine, SamplingParams
 
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
@@ -125,7 +166,9 @@ def run_shape(name: str, shape: dict, repeat: int, finish: float, ablate: bool) 
         f"== {name}: {n_par / 1e6:.2f}M params, {len(prompts)} prompts x {shape['new']} new "
         f"tokens; rows stopping early {share:.2f}, mean completion {lens.mean():.1f} tokens"
     )
-    print("   identical completion ids (hf vs new): " + ", ".join(f"{k} {v}" for k, v in same.items()))
+    print(
+        "   identical completion ids (hf vs new): " + ", ".join(f"{k} {v}" for k, v in same.items())
+    )
     engines = {"hf": hf, "new": new}
     if ablate:  # the loop without shared prefill / without compaction
         for label, attr in [("new-nodedupe", "dedupe"), ("new-nocompact", "compact")]:
@@ -133,6 +176,21 @@ def run_shape(name: str, shape: dict, repeat: int, finish: float, ablate: bool) 
             setattr(e, attr, False)
             e.generate(prompts, p1)
             engines[label] = e
+    if compiled:
+        e = CompiledGenerate(model, tok)
+        t0 = time.perf_counter()
+        e.generate(prompts, p1)
+        print(f"   compiled generate: first call (compilation) {time.perf_counter() - t0:.1f} s")
+        for label, t, tp in [("greedy", 0.0, 1.0), ("T=1", 1.0, 1.0)]:
+            p = SamplingParams(temperature=t, top_p=tp, max_new_tokens=shape["new"], seed=11)
+            a, b = hf.generate(prompts, p), e.generate(prompts, p)
+            same[f"compiled {label}"] = a.completion_ids.shape == b.completion_ids.shape and bool(
+                torch.equal(a.completion_ids, b.completion_ids)
+            )
+        print(
+            "   identical to hf: " + ", ".join(f"{k} {v}" for k, v in same.items() if "comp" in k)
+        )
+        engines["hf-compiled"] = e
     times = {k: [] for k in engines}
     for r in range(repeat):
         p = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=shape["new"], seed=r)
@@ -153,12 +211,23 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--finish", type=float, default=0.5)
-    ap.add_argument("--ablate", action="store_true", help="also time the loop without shared "
-                    "prefill and without compaction")
+    ap.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also time the loop without shared prefill and without compaction",
+    )
+    ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also time generate with a static "
+        "cache and torch.compile (first call, the compilation, reported apart)",
+    )
     a = ap.parse_args()
-    print(f"torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}, "
-          f"threads {torch.get_num_threads()}")
-    ratios = [run_shape(s, SHAPES[s], a.repeat, a.finish, a.ablate) for s in a.shapes]
+    print(
+        f"torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}, "
+        f"threads {torch.get_num_threads()}"
+    )
+    ratios = [run_shape(s, SHAPES[s], a.repeat, a.finish, a.ablate, a.compiled) for s in a.shapes]
     print("RATIO new/hf = " + ", ".join(f"{s} {r:.3f}" for s, r in zip(a.shapes, ratios)))
 
 
