@@ -399,10 +399,10 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
     if cfg.rollout.max_staleness > 0:
         src = f"{_source(sources, ('rollout', 'max_staleness'))}: key 'rollout.max_staleness'"
         k = cfg.rollout.max_staleness
-        if cfg.rollout.engine != "hf":
+        if cfg.rollout.engine not in ("hf", "hf_static"):
             raise UserError(
-                f"{src}: asynchronous rollouts run the hf engine in a worker thread, not "
-                f"rollout.engine {cfg.rollout.engine!r}; set rollout.engine: hf or "
+                f"{src}: asynchronous rollouts run the hf (or hf_static) engine in a worker "
+                f"thread, not rollout.engine {cfg.rollout.engine!r}; set rollout.engine: hf or "
                 "rollout.max_staleness: 0"
             )
         if cfg.rollout.is_correction == "none":

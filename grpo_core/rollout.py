@@ -275,8 +275,9 @@ class HFStaticEngine(HFEngine):
     temperature, before top-p) as ``Rollouts.sampler_logp``. Off by default: the trainer treats
     rollouts with sampler log-probs as sampled by a separate engine (an extra no-grad policy pass
     for the old log-probs, train/sampler mismatch metrics, rollout.is_correction weights), which
-    changes what a run computes. Rows with media (a VLM's video) go through generate (the hf
-    engine); models with sliding-window layers are refused."""
+    changes what a run computes. A VLM (rows with media, or any rows of a model with a vision
+    tower) samples through generate (the hf engine); models with sliding-window layers are
+    refused."""
 
     def __init__(self, model, tokenizer, *, cfg, model_path: str | None, batch_size: int = 512):
         super().__init__(model, tokenizer, cfg=cfg, model_path=model_path, batch_size=batch_size)
@@ -287,7 +288,10 @@ class HFStaticEngine(HFEngine):
     def generate(
         self, prompts: list[list[int]], params: SamplingParams, media: list | None = None
     ) -> Rollouts:
-        if media is not None and any(m is not None for m in media):
+        from grpo_core.models import is_vlm
+
+        if (media is not None and any(m is not None for m in media)) or is_vlm(self.model):
+            # a VLM's rows (and its 3D rotary positions): generate
             return super().generate(prompts, params, media=media)
         from grpo_core.decode import check_supported, decode
 

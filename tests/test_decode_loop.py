@@ -335,3 +335,42 @@ def test_training_with_hf_static_logs_the_hf_engines_numbers(smoke_cfg, tmp_path
             k: v for k, v in b.items() if k not in timing
         }
         assert "mismatch_kl" not in b  # no sampler log-probs: the on-policy path
+
+
+def test_a_lora_wrapped_policy_matches_generate():
+    pytest.importorskip("peft")
+    from grpo_core.models import apply_lora
+    from grpo_core.schema import LoraCfg
+
+    model, tok = _tiny()
+    prompts = [tok.encode(s) for s in PROMPTS for _ in range(2)]
+    _rig_eos(model, tok, prompts)
+    model = apply_lora(model, LoraCfg(r=4))
+    with torch.no_grad():  # a non-zero adapter (B starts at zero)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+    hf, new = _engines(model, tok)
+    for t in (0.0, 1.0):
+        p = SamplingParams(temperature=t, max_new_tokens=8, seed=2)
+        _same(hf.generate(prompts, p), new.generate(prompts, p))
+
+
+def test_asynchronous_rollouts_accept_hf_static():
+    from grpo_core.config import load_config
+
+    ov = ["rollout.max_staleness=1", "rollout.is_correction=token"]
+    cfg = load_config("grpo", "smoke", [*ov, "rollout.engine=hf_static"])
+    assert cfg.rollout.engine == "hf_static" and cfg.rollout.sampler_logprobs is False
+    with pytest.raises(UserError, match="hf_static"):
+        load_config("grpo", "smoke", [*ov, "rollout.engine=vllm"])
+
+
+def test_a_vlm_samples_through_generate(setup, monkeypatch):
+    model, tok, prompts = setup
+    _, new = _engines(model, tok)
+    calls = []
+    monkeypatch.setattr(HFEngine, "generate", lambda self, pr, pa, media=None: calls.append(1))
+    monkeypatch.setattr(model.config, "vision_config", {"depth": 1}, raising=False)
+    new.generate(prompts[:2], SamplingParams(max_new_tokens=3))
+    assert calls == [1]
