@@ -163,7 +163,8 @@ def run_shape(
     ro = new.generate(prompts, p1)
     lens = ro.completion_mask.sum(-1).float()
     print(
-        f"== {name}: {n_par / 1e6:.2f}M params, {len(prompts)} prompts x {shape['new']} new "
+        f"== {name}: {n_par / 1e6:.2f}M params, {len(prompts)} rows ({shape['prompts']} prompts x "
+        f"{shape['group']}) x {shape['new']} new "
         f"tokens; rows stopping early {share:.2f}, mean completion {lens.mean():.1f} tokens"
     )
     print(
