@@ -374,3 +374,19 @@ def test_a_vlm_samples_through_generate(setup, monkeypatch):
     monkeypatch.setattr(model.config, "vision_config", {"depth": 1}, raising=False)
     new.generate(prompts[:2], SamplingParams(max_new_tokens=3))
     assert calls == [1]
+
+
+@pytest.mark.parametrize("case", ["one_token", "no_padding", "single_row"])
+def test_edge_shapes_match_generate(setup, case):
+    model, tok, prompts = setup
+    hf, new = _engines(model, tok)
+    n_new = 1 if case == "one_token" else 8
+    if case == "no_padding":
+        prompts = [p for p in prompts if len(p) == len(prompts[0])]
+    if case == "single_row":
+        prompts = prompts[-1:]
+    for t in (0.0, 1.0):
+        p = SamplingParams(temperature=t, max_new_tokens=n_new, seed=8)
+        a, b = hf.generate(prompts, p), new.generate(prompts, p)
+        _same(a, b)
+        assert a.completion_ids.shape[1] <= n_new
