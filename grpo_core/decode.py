@@ -177,26 +177,24 @@ def decode(
     total = p_len + max_new_tokens
     cache = PreallocCache(cfg.num_hidden_layers, total)
     pos = (p_mask.long().cumsum(-1) - 1).masked_fill(p_mask == 0, 0)
-    inv = None
+    first = inv = None
     if dedupe:  # a GRPO batch holds each prompt G times: prefill each distinct prompt once
         uniq, inv = torch.unique(torch.cat([p_ids, p_mask.long()], 1), dim=0, return_inverse=True)
-        if uniq.shape[0] == b_all:
-            inv = None
-    sel = (lambda x: x) if inv is None else (lambda x: x[first])
-    if inv is not None:
-        first = torch.full((uniq.shape[0],), b_all, dtype=torch.long, device=dev)
-        first = first.scatter_reduce(0, inv, torch.arange(b_all, device=dev), "amin")
+        if uniq.shape[0] < b_all:  # first[u]: the first row holding distinct prompt u
+            first = torch.full((uniq.shape[0],), b_all, dtype=torch.long, device=dev)
+            first = first.scatter_reduce(0, inv, torch.arange(b_all, device=dev), "amin")
+    pre = slice(None) if first is None else first
     out = model(
-        input_ids=sel(p_ids),
-        attention_mask=sel(p_mask),
-        position_ids=sel(pos),
+        input_ids=p_ids[pre],
+        attention_mask=p_mask[pre],
+        position_ids=pos[pre],
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
     )
     logits = out.logits[:, -1].float()
     del out
-    if inv is not None:  # distinct prompts [U] -> the chunk's rows [B]
+    if first is not None:  # distinct prompts [U] -> the chunk's rows [B]
         logits = logits.index_select(0, inv)
         cache.batch_select_indices(inv)
     vocab = logits.shape[-1]
