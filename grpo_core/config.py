@@ -396,6 +396,12 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
             "needs the prompt's KV cache in the gradient pass, which "
             "train.gradient_checkpointing drops; set one of them to false"
         )
+    if cfg.rollout.sampler_logprobs and cfg.rollout.engine != "hf_static":
+        raise UserError(
+            f"{_source(sources, ('rollout', 'sampler_logprobs'))}: key "
+            f"'rollout.sampler_logprobs': an option of rollout.engine hf_static, not "
+            f"{cfg.rollout.engine!r} (vllm always returns sampler log-probs, hf never)"
+        )
     if cfg.rollout.max_staleness > 0:
         src = f"{_source(sources, ('rollout', 'max_staleness'))}: key 'rollout.max_staleness'"
         k = cfg.rollout.max_staleness

@@ -335,6 +335,15 @@ def test_training_with_hf_static_logs_the_hf_engines_numbers(smoke_cfg, tmp_path
             k: v for k, v in b.items() if k not in timing
         }
         assert "mismatch_kl" not in b  # no sampler log-probs: the on-policy path
+    # opted in: the trainer's separate-engine path, whose mismatch to the sampler is ~0
+    cfg = smoke_cfg(
+        "grpo", ["train.steps=2", "rollout.engine=hf_static", "rollout.sampler_logprobs=true"]
+    )
+    Trainer(cfg, tmp_path / "slp").train(progress=False)
+    slp = [json.loads(x) for x in (tmp_path / "slp" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["mismatch_kl"] < 1e-6 for r in slp)
+    assert all(abs(r["mismatch_ratio_max"] - 1) < 1e-4 for r in slp)
+    assert slp[0]["reward_mean"] == rows["hf"][0]["reward_mean"]  # the same samples
 
 
 def test_a_lora_wrapped_policy_matches_generate():
@@ -390,3 +399,14 @@ def test_edge_shapes_match_generate(setup, case):
         a, b = hf.generate(prompts, p), new.generate(prompts, p)
         _same(a, b)
         assert a.completion_ids.shape[1] <= n_new
+
+
+def test_sampler_logprobs_is_an_hf_static_option():
+    from grpo_core.config import load_config
+
+    cfg = load_config(
+        "grpo", "smoke", ["rollout.engine=hf_static", "rollout.sampler_logprobs=true"]
+    )
+    assert cfg.rollout.sampler_logprobs is True
+    with pytest.raises(UserError, match="rollout.sampler_logprobs.*hf_static, not 'hf'"):
+        load_config("grpo", "smoke", ["rollout.sampler_logprobs=true"])
