@@ -396,13 +396,19 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
             "needs the prompt's KV cache in the gradient pass, which "
             "train.gradient_checkpointing drops; set one of them to false"
         )
+    if cfg.rollout.sampler_logprobs and cfg.rollout.engine != "hf_static":
+        raise UserError(
+            f"{_source(sources, ('rollout', 'sampler_logprobs'))}: key "
+            f"'rollout.sampler_logprobs': an option of rollout.engine hf_static, not "
+            f"{cfg.rollout.engine!r} (vllm always returns sampler log-probs, hf never)"
+        )
     if cfg.rollout.max_staleness > 0:
         src = f"{_source(sources, ('rollout', 'max_staleness'))}: key 'rollout.max_staleness'"
         k = cfg.rollout.max_staleness
-        if cfg.rollout.engine != "hf":
+        if cfg.rollout.engine not in ("hf", "hf_static"):
             raise UserError(
-                f"{src}: asynchronous rollouts run the hf engine in a worker thread, not "
-                f"rollout.engine {cfg.rollout.engine!r}; set rollout.engine: hf or "
+                f"{src}: asynchronous rollouts run the hf (or hf_static) engine in a worker "
+                f"thread, not rollout.engine {cfg.rollout.engine!r}; set rollout.engine: hf or "
                 "rollout.max_staleness: 0"
             )
         if cfg.rollout.is_correction == "none":

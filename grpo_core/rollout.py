@@ -261,6 +261,84 @@ class HFEngine(RolloutEngine):
         return parts[0] if len(parts) == 1 else Rollouts.concat(parts, pad)
 
 
+@ENGINES.register("hf_static")
+class HFStaticEngine(HFEngine):
+    """The hf engine's sampling with its own decode loop (grpo_core.decode): the prompts are
+    prefilled once into a KV cache allocated for prompt + max_new_tokens, then each step runs one
+    forward of the rows still going (rows that emitted an EOS id or completed a stop string are
+    dropped from the batch: compaction) and samples as generate does, with the same random draws
+    (greedy and sampled completions are the hf engine's). Rows with the same prompt (a group)
+    share one prefill. Chunks, seeding, EOS / stop-string
+    cutting (finish_completions) and the returned Rollouts are the hf engine's.
+
+    ``rollout.sampler_logprobs: true`` also returns the sampled tokens' log-probs (after
+    temperature, before top-p) as ``Rollouts.sampler_logp``. Off by default: the trainer treats
+    rollouts with sampler log-probs as sampled by a separate engine (an extra no-grad policy pass
+    for the old log-probs, train/sampler mismatch metrics, rollout.is_correction weights), which
+    changes what a run computes. A VLM (rows with media, or any rows of a model with a vision
+    tower) samples through generate (the hf engine); models with sliding-window layers are
+    refused."""
+
+    def __init__(self, model, tokenizer, *, cfg, model_path: str | None, batch_size: int = 512):
+        super().__init__(model, tokenizer, cfg=cfg, model_path=model_path, batch_size=batch_size)
+        self.return_logprobs = bool(cfg is not None and cfg.rollout.sampler_logprobs)
+        self.compact = self.dedupe = True  # (tests and the benchmark switch them off to compare)
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, media: list | None = None
+    ) -> Rollouts:
+        from grpo_core.models import is_vlm
+
+        if (media is not None and any(m is not None for m in media)) or is_vlm(self.model):
+            # a VLM's rows (and its 3D rotary positions): generate
+            return super().generate(prompts, params, media=media)
+        from grpo_core.decode import check_supported, decode
+
+        check_supported(self.model)
+        tok = self.tokenizer
+        pad = tok.pad_token_id
+        eos_ids = eos_token_ids(tok)
+        stop_criteria = None
+        if params.stop:
+            from transformers.generation.stopping_criteria import StopStringCriteria
+
+            stop_criteria = StopStringCriteria(tokenizer=tok, stop_strings=list(params.stop))
+        was_training = self.model.training
+        self.model.eval()
+        parts = []
+        torch.manual_seed(params.seed)
+        try:
+            for s in range(0, len(prompts), self.batch_size):
+                chunk = prompts[s : s + self.batch_size]
+                p_ids, p_mask = left_pad(chunk, pad)
+                raw, logp = decode(
+                    self.model,
+                    p_ids.to(self.model.device),
+                    p_mask.to(self.model.device),
+                    max_new_tokens=params.max_new_tokens,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    eos_ids=eos_ids,
+                    pad_id=pad,
+                    stop_criteria=stop_criteria,
+                    compact=self.compact,
+                    dedupe=self.dedupe,
+                )
+                c_ids, c_mask, reasons, texts = finish_completions(
+                    raw, tok, eos_ids, params.stop, pad
+                )
+                ro = Rollouts(p_ids, p_mask, c_ids, c_mask, reasons, texts)
+                if self.return_logprobs:
+                    ro.sampler_logp = torch.where(c_mask.bool(), logp, torch.zeros_like(logp))
+                if media is not None:
+                    ro.media = list(media[s : s + self.batch_size])
+                parts.append(ro)
+        finally:
+            self.model.train(was_training)
+        return parts[0] if len(parts) == 1 else Rollouts.concat(parts, pad)
+
+
 @ENGINES.register("vllm")
 class VLLMEngine(RolloutEngine):
     """vLLM colocated in the training process, sampling from a copy of the policy's weights.

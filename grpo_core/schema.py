@@ -149,6 +149,11 @@ class RolloutCfg(Strict):
     # token's (or sequence's) policy-gradient term by min(pi_train / pi_sampler, is_cap) (TIS)
     is_correction: Literal["none", "token", "sequence"] = "none"
     is_cap: float = Field(2.0, gt=0)
+    # rollout.engine hf_static: also return the sampled tokens' log-probs (Rollouts.sampler_logp:
+    # log_softmax(logits / temperature) of the token, before top-p, as the trainer's pass).
+    # Off by default: with them the trainer takes the separate-engine path (a no-grad policy pass
+    # for old log-probs, mismatch metrics, is_correction weights), which changes a run's numbers
+    sampler_logprobs: bool = False
     # asynchronous rollouts (grpo_core.async_rollout): a worker thread samples step s + k's
     # batch while step s trains; batch s comes from the policy of max(0, s - k) optimizer steps
     # and is corrected with is_correction's weights. 0: the synchronous loop

@@ -27,7 +27,10 @@ def test_max_staleness_range(value, msg):
 @pytest.mark.parametrize(
     "overrides,msg",
     [
-        (["rollout.is_correction=token", "rollout.engine=vllm"], "run the hf engine in a worker"),
+        (
+            ["rollout.is_correction=token", "rollout.engine=vllm"],
+            r"run the hf \(or hf_static\) engine",
+        ),
         ([], "needs the importance-sampling correction; set rollout.is_correction: token"),
         (["rollout.is_correction=none"], "needs the importance-sampling correction"),
         (["rollout.is_correction=sequence", "train.fsdp=true"], "not supported with train.fsdp"),
