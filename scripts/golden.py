@@ -3,6 +3,7 @@
     python scripts/golden.py record OUT [--steps 4] [--repros a,b]   # before the change
     python scripts/golden.py record OUT2                              # after it, same machine
     python scripts/golden.py compare OUT OUT2                         # exit 1 on any difference
+    python scripts/golden.py record OUT3 --set rollout.engine=hf_static  # a new default's value
 
 ``record`` prepares one smoke SFT start (seed 0), trains every reproduction under
 ``reproductions/`` from it for ``--steps`` steps (one thread, the smoke profile; a few extra
@@ -72,7 +73,7 @@ def _train_reward_models(cfg, res: Path) -> None:
             RM.train_rm(spec.model_copy(update={"steps": 20}), make_task(cfg.task), 0, d, name)
 
 
-def record(out: Path, steps: int, repros: list[str] | None) -> None:
+def record(out: Path, steps: int, repros: list[str] | None, sets: list[str] = ()) -> None:
     import torch
 
     from grpo_core.config import load_config, reproductions_dir
@@ -99,7 +100,8 @@ def record(out: Path, steps: int, repros: list[str] | None) -> None:
     for name in names:
         run = res / "runs" / name
         try:
-            cfg = load_config(name, "smoke", [*base, f"train.steps={steps}", *EXTRA.get(name, [])])
+            over = [*base, f"train.steps={steps}", *EXTRA.get(name, []), *sets]
+            cfg = load_config(name, "smoke", over)
             _train_reward_models(cfg, res)
             Trainer(cfg, run).train(progress=False)
         except UserError as e:  # its env / task needs its home profile (no EXTRA for it yet)
@@ -119,7 +121,7 @@ def record(out: Path, steps: int, repros: list[str] | None) -> None:
 
     if "grpo" in names:
         ck = res / "runs" / "grpo" / "checkpoint"
-        cfg = load_config("grpo", "smoke", base)
+        cfg = load_config("grpo", "smoke", [*base, *sets])
         evaluate(cfg, ck, out / "eval_task")
         bcfg = load_config(
             "grpo",
@@ -129,6 +131,7 @@ def record(out: Path, steps: int, repros: list[str] | None) -> None:
                 f"eval.benchmark_paths.gsm8k={ROOT / 'tests' / 'data' / 'gsm8k_test12.jsonl'}",
                 "eval.benchmark_max_new_tokens=6",
                 "eval.grader_timeout_s=10",
+                *sets,
             ],
         )
         evaluate_benchmark(bcfg, ck, out / "eval_bench", "gsm8k", eval_seeds=[0], log=lambda *a: 0)
@@ -219,12 +222,15 @@ def main() -> None:
     r.add_argument("out", type=Path)
     r.add_argument("--steps", type=int, default=4)
     r.add_argument("--repros", default="")
+    # overrides for every reproduction's run (not the SFT start), e.g. --set rollout.engine=x:
+    # a record with a new default's value against one without, before switching the default
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     args = ap.parse_args()
     if args.cmd == "record":
-        record(args.out, args.steps, [x for x in args.repros.split(",") if x] or None)
+        record(args.out, args.steps, [x for x in args.repros.split(",") if x] or None, args.set)
     else:
         sys.exit(compare(args.a, args.b))
 
