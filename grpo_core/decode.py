@@ -124,14 +124,26 @@ def sample_next(
     return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
 
 
-def check_supported(model) -> None:
+def _unsupported_layers(model) -> list[str]:
     cfg = model.config.get_text_config(decoder=True)
     types = getattr(cfg, "layer_types", None) or ["full_attention"]
     bad = sorted({t for t in types if t != "full_attention"})
-    if bad or getattr(cfg, "use_sliding_window", False):
+    if not bad and getattr(cfg, "use_sliding_window", False):
+        bad = ["sliding_attention"]
+    return bad
+
+
+def supported(model) -> bool:
+    """Whether the decode loop runs ``model``: full-attention decoder layers only."""
+    return not _unsupported_layers(model)
+
+
+def check_supported(model) -> None:
+    bad = _unsupported_layers(model)
+    if bad:
         raise UserError(
             f"rollout.engine=hf_static: the decode loop supports full-attention decoders only; "
-            f"this model has {bad or ['sliding_attention']} layers; set rollout.engine: hf"
+            f"this model has {bad} layers; set rollout.engine: hf"
         )
 
 

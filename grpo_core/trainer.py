@@ -404,10 +404,10 @@ class Trainer:
             self.policy = VLMPolicy(
                 self.model, self.tok, cfg.rollout.temperature, cfg.train.micro_batch_size
             )
-        if self.processor is not None and cfg.rollout.engine != "hf":
+        if self.processor is not None and cfg.rollout.engine not in ("hf", "hf_static"):
             raise UserError(
                 f"rollout.engine={cfg.rollout.engine}: a VLM policy (video) samples with the hf "
-                "engine only; set rollout.engine: hf"
+                "engine only (hf_static hands its rows to it); set rollout.engine: hf"
             )
         # frozen / adapter-disabled / EMA reference, or None (grpo_core.reference)
         self.ref = make_reference(cfg, self.model, self.model_path, resolve_ref_path(cfg))

@@ -80,7 +80,7 @@ def test_registered_and_logprobs_off_by_default():
 
     assert "hf_static" in ENGINES.names() and ENGINES.get("hf_static") is HFStaticEngine
     assert RolloutCfg().sampler_logprobs is False
-    assert RolloutCfg().engine == "hf"  # the default engine is unchanged
+    assert RolloutCfg().engine == "hf_static"  # the default engine
 
 
 def test_greedy_is_token_identical_to_generate(setup):
@@ -304,11 +304,21 @@ def test_media_rows_go_through_generate(setup, monkeypatch):
     assert len(calls) == 1 and ro.media == [None, None]  # a text batch: the loop
 
 
-def test_sliding_window_models_are_refused():
-    model, _ = _tiny("qwen2")
+def test_sliding_window_models_fall_back_to_generate(monkeypatch):
+    """A model with sliding-window layers samples through generate (the default engine runs
+    every model); asked for sampler log-probs it is refused with the fix."""
+    model, tok = _tiny("qwen2")
     model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
     with pytest.raises(UserError, match="hf_static.*full-attention"):
         check_supported(model)
+    calls = []
+    monkeypatch.setattr(HFEngine, "generate", lambda self, pr, pa, media=None: calls.append(1))
+    new = HFStaticEngine(model, tok, cfg=None, model_path=None)
+    new.generate([[1, 2, 3]], SamplingParams(max_new_tokens=2))
+    assert calls == [1]
+    new.return_logprobs = True
+    with pytest.raises(UserError, match="sliding_attention"):
+        new.generate([[1, 2, 3]], SamplingParams(max_new_tokens=2))
 
 
 @pytest.mark.slow
