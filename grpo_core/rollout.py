@@ -210,10 +210,14 @@ class HFEngine(RolloutEngine):
         tokens of the prompts are filled from them and the returned rows carry them."""
         from transformers import GenerationConfig
 
+        from grpo_core.vision import placeholder_token_ids
+
         tok = self.tokenizer
         pad = tok.pad_token_id
         eos_ids = eos_token_ids(tok)
         greedy = params.temperature == 0
+        # a VLM never samples its media placeholders (a text model: nothing suppressed)
+        suppress = placeholder_token_ids(self.model)
         gcfg = GenerationConfig(
             do_sample=not greedy,
             temperature=None if greedy else params.temperature,
@@ -223,6 +227,7 @@ class HFEngine(RolloutEngine):
             pad_token_id=pad,
             eos_token_id=sorted(eos_ids),
             stop_strings=params.stop or None,
+            suppress_tokens=suppress or None,
         )
         was_training = self.model.training
         self.model.eval()

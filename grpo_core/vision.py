@@ -95,6 +95,18 @@ class VideoProcessor:
         return out, {"pixel_values_videos": pv, "video_grid_thw": thw.view(1, 3)}
 
 
+def placeholder_token_ids(model) -> list[int]:
+    """A VLM's media placeholder tokens (video and image pads), which its rollouts must never
+    sample: a sampled pad reads as one more video in the 3-D rotary positions and in the
+    forward's feature scatter (transformers then fails on the count mismatch). [] for a text
+    model."""
+    mc = getattr(model, "config", None)
+    if getattr(mc, "vision_config", None) is None:
+        return []
+    ids = (getattr(mc, "video_token_id", None), getattr(mc, "image_token_id", None))
+    return sorted({int(i) for i in ids if i is not None})
+
+
 def append_media(row: dict | None, more: dict | None) -> dict | None:
     """A row's media tensors followed by ``more`` (a later observation's clip): pixel values
     and grids concatenated in the order their placeholders appear in the row's tokens (what

@@ -270,6 +270,42 @@ def test_hf_engine_samples_a_vlm_with_its_media(vlm):
     assert lp[:, 0].argmax(-1).tolist() == first[:, 0].tolist()
 
 
+def test_a_vlm_never_samples_its_media_placeholders(vlm):
+    """The tiny_video run crashed at step 5 when the policy sampled <|video_pad|> (the 3-D
+    positions counted one more video: "value tensor of shape [3, 193] cannot be broadcast to
+    ... [3, 186]"). With the LM head pushed towards the video and image pads, no completion
+    holds one, and the policy's log-prob pass over the rollouts runs."""
+    import copy
+
+    from grpo_core.policy import VLMPolicy
+    from grpo_core.rollout import ENGINES, SamplingParams
+    from grpo_core.vision import placeholder_token_ids
+
+    model, tok = vlm
+    model = copy.deepcopy(model)
+    pads = placeholder_token_ids(model)
+    assert pads == sorted({model.config.video_token_id, model.config.image_token_id})
+
+    def push(_m, _inp, out):  # the pads' logits +8: most samples would be a pad
+        out[..., pads] += 8.0
+        return out
+
+    model.get_output_embeddings().register_forward_hook(push)
+    ro, prompts = _video_rollouts(model, tok)
+    for name in ("hf", "hf_static"):
+        eng = ENGINES.get(name)(model, tok, cfg=None, model_path=None)
+        for seed in range(3):
+            out = eng.generate(
+                prompts,
+                SamplingParams(temperature=2.0, max_new_tokens=8, seed=seed),
+                media=ro.media,
+            )
+            assert not set(out.completion_ids[out.completion_mask.bool()].tolist()) & set(pads)
+            VLMPolicy(model, tok, 1.0, 8).logprobs(out, {"logp"})
+    # a text model suppresses nothing
+    assert placeholder_token_ids(torch.nn.Linear(2, 2)) == []
+
+
 def test_generation_positions_match_the_policys(vlm):
     """Tokens generated after the first (cached decoding: text positions + the model's rope
     delta) have the log-probs the policy's full-sequence pass gives them: the sampler's
