@@ -564,3 +564,37 @@ def test_video_run_interrupted_and_resumed_matches_and_lora_trains(
     assert tl.ref.kind == "adapter"
     tl.train(progress=False)
     assert math.isfinite(metrics(tmp_path / "lora")[0]["loss"])
+
+
+def test_media_probe_nll_and_paired_ci(vlm):
+    """evals.media_probe: a row's target NLL equals minus the policy's summed log-probs of the
+    target as a completion (VLMPolicy, the training pass); the paired difference by hand:
+    d = [1, 0, 2], mean 1, sd 1, t(0.975, 2) = 4.3027: 1 +- 4.3027 / sqrt(3)."""
+    from evals.media_probe import paired, probe
+    from grpo_core.config import load_config
+    from grpo_core.policy import VLMPolicy
+    from grpo_core.prepare import media_rows
+    from grpo_core.rollout import Rollouts
+    from grpo_core.tasks import make_task
+
+    m, lo, hi = paired([1.0, 2.0, 3.0], [2.0, 2.0, 5.0])
+    assert m == pytest.approx(1.0) and lo == pytest.approx(1 - 2.48416, abs=1e-4)
+    assert hi == pytest.approx(1 + 2.48416, abs=1e-4)
+    model, tok = vlm
+    cfg = load_config("grpo", "tiny_video", ["task.n_train=4", "task.n_test=3"])
+    probs = make_task(cfg.task).test()
+    r = probe(model, tok, cfg, probs)
+    assert len(r["own"]) == len(r["shuffled"]) == 3 and r["groups"][0].startswith("L1/")
+    assert r["own"] != r["shuffled"]  # the random model's outputs move with the pixels
+    (prompt, target, _, media), *_ = media_rows(cfg, make_task(cfg.task), probs, tok, model)
+    ro = Rollouts(
+        torch.tensor([prompt]),
+        torch.ones(1, len(prompt), dtype=torch.long),
+        torch.tensor([target]),
+        torch.ones(1, len(target), dtype=torch.long),
+        ["stop"],
+        [""],
+        media=[media],
+    )
+    lp = VLMPolicy(model, tok, 1.0, 8).logprobs(ro, {"logp"})["logp"]
+    assert r["own"][0] == pytest.approx(-float(lp.sum()), abs=1e-3)
