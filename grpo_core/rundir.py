@@ -91,7 +91,11 @@ def reward_model_specs(cfg) -> dict:
         }
     )
     d = project_root() / "config" / "reward_models"
-    return {n: load_spec(n, d).model_dump(mode="json") for n in names}
+    # a name without a spec: None (the trainer's check of the RM's directory says what is missing)
+    return {
+        n: load_spec(n, d).model_dump(mode="json") if (d / f"{n}.yaml").exists() else None
+        for n in names
+    }
 
 
 def config_hash(cfg) -> str:

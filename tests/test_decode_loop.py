@@ -419,4 +419,4 @@ def test_sampler_logprobs_is_an_hf_static_option():
     )
     assert cfg.rollout.sampler_logprobs is True
     with pytest.raises(UserError, match="rollout.sampler_logprobs.*hf_static, not 'hf'"):
-        load_config("grpo", "smoke", ["rollout.sampler_logprobs=true"])
+        load_config("grpo", "smoke", ["rollout.engine=hf", "rollout.sampler_logprobs=true"])

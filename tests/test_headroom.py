@@ -55,10 +55,10 @@ def test_tiny_headroom_profile_loads():
     assert cfg.task.name == "arith_mix" and cfg.eval.curve is not None
     assert cfg.workflow.seeds == [0, 1, 2] and cfg.workflow.seeded_start
     assert "grpo" in cfg.workflow.reproductions
-    # the settings measured in the profile's comment (docs/headroom_testbed.md, e5)
+    # the settings measured in the profile's comment (docs/headroom_testbed.md, e7)
     assert (cfg.sft.steps, cfg.sft.batch_size, cfg.sft.label_smoothing) == (600, 128, 0.15)
-    assert (cfg.train.steps, cfg.train.lr) == (200, 3e-5)
-    assert (cfg.eval.curve.every, cfg.eval.curve.n_problems) == (10, 200)
+    assert (cfg.train.steps, cfg.train.lr) == (300, 5e-5)
+    assert (cfg.eval.curve.every, cfg.eval.curve.n_problems, cfg.eval.curve.k) == (10, 200, 4)
 
 
 def test_tiny_headroom_smoke_sft_then_grpo_with_curve(tmp_path):
