@@ -596,12 +596,15 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
     if not rows:
         return None
     verdicts = []
+    n_tests = {r: 3 * sum(1 for x in rows if x[0] == r) for r in moved}  # 3 quantities a part
     for repro, found in moved.items():
         what = f"{metric or 'the main metric'}, the asymptote A or the efficiency B"
         if found:
             verdicts.append(
                 f"{repro}: {'; '.join(found)} (95% CI excludes 0); no other part's removal "
-                f"moves {what} beyond its CI at {n_seeds[repro]} seeds."
+                f"moves {what} beyond its CI at {n_seeds[repro]} seeds. Of {n_tests[repro]} "
+                f"such comparisons about {0.05 * n_tests[repro]:.1f} would exclude 0 by chance "
+                "alone: an exclusion seen once is a lead to rerun with more seeds, not yet a finding."
             )
         else:
             verdicts.append(

@@ -165,6 +165,7 @@ def test_ablation_deltas_and_report(tmp_path):
     (verdict,) = [t for t in secs["ablations"].text if t.startswith("dapo: ")]
     assert "removing sampler moves avg@4 down" in verdict and "A down" in verdict
     assert "B up" not in verdict and "B down" not in verdict
+    assert "Of 3 such comparisons about 0.2 would exclude 0 by chance" in verdict
     md = render_markdown(rep, prof)
     assert "## Leave-one-out ablations" in md and "## Compute-performance curves" in md
     # a claim can name the fit: dapo's A 0.70-0.72 vs grpo's 0.60-0.62
