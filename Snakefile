@@ -319,10 +319,20 @@ rule evaluate_benchmark:
         "--threads {threads} > {log} 2>&1"
 
 
+def label_eval_seeds(label):
+    """eval.seeds, extended to the benchmark protocol's min_eval_seeds (>= 10 for AIME under
+    the paper protocol: evals.benchmarks.eval_seeds_for)."""
+    from evals.benchmarks import eval_seeds_for
+
+    bench = next(b for b, l in LABEL.items() if l == label)
+    return eval_seeds_for(bench, EV.protocol, EVAL_SEEDS)
+
+
 rule merge_eval_seeds:
     input:
         lambda w: [
-            f"{RES}/runs/{w.repro}/seed{w.seed}/eval/es{e}/{w.label}.json" for e in EVAL_SEEDS
+            f"{RES}/runs/{w.repro}/seed{w.seed}/eval/es{e}/{w.label}.json"
+            for e in label_eval_seeds(w.label)
         ],
     output:
         f"{RES}/runs/{{repro}}/seed{{seed}}/eval/{{label}}.json",

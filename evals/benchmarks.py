@@ -104,6 +104,10 @@ class Protocol:
     max_new_tokens: int
     template: str
     source: str = ""  # where the numbers come from
+    # eval seeds the workflow runs at least (more where eval.seeds lists more): >= 10 for the
+    # AIME / AMC-sized benchmarks of the paper protocol (a 30-40 problem benchmark moves by
+    # several points between eval seeds; "A Sober Look at Progress in LM Reasoning")
+    min_eval_seeds: int = 1
 
     def as_dict(self) -> dict:
         return {
@@ -113,7 +117,21 @@ class Protocol:
             "max_new_tokens": self.max_new_tokens,
             "template": self.template,
             "source": self.source,
+            "min_eval_seeds": self.min_eval_seeds,
         }
+
+
+def eval_seeds_for(name: str, protocol: str, seeds: list[int]) -> list[int]:
+    """The eval seeds a benchmark runs under a protocol: ``seeds``, extended with the next
+    integers up to the protocol's ``min_eval_seeds`` (a benchmark not declared here: ``seeds``)."""
+    b = BENCHMARKS.get(name)
+    need = 1 if b is None else (b.paper if protocol == "paper" else b.standard).min_eval_seeds
+    out = list(seeds)
+    nxt = max(out, default=-1) + 1
+    while len(out) < need:
+        out.append(nxt)
+        nxt += 1
+    return out
 
 
 @dataclass(frozen=True)
@@ -185,7 +203,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             split="train",
             question_fields=("problem", "question"),
             answer_fields=(("answer", "plain"), ("solution", "boxed")),
-            paper=Protocol(1.0, 0.7, 32, 20480, "boxed", "DAPO: avg@32, T=1.0, top_p=0.7"),
+            paper=Protocol(1.0, 0.7, 32, 20480, "boxed", "DAPO: avg@32, T=1.0, top_p=0.7", 10),
             standard=_std(16),
         ),
         Benchmark(
@@ -195,7 +213,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             split="test",
             question_fields=("problem", "question"),
             answer_fields=(("answer", "plain"), ("solution", "boxed")),
-            paper=Protocol(1.0, 0.7, 32, 20480, "boxed", "DAPO-style: avg@32, T=1.0, top_p=0.7"),
+            paper=Protocol(
+                1.0, 0.7, 32, 20480, "boxed", "DAPO-style: avg@32, T=1.0, top_p=0.7", 10
+            ),
             standard=_std(16),
         ),
         Benchmark(
@@ -207,7 +227,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             answer_fields=(("answer", "plain"),),
             paper=Protocol(
                 0.0, 1.0, 1, 3000, "boxed", "greedy (Dr. GRPO / Qwen2.5-Math evaluation)"
-            ),
+            ),  # greedy: one eval seed says all (no min_eval_seeds)
             standard=_std(16),
             notes="answers stored as floats (27.0 -> '27')",
         ),

@@ -342,3 +342,19 @@ def test_bad_completions_are_scored_in_a_run(tmp_path, monkeypatch):
     )
     assert res["grader"]["timeouts"] == 1 and res["grader"]["stats"]["timeout"] == 1
     assert res["metrics"]["avg@4"] == 0.0
+
+
+def test_small_sampled_benchmarks_get_ten_eval_seeds_under_the_paper_protocol():
+    """AIME under the paper protocol (avg@32 at T = 1) runs >= 10 eval seeds: eval.seeds
+    extended with the next integers; amc23's paper protocol is greedy (seed-free) and the
+    standard protocol keeps eval.seeds; an undeclared benchmark keeps them too."""
+    from evals.benchmarks import BENCHMARKS, eval_seeds_for
+
+    assert eval_seeds_for("aime24", "paper", [0, 1, 2]) == list(range(10))
+    assert eval_seeds_for("aime25", "paper", [3, 7]) == [3, 7, *range(8, 16)]
+    assert eval_seeds_for("aime24", "paper", list(range(12))) == list(range(12))
+    assert eval_seeds_for("aime24", "standard", [0, 1, 2]) == [0, 1, 2]
+    assert eval_seeds_for("amc23", "paper", [0]) == [0]
+    assert eval_seeds_for("not_declared", "paper", [5]) == [5]
+    assert BENCHMARKS["aime24"].paper.as_dict()["min_eval_seeds"] == 10
+    assert BENCHMARKS["aime24"].paper.temperature > 0  # sampled: seeds matter
