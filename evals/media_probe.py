@@ -18,12 +18,11 @@ the same per level / question type.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
-from evals.metrics import t_quantile
+from evals.metrics import paired_diff_ci
 
 
 def target_nll(model, rows: list[tuple]) -> list[float]:
@@ -43,14 +42,10 @@ def target_nll(model, rows: list[tuple]) -> list[float]:
 
 
 def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Mean of b - a with its 95% t CI (NaN CI for fewer than 2 pairs)."""
-    d = [y - x for x, y in zip(a, b)]
-    m = sum(d) / len(d)
-    if len(d) < 2:
-        return m, float("nan"), float("nan")
-    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1))
-    h = t_quantile(0.975, len(d) - 1) * sd / math.sqrt(len(d))
-    return m, m - h, m + h
+    """Mean of b - a over the problems with its 95% t CI (evals.metrics.paired_diff_ci; NaN
+    CI for fewer than 2 pairs)."""
+    m, lo, hi, _mde, _n = paired_diff_ci(dict(enumerate(b)), dict(enumerate(a)))
+    return m, lo, hi
 
 
 def probe(model, tok, cfg, problems: list) -> dict:

@@ -573,6 +573,7 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
     # per reproduction: the parts whose removal moves a quantity (its 95% CI excludes 0)
     moved: dict[str, list[str]] = {}
     n_seeds: dict[str, int] = {}
+    n_tests: dict[str, int] = {}  # comparisons with a CI, per reproduction
     for (repro, name), g in ab.groupby(["reproduction", "ablation"], sort=True):
         part = str(g.iloc[0]["part"])
         try:
@@ -588,7 +589,10 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
         moves = []
         for label, sub in ((metric or "main metric", main), ("A", a), ("B", b)):
             c = ci(sub)
-            if c is not None and not math.isnan(c[1]) and (c[1] > 0 or c[2] < 0):
+            if c is None or math.isnan(c[1]):
+                continue
+            n_tests[repro] = n_tests.get(repro, 0) + 1
+            if c[1] > 0 or c[2] < 0:
                 moves.append(f"{label} {'down' if c[0] < 0 else 'up'}")
         moved.setdefault(repro, [])
         if moves:
@@ -596,7 +600,6 @@ def _ablation_section(profile_dir: Path, df: pd.DataFrame) -> Section | None:
     if not rows:
         return None
     verdicts = []
-    n_tests = {r: 3 * sum(1 for x in rows if x[0] == r) for r in moved}  # 3 quantities a part
     for repro, found in moved.items():
         what = f"{metric or 'the main metric'}, the asymptote A or the efficiency B"
         if found:

@@ -27,7 +27,8 @@ processor lists, stopping-criteria lists, growing ``torch.cat`` caches):
   the distribution the trainer's policy pass computes (grpo_core.policy.sequence_logprobs).
 
 Text-only, full-attention decoders (Llama / Qwen2 style); the engine falls back to generate for
-media rows and refuses sliding-window layers.
+media rows and for models with sliding-window layers (refused only when sampler log-probs are
+asked of one).
 """
 
 from __future__ import annotations

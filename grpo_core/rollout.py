@@ -303,10 +303,10 @@ class HFStaticEngine(HFEngine):
             return super().generate(prompts, params, media=media)
         from grpo_core.decode import check_supported, decode, supported
 
-        if not supported(self.model) and not self.return_logprobs:
-            # sliding-window layers: generate (the default engine must run every model)
+        if not supported(self.model):  # sliding-window layers: generate (the default engine
+            if self.return_logprobs:  # runs every model), unless sampler log-probs are asked
+                check_supported(self.model)  # (raises, naming the layers)
             return super().generate(prompts, params, media=media)
-        check_supported(self.model)  # (sampler log-probs asked of an unsupported model)
         tok = self.tokenizer
         pad = tok.pad_token_id
         eos_ids = eos_token_ids(tok)
