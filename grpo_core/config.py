@@ -402,6 +402,12 @@ def check_components(cfg: Config, sources: dict[tuple, str]) -> None:
             f"'rollout.sampler_logprobs': an option of rollout.engine hf_static, not "
             f"{cfg.rollout.engine!r} (vllm always returns sampler log-probs, hf never)"
         )
+    if cfg.rollout.carry_kv and cfg.rollout.engine != "hf_static":
+        raise UserError(
+            f"{_source(sources, ('rollout', 'carry_kv'))}: key 'rollout.carry_kv': an option "
+            f"of rollout.engine hf_static (its decode loop keeps the K/V), not "
+            f"{cfg.rollout.engine!r}; set rollout.engine: hf_static or carry_kv: false"
+        )
     if cfg.rollout.max_staleness > 0:
         src = f"{_source(sources, ('rollout', 'max_staleness'))}: key 'rollout.max_staleness'"
         k = cfg.rollout.max_staleness

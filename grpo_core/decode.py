@@ -29,6 +29,18 @@ processor lists, stopping-criteria lists, growing ``torch.cat`` caches):
 Text-only, full-attention decoders (Llama / Qwen2 style); the engine falls back to generate for
 media rows and for models with sliding-window layers (refused only when sampler log-probs are
 asked of one).
+
+Carried caches across the turns of an episode (:class:`KVCarry`, ``rollout.carry_kv``, off by
+default): a multi-turn rollout re-sends each episode's whole trajectory every turn, so without
+a carry every turn prefills it again. With a carry, every row's K/V over its real tokens is kept
+when the row leaves the batch, and the next call prefills only the tokens after the longest
+common prefix with a kept row (the new observation and the last sampled token). The cached and
+the new columns sit in one pre-allocated cache, the cached ones right-aligned before column
+``C``, the new ones left-padded in the next ``S`` columns (padding between them, masked out by
+an explicit [B, 1, S, C + S] mask). Not bitwise equal to the uncarried path: the cached K/V come
+from matmuls of other shapes, so log-probs differ in the last bits (benchmarks/README.md,
+multiturn_prefill.py: |d log p| ~3e-6), and a sampled token differs when a uniform draw falls
+that close to a cumulative-probability boundary; the random draws are the same numbers.
 """
 
 from __future__ import annotations
@@ -90,6 +102,50 @@ class PreallocCache(Cache):
 
     def __init__(self, num_layers: int, max_len: int):
         super().__init__(layers=[PreallocLayer(max_len) for _ in range(num_layers)])
+
+
+class KVCarry:
+    """The K/V of rows that left :func:`decode`, for the next call of the same episodes (one
+    :func:`grpo_core.episodes.run_episodes` call: the weights do not change inside it). Each
+    entry is a row's real token ids (prompt + the sampled tokens that were forwarded) and per
+    layer its K and V over them [H, L, D]. :meth:`match` finds for each new row the entry with
+    the longest common token prefix; the entries of one call replace the previous call's."""
+
+    def __init__(self):
+        self.ids: list[torch.Tensor] = []  # per entry [L] token ids
+        self.kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # per entry, per layer
+        self._next_ids: list[torch.Tensor] = []
+        self._next_kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        self.hits = self.reused = self.prefilled = 0  # rows matched, tokens reused / prefilled
+
+    def add(self, ids: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self._next_ids.append(ids)
+        self._next_kv.append(kv)
+
+    def commit(self) -> None:
+        """The rows kept in this call become the entries for the next one."""
+        self.ids, self.kv = self._next_ids, self._next_kv
+        self._next_ids, self._next_kv = [], []
+
+    def match(self, rows: list[torch.Tensor]) -> tuple[list[int], list[int]]:
+        """(entry index or -1, tokens to reuse) per row: the longest common prefix with an entry,
+        at most the row's length - 1 (the last token is prefilled for its logits)."""
+        if not self.ids or not rows:
+            return [-1] * len(rows), [0] * len(rows)
+        width = min(max(len(r) for r in rows), max(len(e) for e in self.ids))
+        r = torch.full((len(rows), width), -1, dtype=torch.long)
+        e = torch.full((len(self.ids), width), -2, dtype=torch.long)
+        for i, x in enumerate(rows):
+            x = x[:width]
+            r[i, : len(x)] = x.cpu()
+        for j, x in enumerate(self.ids):
+            x = x[:width]
+            e[j, : len(x)] = x.cpu()
+        lcp = (r[:, None, :] == e[None, :, :]).long().cumprod(-1).sum(-1)  # [rows, entries]
+        best, idx = lcp.max(-1)
+        lengths = torch.tensor([len(x) for x in rows]) - 1
+        use = torch.minimum(best, lengths)
+        return [int(j) if u > 0 else -1 for j, u in zip(idx, use)], [int(u) for u in use]
 
 
 def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -160,6 +216,91 @@ def _decode_mask(amask: torch.Tensor, length: int, impl: str, dtype):
     return m.long()
 
 
+def _carried_prefill(model, cache, rows, entry, reuse, carry, pad_id, impl, dtype, dev):
+    """Fill ``cache`` with the reused K/V of each row (right-aligned before column C) and
+    prefill the rest of each row (left-padded in columns C..C+S). Returns (last logits [B, V],
+    attention mask [B, C + S] of real columns, next position [B, 1], C + S)."""
+    b = len(rows)
+    c_len = max(reuse)
+    s_lens = [len(x) - u for x, u in zip(rows, reuse)]
+    s_len = max(s_lens)
+    width = c_len + s_len
+    amask = torch.zeros((b, width), dtype=torch.bool, device=dev)
+    new_ids = torch.full((b, s_len), pad_id, dtype=torch.long, device=dev)
+    pos = torch.zeros((b, s_len), dtype=torch.long, device=dev)
+    for layer_i, layer in enumerate(cache.layers):
+        k0, v0 = next(carry.kv[j][layer_i] for j in entry if j >= 0)
+        h, dk, dv = k0.shape[0], k0.shape[-1], v0.shape[-1]
+        layer.dtype, layer.device = k0.dtype, dev
+        layer.keys = k0.new_zeros((b, h, layer.max_len, dk), device=dev)
+        layer.values = v0.new_zeros((b, h, layer.max_len, dv), device=dev)
+        layer.is_initialized = True
+        layer.length = c_len
+        for i, (j, u) in enumerate(zip(entry, reuse)):
+            if u > 0:
+                k, v = carry.kv[j][layer_i]
+                layer.keys[i, :, c_len - u : c_len] = k[:, :u]
+                layer.values[i, :, c_len - u : c_len] = v[:, :u]
+    for i, (x, u, n) in enumerate(zip(rows, reuse, s_lens)):
+        amask[i, c_len - u : c_len] = True
+        amask[i, width - n :] = True
+        new_ids[i, s_len - n :] = x[u:].to(dev)
+        pos[i, s_len - n :] = torch.arange(u, u + n, device=dev)
+    # query q (column c_len + q) sees the real columns up to its own; a padding query sees
+    # itself too (no row without a visible column: no NaN in its K/V at the next layer)
+    cols = torch.arange(width, device=dev)
+    causal = cols[None, :] <= (c_len + torch.arange(s_len, device=dev))[:, None]  # [S, W]
+    allowed = amask[:, None, :] & causal[None]
+    pad_q = ~amask[:, c_len:]  # [B, S]
+    diag = torch.zeros_like(allowed)
+    diag[:, torch.arange(s_len), c_len + torch.arange(s_len)] = True
+    allowed = allowed | (diag & pad_q[:, :, None])
+    if impl == "eager":
+        z = torch.zeros((), dtype=dtype, device=dev)
+        mask = torch.where(allowed, z, torch.finfo(dtype).min)[:, None]
+    else:
+        mask = allowed[:, None]
+    out = model(
+        input_ids=new_ids,
+        attention_mask=mask,
+        position_ids=pos,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    logits = out.logits[:, -1].float()
+    carry.hits += sum(1 for u in reuse if u > 0)
+    carry.reused += sum(reuse)
+    carry.prefilled += sum(s_lens)
+    next_pos = torch.tensor([len(x) for x in rows], dtype=torch.long, device=dev)[:, None]
+    return logits, amask, next_pos, width
+
+
+class _Rows:
+    """A view of some batch rows of a :class:`PreallocCache` (for :func:`_keep_rows`)."""
+
+    def __init__(self, cache, idx: torch.Tensor):
+        self.layers = [_RowsLayer(layer, idx) for layer in cache.layers]
+
+
+class _RowsLayer:
+    def __init__(self, layer, idx):
+        self.keys, self.values = layer.keys[idx], layer.values[idx]
+
+
+def _keep_rows(carry, cache, amask, width, ids, p_mask, rows, p_len, steps):
+    """Add the batch rows ``rows`` (chunk rows) to ``carry``: their real token ids (prompt +
+    the ``steps`` sampled tokens forwarded so far) and their K/V over the real columns."""
+    for b, r in enumerate(rows.tolist()):
+        cols = amask[b, :width].nonzero().squeeze(-1)
+        tok = torch.cat([ids[r, :p_len][p_mask[r].bool()], ids[r, p_len : p_len + steps]])
+        kv = [
+            (layer.keys[b, :, cols].clone(), layer.values[b, :, cols].clone())
+            for layer in cache.layers
+        ]
+        carry.add(tok.cpu(), kv)
+
+
 @torch.no_grad()
 def decode(
     model,
@@ -174,46 +315,69 @@ def decode(
     stop_criteria=None,  # transformers StopStringCriteria, or None
     compact: bool = True,
     dedupe: bool = True,
+    carry: KVCarry | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` per row; returns (raw ids [B, S], log-probs [B, S]) on the
     CPU, S = the number of steps run (generate's width: it stops when every row finished),
     ``pad_id`` / 0 after a row's EOS or stop string. Draws from torch's global generator
     (seeded by the caller) exactly as generate's multinomial sampling does. ``compact``: drop
     finished rows from the batch; ``dedupe``: prefill each distinct prompt once and copy its
-    cache rows to the rows that share it (the same numbers up to float rounding)."""
+    cache rows to the rows that share it (the same numbers up to float rounding). ``carry``
+    (:class:`KVCarry`): reuse the K/V of the previous call's rows for the longest common token
+    prefix of each row and keep this call's rows for the next (not bitwise equal: see the
+    module docstring); rows that match nothing are prefilled whole."""
     dev = p_ids.device
     b_all, p_len = p_ids.shape
     cfg = model.config.get_text_config(decoder=True)
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
     dtype = next(model.parameters()).dtype
     greedy = temperature == 0
-    total = p_len + max_new_tokens
-    cache = PreallocCache(cfg.num_hidden_layers, total)
-    pos = (p_mask.long().cumsum(-1) - 1).masked_fill(p_mask == 0, 0)
-    first = inv = None
-    if dedupe:  # a GRPO batch holds each prompt G times: prefill each distinct prompt once
-        uniq, inv = torch.unique(torch.cat([p_ids, p_mask.long()], 1), dim=0, return_inverse=True)
-        if uniq.shape[0] < b_all:  # first[u]: the first row holding distinct prompt u
-            first = torch.full((uniq.shape[0],), b_all, dtype=torch.long, device=dev)
-            first = first.scatter_reduce(0, inv, torch.arange(b_all, device=dev), "amin")
-    pre = slice(None) if first is None else first
-    out = model(
-        input_ids=p_ids[pre],
-        attention_mask=p_mask[pre],
-        position_ids=pos[pre],
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    logits = out.logits[:, -1].float()
-    del out
-    if first is not None:  # distinct prompts [U] -> the chunk's rows [B]
-        logits = logits.index_select(0, inv)
-        cache.batch_select_indices(inv)
+    entry, reuse = [-1] * b_all, [0] * b_all
+    if carry is not None:
+        real = [p_ids[i][p_mask[i].bool()] for i in range(b_all)]
+        entry, reuse = carry.match(real)
+    if any(u > 0 for u in reuse):  # carried K/V for some rows: prefill the rest of each row
+        width = max(reuse) + max(len(x) - u for x, u in zip(real, reuse))
+        total = width + max_new_tokens
+        cache = PreallocCache(cfg.num_hidden_layers, total)
+        logits, pmask, next_pos, width = _carried_prefill(
+            model, cache, real, entry, reuse, carry, pad_id, impl, dtype, dev
+        )
+        amask = torch.ones((b_all, total), dtype=torch.bool, device=dev)
+        amask[:, :width] = pmask
+    else:
+        width = p_len
+        total = p_len + max_new_tokens
+        cache = PreallocCache(cfg.num_hidden_layers, total)
+        pos = (p_mask.long().cumsum(-1) - 1).masked_fill(p_mask == 0, 0)
+        first = inv = None
+        if dedupe:  # a GRPO batch holds each prompt G times: prefill each distinct prompt once
+            uniq, inv = torch.unique(
+                torch.cat([p_ids, p_mask.long()], 1), dim=0, return_inverse=True
+            )
+            if uniq.shape[0] < b_all:  # first[u]: the first row holding distinct prompt u
+                first = torch.full((uniq.shape[0],), b_all, dtype=torch.long, device=dev)
+                first = first.scatter_reduce(0, inv, torch.arange(b_all, device=dev), "amin")
+        pre = slice(None) if first is None else first
+        out = model(
+            input_ids=p_ids[pre],
+            attention_mask=p_mask[pre],
+            position_ids=pos[pre],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = out.logits[:, -1].float()
+        del out
+        if first is not None:  # distinct prompts [U] -> the chunk's rows [B]
+            logits = logits.index_select(0, inv)
+            cache.batch_select_indices(inv)
+        if carry is not None:
+            carry.prefilled += int(p_mask.sum())
+        amask = torch.ones((b_all, total), dtype=torch.bool, device=dev)
+        amask[:, :p_len] = p_mask.bool()
+        next_pos = pos[:, -1:] + 1  # [b, 1]
     vocab = logits.shape[-1]
-    amask = torch.ones((b_all, total), dtype=torch.bool, device=dev)
-    amask[:, :p_len] = p_mask.bool()
-    next_pos = pos[:, -1:] + 1  # [b, 1]
     rows = torch.arange(b_all, device=dev)  # chunk row of each batch row
     alive = torch.ones(b_all, dtype=torch.bool, device=dev)  # (all True when compacting)
     eos_t = torch.tensor(sorted(eos_ids), dtype=torch.long, device=dev)
@@ -240,10 +404,16 @@ def decode(
             break
         if compact and not bool(alive.all()):
             keep = alive.nonzero().squeeze(-1)
+            if carry is not None:  # the leaving rows' K/V: prefill + the t tokens forwarded
+                gone = (~alive).nonzero().squeeze(-1)
+                _keep_rows(
+                    carry, _Rows(cache, gone), amask[gone], width + t, ids, p_mask,
+                    rows[gone], p_len, t,
+                )
             cache.batch_select_indices(keep)
             rows, tok, next_pos, amask = rows[keep], tok[keep], next_pos[keep], amask[keep]
             alive = alive[keep]
-        length = p_len + t + 1
+        length = width + t + 1
         out = model(
             input_ids=tok[:, None],
             attention_mask=_decode_mask(amask, length, impl, dtype),
@@ -254,4 +424,6 @@ def decode(
         logits = out.logits[:, -1].float()
         del out
         next_pos = next_pos + 1
+    if carry is not None:  # the rows still in the batch: their last sampled token not forwarded
+        _keep_rows(carry, cache, amask, width + steps - 1, ids, p_mask, rows, p_len, steps - 1)
     return ids[:, p_len : p_len + steps].cpu(), logps[:, :steps].cpu()

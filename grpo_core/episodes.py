@@ -777,7 +777,11 @@ def run_episodes(
     eos = eos_token_ids(tokenizer)
     pad = tokenizer.pad_token_id
     mkw = {} if media_inputs is None else {"media": list(media_inputs)}
-    ro = engine.generate(prompts, params, **mkw)
+    # rollout.carry_kv (the hf_static engine): each turn reuses the K/V of the episode's
+    # trajectory so far instead of prefilling it again (grpo_core.decode.KVCarry)
+    carry = engine.new_carry() if getattr(engine, "carry_kv", False) else None
+    ckw = {} if carry is None else {"carry": carry}
+    ro = engine.generate(prompts, params, **mkw, **ckw)
     if media_inputs is not None:
         media_inputs = list(media_inputs)  # later observations' media are appended per row
     # per episode: completion tokens, loss flags, turn ids, sampler log-probs
@@ -871,7 +875,7 @@ def run_episodes(
         )
         if media_inputs is not None:
             mkw = {"media": [media_inputs[i] for i in nxt]}
-        ro = engine.generate([prompts[i] + comp[i] for i in nxt], p, **mkw)
+        ro = engine.generate([prompts[i] + comp[i] for i in nxt], p, **mkw, **ckw)
         has_slp = has_slp and ro.sampler_logp is not None
         running = nxt
     if not multi:  # one turn everywhere: the engine's rollouts as they are

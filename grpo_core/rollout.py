@@ -291,11 +291,29 @@ class HFStaticEngine(HFEngine):
         super().__init__(model, tokenizer, cfg=cfg, model_path=model_path, batch_size=batch_size)
         self.return_logprobs = bool(cfg is not None and cfg.rollout.sampler_logprobs)
         self.compact = self.dedupe = True  # (tests and the benchmark switch them off to compare)
+        # rollout.carry_kv: multi-turn episodes carry their K/V between turns (new_carry)
+        self.carry_kv = bool(cfg is not None and getattr(cfg.rollout, "carry_kv", False))
+
+    def new_carry(self):
+        """A :class:`grpo_core.decode.KVCarry` for the turns of one set of episodes, or None
+        where the decode loop does not run this model (a VLM, sliding-window layers)."""
+        from grpo_core.decode import KVCarry, supported
+        from grpo_core.models import is_vlm
+
+        if is_vlm(self.model) or not supported(self.model):
+            return None
+        return KVCarry()
 
     @torch.no_grad()
     def generate(
-        self, prompts: list[list[int]], params: SamplingParams, media: list | None = None
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        media: list | None = None,
+        carry=None,
     ) -> Rollouts:
+        """``carry``: a :meth:`new_carry` of these episodes (their previous turn's K/V are
+        reused, this turn's kept); None: every prompt prefilled whole."""
         from grpo_core.models import is_vlm
 
         if (media is not None and any(m is not None for m in media)) or is_vlm(self.model):
@@ -335,6 +353,7 @@ class HFStaticEngine(HFEngine):
                     stop_criteria=stop_criteria,
                     compact=self.compact,
                     dedupe=self.dedupe,
+                    carry=carry,
                 )
                 c_ids, c_mask, reasons, texts = finish_completions(
                     raw, tok, eos_ids, params.stop, pad
@@ -345,6 +364,8 @@ class HFStaticEngine(HFEngine):
                 if media is not None:
                     ro.media = list(media[s : s + self.batch_size])
                 parts.append(ro)
+            if carry is not None:
+                carry.commit()
         finally:
             self.model.train(was_training)
         return parts[0] if len(parts) == 1 else Rollouts.concat(parts, pad)

@@ -156,6 +156,12 @@ class RolloutCfg(Strict):
     # Off by default: with them the trainer takes the separate-engine path (a no-grad policy pass
     # for old log-probs, mismatch metrics, is_correction weights), which changes a run's numbers
     sampler_logprobs: bool = False
+    # rollout.engine hf_static, multi-turn envs: carry each episode's K/V from turn to turn and
+    # prefill only what is new (the observation), instead of the whole trajectory every turn.
+    # Off by default: not bitwise equal (cached K/V differ in the last bits, so a sampled token
+    # can differ where a draw falls within ~1e-6 of a boundary); ~1/3 of the rollout time on
+    # tiny_agent (benchmarks/multiturn_prefill.py)
+    carry_kv: bool = False
     # asynchronous rollouts (grpo_core.async_rollout): a worker thread samples step s + k's
     # batch while step s trains; batch s comes from the policy of max(0, s - k) optimizer steps
     # and is corrected with is_correction's weights. 0: the synchronous loop
