@@ -115,12 +115,13 @@ def _verdict(claim: Claim, delta: float, ci_low: float, ci_high: float) -> tuple
 
 
 def load_claims(profile_dir: Path) -> dict[str, list[Claim]]:
-    """meta.claims per reproduction, from the first seed's resolved config.yaml that has one."""
+    """meta.claims per reproduction, from its seeds' resolved config.yaml files: the first seed's
+    claims, then any claim (benchmark, metric, direction) that only a later seed's config has.
+    ``meta`` is outside a run's identity (grpo_core.rundir), so a claim added to a
+    reproduction while some of its seeds had already run counts once any seed ran with it."""
     out: dict[str, list[Claim]] = {}
     for cfg_file in sorted(Path(profile_dir).glob("runs/*/seed*/config.yaml")):
         repro = cfg_file.parent.parent.name
-        if repro in out:
-            continue
         try:
             data = yaml.safe_load(cfg_file.read_text()) or {}
         except yaml.YAMLError as e:
@@ -138,8 +139,10 @@ def load_claims(profile_dir: Path) -> dict[str, list[Claim]]:
                     f"{cfg_file}: meta.claims[{i}] is not a valid claim ({what}); a claim has "
                     "text, benchmark, metric, direction (higher|lower|equal) and margin"
                 ) from None
-        if claims:
-            out[repro] = claims
+        have = {(c.benchmark, c.metric, c.direction) for c in out.get(repro, [])}
+        new = [c for c in claims if (c.benchmark, c.metric, c.direction) not in have]
+        if new:
+            out.setdefault(repro, []).extend(new)
     return out
 
 

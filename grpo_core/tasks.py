@@ -883,12 +883,35 @@ class TwxCoin(Task):
         """The first action of the game's shortest winning path (grpo_core.twx.
         coin_shortest_path: fixed, unlike the package's random-walk gold path); an episode's
         first turn. Multi-turn SFT would teach the whole path turn by turn."""
+        return self.shortest_path(problem)[0]
+
+    def shortest_path(self, problem: Problem) -> list[str]:
+        """The game's fixed shortest winning path (grpo_core.twx.coin_shortest_path), cached."""
         from grpo_core import twx
 
         cache = self.__dict__.setdefault("_shortest", {})
         if problem.id not in cache:
             cache[problem.id] = twx.coin_shortest_path(twx.spec_of(problem.meta))
-        return cache[problem.id][0]
+        return cache[problem.id]
+
+    # the horizon split of eval_metrics: games whose shortest win takes at least this many
+    # actions are "long" (on the default test games: 16 of 100 with 3-4 actions, 84 with 1-2)
+    LONG_HORIZON = 3
+
+    def eval_metrics(self, samples: list[dict], problems: list[Problem]) -> dict:
+        """Success by horizon (GiGPO's claim is about long horizons): success_short /
+        success_long over the episodes of games whose shortest winning path is under / at least
+        LONG_HORIZON actions, and success_loc<k> per number of locations k; each the share of
+        successful episodes (``correct``) of those games, absent when no game falls in it."""
+        by_id = {p.id: p for p in problems}
+        groups: dict[str, list[bool]] = {}
+        for s in samples:
+            p = by_id[s["prompt_id"]]
+            long = len(self.shortest_path(p)) >= self.LONG_HORIZON
+            horizon = "success_long" if long else "success_short"
+            for key in (horizon, f"success_loc{p.meta['locations']}"):
+                groups.setdefault(key, []).append(bool(s["correct"]))
+        return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
 
 
 @TASKS.register("tw_games", params=TwGamesTaskParams)

@@ -215,3 +215,21 @@ def test_readme_tables_come_from_the_csv_files(tmp_path):
     assert rows["grpo"].split(" | ")[4:6] == ["", ""]  # no delta against itself
     lines = mod.claims_lines(prof, ["better"]).splitlines()
     assert lines[0].startswith("- better (arith_mix avg@4): **supported**: better accuracy")
+
+
+def test_a_claim_added_after_some_seeds_ran_counts(tmp_path):
+    """meta is outside a run's identity: seed 0 ran with one claim, seed 1 with that one edited
+    (same benchmark, metric, direction: seed 0's text is kept) and a second one (added)."""
+    one = "{text: higher success, benchmark: twx_coin, metric: success_rate, direction: higher}"
+    edited = "{text: edited, benchmark: twx_coin, metric: success_rate, direction: higher}"
+    two = "{text: long horizons, benchmark: twx_coin, metric: success_long, direction: higher}"
+    for seed, claims in ((0, [one]), (1, [edited, two]), (2, [])):
+        d = tmp_path / "p" / "runs" / "gigpo" / f"seed{seed}"
+        d.mkdir(parents=True)
+        body = "".join(f"    - {c}\n" for c in claims)
+        (d / "config.yaml").write_text("meta:\n  claims:\n" + body if body else "meta: {}\n")
+    got = load_claims(tmp_path / "p")["gigpo"]
+    assert [(c.text, c.metric) for c in got] == [
+        ("higher success", "success_rate"),
+        ("long horizons", "success_long"),
+    ]

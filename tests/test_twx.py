@@ -309,3 +309,26 @@ def test_twx_trains_through_the_trainer(smoke_cfg, tmp_path):
     assert ro.loss_mask is not None
     assert int(ro.loss_mask.sum()) < int(ro.completion_mask.sum())
     assert torch.all(ro.turn_ids[ro.loss_mask.bool()] >= 0)
+
+
+def test_eval_metrics_split_success_by_horizon_and_locations():
+    # train seed 0 (3 locations) wins in 2 actions (test above): a short game; a problem whose
+    # fixed shortest path is given 3 actions counts as long
+    t = TwxCoin(6, 4, 5, {}, None, {})
+    short = _problem(0)
+    long_ = Problem("long-game", "q", "", meta={**short.meta, "locations": 5})
+    t._shortest = {long_.id: ["move east", "move north", "take coin"]}
+    samples = [
+        {"prompt_id": short.id, "correct": True},
+        {"prompt_id": short.id, "correct": False},
+        {"prompt_id": short.id, "correct": True},
+        {"prompt_id": long_.id, "correct": False},
+        {"prompt_id": long_.id, "correct": True},
+    ]
+    got = t.eval_metrics(samples, [short, long_])
+    assert got == {
+        "success_short": 2 / 3,
+        "success_long": 1 / 2,
+        "success_loc3": 2 / 3,
+        "success_loc5": 1 / 2,
+    }
