@@ -7,7 +7,7 @@ start (400 x 32, 2026-12-02) is the second kind: summed target NLL 49.49 with th
 49.50 with a shuffled one on 60 test problems, identical per token to 3 decimals. GRPO cannot
 raise accuracy above chance on such a start by reading the clip it ignores.
 
-    python -m evals.media_probe results/tiny_video/base/seed0/model [--profile tiny_video] [--n 60] [--split test]
+    python -m evals.media_probe results/tiny_video/base/seed0/model [--profile tiny_video] [--n 60] [--split test] [--level L1]
 
 Per problem: the prompt as the env shows it (video placeholder expanded by the processor, the
 chat template), the task's SFT target + EOS; NLL summed over the target's tokens. Printed:
@@ -78,12 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="tiny_video")
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--split", choices=["train", "test"], default="test")
+    ap.add_argument(
+        "--level",
+        help="only the problems of this meta level (video_mc: L1; L2 / L3 targets name unseen "
+        "colours, whose NLL swamps the L1 difference in the pooled mean)",
+    )
     a = ap.parse_args(argv)
     cfg = load_config("grpo", a.profile)
     tok = AutoTokenizer.from_pretrained(a.model_dir)
     model = AutoModelForImageTextToText.from_pretrained(a.model_dir).eval()
     task = make_task(cfg.task)
-    problems = (task.train() if a.split == "train" else task.test())[: a.n]
+    problems = task.train() if a.split == "train" else task.test()
+    if a.level:
+        problems = [p for p in problems if p.meta.get("level") == a.level]
+    problems = problems[: a.n]
     r = probe(model, tok, cfg, problems)
     m, lo, hi = paired(r["own"], r["shuffled"])
     n = len(r["own"])

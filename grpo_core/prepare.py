@@ -244,6 +244,18 @@ def referee_rows(cfg: Config, task, train: list, tok) -> list[tuple]:
     return rows
 
 
+def sft_param_groups(model, sft_cfg) -> list[dict]:
+    """AdamW parameter groups of the SFT warm start: the text model at ``sft.lr``, a VLM's
+    vision tower and merger (names containing ``visual``) at ``sft.lr * sft.vision_lr_mult``
+    (left out, so frozen, when the multiplier is 0)."""
+    vis = [p for n, p in model.named_parameters() if "visual" in n.split(".")]
+    rest = [p for n, p in model.named_parameters() if "visual" not in n.split(".")]
+    groups = [{"params": rest, "lr": sft_cfg.lr}]
+    if vis:
+        groups.append({"params": vis, "lr": sft_cfg.lr * sft_cfg.vision_lr_mult})
+    return groups
+
+
 def sft(model, tok, cfg: Config, log=print) -> None:
     """Supervised warm start: cross-entropy (optionally label-smoothed) on the gold answer (the
     task's sft_target) + EOS, prompt tokens masked out; AdamW with a linear decay to
@@ -270,7 +282,7 @@ def sft(model, tok, cfg: Config, log=print) -> None:
             rows.append((prompt, target, target))
         if cfg.sft.referee_frac > 0:  # URPO's referee format, taught beside the player's
             rows += referee_rows(cfg, task, train, tok)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(sft_param_groups(model, cfg.sft), weight_decay=0.0)
     rng = random.Random(cfg.run.seed)
     model.train()
     t0 = time.perf_counter()

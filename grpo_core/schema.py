@@ -279,6 +279,9 @@ class SFTCfg(Strict):
     batch_size: int = Field(64, ge=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # leaves the SFT policy less peaked
     max_seconds: float | None = Field(None, gt=0)
+    # a VLM's vision tower and merger (parameters under ``visual``) train at lr * this (0: they
+    # keep their initial weights) (grpo_core.prepare.sft_param_groups)
+    vision_lr_mult: float = Field(1.0, ge=0)
     # URPO's referee warm start: this share of the train problems adds one more SFT row, the
     # pairwise referee prompt (grpo_core.samplers.UrpoSampler.referee_prompt: the answer and a
     # distractor) with the answer as target (prepare.referee_rows); 0: none (single-turn only)

@@ -598,3 +598,41 @@ def test_media_probe_nll_and_paired_ci(vlm):
     )
     lp = VLMPolicy(model, tok, 1.0, 8).logprobs(ro, {"logp"})["logp"]
     assert r["own"][0] == pytest.approx(-float(lp.sum()), abs=1e-3)
+
+
+@pytest.mark.parametrize("mult", [1.0, 0.1, 0.0])
+def test_sft_trains_the_vision_tower_at_its_lr_multiplier(mult):
+    """One SFT step of `grpo prepare` on video_mc reaches the vision tower through the pixel
+    inputs (its weights move; they would not if the SFT forward dropped
+    pixel_values_videos), at lr * sft.vision_lr_mult: Adam's first step moves each weight by
+    about lr (sign of its gradient), so the tower's largest change is lr * mult (0: none)
+    while the text model's is lr."""
+    from grpo_core.config import load_config
+    from grpo_core.models import build_tiny_vl_model, build_tiny_vl_tokenizer
+    from grpo_core.prepare import sft
+
+    cfg = load_config(
+        "grpo",
+        "tiny_video",
+        ["task.n_train=4", "task.n_test=3", "sft.steps=1", "sft.batch_size=4",
+         "sft.lr=1e-3", f"sft.vision_lr_mult={mult}"],
+    )  # fmt: skip
+    tok = build_tiny_vl_tokenizer()
+    small = TinyModelCfg(
+        hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=2
+    )
+    model = build_tiny_vl_model(small, tok, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sft(model, tok, cfg, log=lambda *_: None)
+
+    def moved(pred):
+        return max(
+            float((p.detach() - before[n]).abs().max())
+            for n, p in model.named_parameters()
+            if pred(n)
+        )
+
+    vis = moved(lambda n: "visual" in n.split("."))
+    text = moved(lambda n: "visual" not in n.split("."))
+    assert vis == pytest.approx(1e-3 * mult, rel=0.01, abs=1e-9)
+    assert text == pytest.approx(1e-3, rel=0.01)
