@@ -1,3 +1,6 @@
+"""Pixel sensitivity of the tiny VLM's logits and the vision gradient / output statistics of
+one SFT step (norm of the tower's output, its clip-dependent share): run on a fresh model, or
+on a checkpoint given as the first argument."""
 import torch, random, sys
 from grpo_core.config import load_config
 from grpo_core.models import build_tiny_vl_model, build_tiny_vl_tokenizer
