@@ -1,3 +1,4 @@
+# ruff: noqa: E702  (one-off diagnostics, kept as they were run)
 """Where do the target positions attend (per layer: mass on <|user|>, on the video tokens, on
 the rest), and the norm of the hidden states at the video tokens vs text tokens."""
 

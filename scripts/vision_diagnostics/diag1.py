@@ -1,3 +1,4 @@
+# ruff: noqa: E702  (one-off diagnostics, kept as they were run)
 """Pixel sensitivity of the tiny VLM's logits and the vision gradient / output statistics of
 one SFT step (norm of the tower's output, its clip-dependent share): run on a fresh model, or
 on a checkpoint given as the first argument."""

@@ -1,3 +1,4 @@
+# ruff: noqa: E702  (one-off diagnostics, kept as they were run)
 """Linear probes on the vision tower's output (8 merged tokens x 128, flattened) of video_mc
 train clips: can the tokens carry count / the answer-relevant attribute?"""
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E702  (one-off diagnostics, kept as they were run)
 """Per question type: NLL of the claim's content tokens and of the answer letter, own clip vs
 another problem's clip (what the SFT start reads and what it guesses)."""
 
