@@ -204,28 +204,38 @@ def check_supported(model) -> None:
         )
 
 
+def _mask_4d(allowed: torch.Tensor, impl: str, dtype):
+    """A [b, 1, q, L] attention mask from ``allowed`` [b, q, L] (True = attend): bool for sdpa,
+    additive for eager."""
+    if impl == "eager":
+        z = torch.zeros((), dtype=dtype, device=allowed.device)
+        return torch.where(allowed, z, torch.finfo(dtype).min)[:, None]
+    return allowed[:, None]
+
+
 def _decode_mask(amask: torch.Tensor, length: int, impl: str, dtype):
     """The attention mask of a one-token step over ``length`` cache columns: [b, 1, 1, L]
     (sdpa: bool, True = attend; eager: additive) or the 2D mask for other implementations."""
     m = amask[:, :length]
-    if impl == "sdpa":
-        return m[:, None, None, :]
-    if impl == "eager":
-        z = torch.zeros((), dtype=dtype, device=m.device)
-        return torch.where(m, z, torch.finfo(dtype).min)[:, None, None, :]
+    if impl in ("sdpa", "eager"):
+        return _mask_4d(m[:, None, :], impl, dtype)
     return m.long()
 
 
-def _carried_prefill(model, cache, rows, entry, reuse, carry, pad_id, impl, dtype, dev):
-    """Fill ``cache`` with the reused K/V of each row (right-aligned before column C) and
-    prefill the rest of each row (left-padded in columns C..C+S). Returns (last logits [B, V],
-    attention mask [B, C + S] of real columns, next position [B, 1], C + S)."""
+def _carried_prefill(model, rows, entry, reuse, carry, max_new_tokens, pad_id, impl, dtype, dev):
+    """A cache for C + S + max_new_tokens columns holding the reused K/V of each row
+    (right-aligned before column C), then the rest of each row prefilled (left-padded in
+    columns C..C+S). Returns (cache, last logits [B, V], attention mask [B, total]: the real
+    columns and every generated one, next position [B, 1], C + S)."""
     b = len(rows)
     c_len = max(reuse)
     s_lens = [len(x) - u for x, u in zip(rows, reuse)]
     s_len = max(s_lens)
     width = c_len + s_len
-    amask = torch.zeros((b, width), dtype=torch.bool, device=dev)
+    cfg = model.config.get_text_config(decoder=True)
+    cache = PreallocCache(cfg.num_hidden_layers, width + max_new_tokens)
+    amask = torch.ones((b, width + max_new_tokens), dtype=torch.bool, device=dev)
+    amask[:, :width] = False
     new_ids = torch.full((b, s_len), pad_id, dtype=torch.long, device=dev)
     pos = torch.zeros((b, s_len), dtype=torch.long, device=dev)
     for layer_i, layer in enumerate(cache.layers):
@@ -250,19 +260,14 @@ def _carried_prefill(model, cache, rows, entry, reuse, carry, pad_id, impl, dtyp
     # itself too (no row without a visible column: no NaN in its K/V at the next layer)
     cols = torch.arange(width, device=dev)
     causal = cols[None, :] <= (c_len + torch.arange(s_len, device=dev))[:, None]  # [S, W]
-    allowed = amask[:, None, :] & causal[None]
-    pad_q = ~amask[:, c_len:]  # [B, S]
+    allowed = amask[:, None, :width] & causal[None]
+    pad_q = ~amask[:, c_len:width]  # [B, S]
     diag = torch.zeros_like(allowed)
     diag[:, torch.arange(s_len), c_len + torch.arange(s_len)] = True
     allowed = allowed | (diag & pad_q[:, :, None])
-    if impl == "eager":
-        z = torch.zeros((), dtype=dtype, device=dev)
-        mask = torch.where(allowed, z, torch.finfo(dtype).min)[:, None]
-    else:
-        mask = allowed[:, None]
     out = model(
         input_ids=new_ids,
-        attention_mask=mask,
+        attention_mask=_mask_4d(allowed, impl, dtype),
         position_ids=pos,
         past_key_values=cache,
         use_cache=True,
@@ -273,25 +278,15 @@ def _carried_prefill(model, cache, rows, entry, reuse, carry, pad_id, impl, dtyp
     carry.reused += sum(reuse)
     carry.prefilled += sum(s_lens)
     next_pos = torch.tensor([len(x) for x in rows], dtype=torch.long, device=dev)[:, None]
-    return logits, amask, next_pos, width
+    return cache, logits, amask, next_pos, width
 
 
-class _Rows:
-    """A view of some batch rows of a :class:`PreallocCache` (for :func:`_keep_rows`)."""
-
-    def __init__(self, cache, idx: torch.Tensor):
-        self.layers = [_RowsLayer(layer, idx) for layer in cache.layers]
-
-
-class _RowsLayer:
-    def __init__(self, layer, idx):
-        self.keys, self.values = layer.keys[idx], layer.values[idx]
-
-
-def _keep_rows(carry, cache, amask, width, ids, p_mask, rows, p_len, steps):
-    """Add the batch rows ``rows`` (chunk rows) to ``carry``: their real token ids (prompt +
-    the ``steps`` sampled tokens forwarded so far) and their K/V over the real columns."""
-    for b, r in enumerate(rows.tolist()):
+def _keep_rows(carry, cache, batch_idx, amask, width, ids, p_mask, rows, p_len, steps):
+    """Add the cache's batch rows ``batch_idx`` to ``carry``: their real token ids (prompt +
+    the ``steps`` sampled tokens forwarded so far; ``rows``: each batch row's chunk row) and
+    their K/V over the real columns of the first ``width``."""
+    for b in batch_idx.tolist():
+        r = int(rows[b])
         cols = amask[b, :width].nonzero().squeeze(-1)
         tok = torch.cat([ids[r, :p_len][p_mask[r].bool()], ids[r, p_len : p_len + steps]])
         kv = [
@@ -337,14 +332,9 @@ def decode(
         real = [p_ids[i][p_mask[i].bool()] for i in range(b_all)]
         entry, reuse = carry.match(real)
     if any(u > 0 for u in reuse):  # carried K/V for some rows: prefill the rest of each row
-        width = max(reuse) + max(len(x) - u for x, u in zip(real, reuse))
-        total = width + max_new_tokens
-        cache = PreallocCache(cfg.num_hidden_layers, total)
-        logits, pmask, next_pos, width = _carried_prefill(
-            model, cache, real, entry, reuse, carry, pad_id, impl, dtype, dev
+        cache, logits, amask, next_pos, width = _carried_prefill(
+            model, real, entry, reuse, carry, max_new_tokens, pad_id, impl, dtype, dev
         )
-        amask = torch.ones((b_all, total), dtype=torch.bool, device=dev)
-        amask[:, :width] = pmask
     else:
         width = p_len
         total = p_len + max_new_tokens
@@ -381,7 +371,8 @@ def decode(
     rows = torch.arange(b_all, device=dev)  # chunk row of each batch row
     alive = torch.ones(b_all, dtype=torch.bool, device=dev)  # (all True when compacting)
     eos_t = torch.tensor(sorted(eos_ids), dtype=torch.long, device=dev)
-    ids = torch.full((b_all, total), pad_id, dtype=torch.long, device=dev)  # prompt + sampled
+    # prompt + sampled (left-padded prompt columns, whatever layout the cache has)
+    ids = torch.full((b_all, p_len + max_new_tokens), pad_id, dtype=torch.long, device=dev)
     ids[:, :p_len] = p_ids
     logps = torch.zeros((b_all, max_new_tokens), dtype=torch.float32, device=dev)
     steps = 0
@@ -406,10 +397,7 @@ def decode(
             keep = alive.nonzero().squeeze(-1)
             if carry is not None:  # the leaving rows' K/V: prefill + the t tokens forwarded
                 gone = (~alive).nonzero().squeeze(-1)
-                _keep_rows(
-                    carry, _Rows(cache, gone), amask[gone], width + t, ids, p_mask,
-                    rows[gone], p_len, t,
-                )
+                _keep_rows(carry, cache, gone, amask, width + t, ids, p_mask, rows, p_len, t)
             cache.batch_select_indices(keep)
             rows, tok, next_pos, amask = rows[keep], tok[keep], next_pos[keep], amask[keep]
             alive = alive[keep]
@@ -425,5 +413,8 @@ def decode(
         del out
         next_pos = next_pos + 1
     if carry is not None:  # the rows still in the batch: their last sampled token not forwarded
-        _keep_rows(carry, cache, amask, width + steps - 1, ids, p_mask, rows, p_len, steps - 1)
+        every = torch.arange(rows.shape[0], device=dev)
+        _keep_rows(
+            carry, cache, every, amask, width + steps - 1, ids, p_mask, rows, p_len, steps - 1
+        )
     return ids[:, p_len : p_len + steps].cpu(), logps[:, :steps].cpu()
