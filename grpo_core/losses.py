@@ -183,6 +183,12 @@ def aggregate(
     raise ValueError(f"unknown loss aggregation {mode!r}")
 
 
+# the policy losses that need every group whole in one micro-batch (they call _whole_groups;
+# train.micro_batches: by_length keeps their groups together; tests/test_micro_batches.py
+# keeps this set in step with the code)
+WHOLE_GROUP_LOSSES = frozenset({"disco", "reg_grpo", "grao", "p3o", "sft_easy"})
+
+
 def _whole_groups(ctx: LossContext | None, b: int, name: str) -> list[torch.Tensor]:
     """Row indices of each group in this micro-batch; every group must be complete (group-level
     losses are not additive over rows)."""

@@ -17,6 +17,8 @@ grpo_core.vision) and whose positions are its own 3-D rotary ids.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from grpo_core.losses import entropy_from_logits
@@ -140,6 +142,58 @@ def grouped_sequence_logprobs(
     return logp, ent
 
 
+def trimmed(seq_logprobs):
+    """``seq_logprobs`` (:func:`sequence_logprobs` or :func:`grouped_sequence_logprobs`) run on
+    the rows' columns that hold a token in at least one row (train.micro_batches: by_length):
+    the leading prompt columns and the trailing completion columns that are padding in every
+    row are dropped, and the outputs are padded back to the completion width C. The dropped
+    positions are padding (mask 0) in every row; they get log-prob 0 and entropy 0 (a
+    log-distribution there is the uniform one), so a ratio of two such passes is 1 there.
+    Kept positions see the same keys and position ids as in the untrimmed pass."""
+
+    def run(
+        model,
+        prompt_ids,
+        prompt_mask,
+        completion_ids,
+        completion_mask,
+        temperature=1.0,
+        with_entropy=False,
+    ):
+        c = completion_ids.shape[1]
+        p_any, c_any = prompt_mask.any(0), completion_mask.any(0)
+        lead = int(p_any.long().argmax()) if bool(p_any.any()) else prompt_mask.shape[1]
+        width = int(torch.nonzero(c_any).max()) + 1 if bool(c_any.any()) else 1
+        if lead == prompt_mask.shape[1]:  # no prompt token in any row: keep one column
+            lead -= 1
+        logp, extra = seq_logprobs(
+            model,
+            prompt_ids[:, lead:],
+            prompt_mask[:, lead:],
+            completion_ids[:, :width],
+            completion_mask[:, :width],
+            temperature,
+            with_entropy=with_entropy,
+        )
+        if width == c:
+            return logp, extra
+        logp = torch.nn.functional.pad(logp, (0, c - width))
+        if extra is not None and with_entropy == "dist":
+            v = extra.shape[-1]
+            fill = torch.full(
+                (*extra.shape[:1], c - width, v),
+                -math.log(v),
+                dtype=extra.dtype,
+                device=extra.device,
+            )
+            extra = torch.cat([extra, fill], dim=1)
+        elif extra is not None:
+            extra = torch.nn.functional.pad(extra, (0, c - width))
+        return logp, extra
+
+    return run
+
+
 class CausalLMPolicy:
     """A causal LM policy: the per-token log-probs of sampled completions at the sampling
     temperature (:func:`sequence_logprobs`), in micro-batches of ``micro_batch_size`` rows
@@ -154,11 +208,14 @@ class CausalLMPolicy:
         temperature: float,
         micro_batch_size: int,
         prefix_grouper: bool = False,
+        trim: bool = False,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.temperature, self.micro_batch_size = temperature, micro_batch_size
         # train.prefix_grouper: each shared prompt encoded once (grouped_sequence_logprobs)
         self.seq_logprobs = grouped_sequence_logprobs if prefix_grouper else sequence_logprobs
+        if trim:  # train.micro_batches: by_length (columns that are padding in all rows dropped)
+            self.seq_logprobs = trimmed(self.seq_logprobs)
 
     def forward_logprobs(
         self, prompt_ids, prompt_mask, completion_ids, completion_mask, with_entropy=False

@@ -267,6 +267,12 @@ class TrainCfg(Strict):
     # encode each group's shared prompt once, its completions attend to its KV cache
     # (grpo_core.policy.grouped_sequence_logprobs): policy, old and reference passes
     prefix_grouper: bool = False
+    # by_length: each minibatch's rows go into micro-batches longest first, and every log-prob
+    # pass (gradient, old, reference) drops the columns that are padding in all of its rows
+    # (grpo_core.policy.trimmed); a loss that needs whole groups gets whole groups, the
+    # longest first; the same sums, not bitwise (sdpa rounds differently at
+    # another width: ~5e-7). For multi-turn rows of very different lengths. in_order: as given
+    micro_batches: Literal["in_order", "by_length"] = "in_order"
     # false: no weight update (Training-Free GRPO): each step samples, scores and shows the
     # sampler its groups (sampler.update), then skips advantages, the loss and the optimizer
     optimize: bool = True

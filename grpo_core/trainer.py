@@ -42,6 +42,7 @@ from grpo_core.losses import (
     REGULARISERS,
     TOKEN_ADVANTAGE_LOSSES,
     TOKEN_WEIGHTS,
+    WHOLE_GROUP_LOSSES,
     LossContext,
     aggregate,
     kl_estimate,
@@ -394,6 +395,7 @@ class Trainer:
                 cfg.rollout.temperature,
                 cfg.train.micro_batch_size,
                 prefix_grouper=cfg.train.prefix_grouper,
+                trim=cfg.train.micro_batches == "by_length",
             )
         else:  # a VLM: media inputs next to the token ids (grpo_core.vision)
             if cfg.train.prefix_grouper:
@@ -1745,6 +1747,10 @@ class Trainer:
                     for _ in range(dist.all_max(n_iter) - n_iter):
                         self._empty_pass(ro, backward=True)
                 mb_stats = self._minibatch_stats(batch, mb, first=n_opt == 0)
+                if cfg.train.micro_batches == "by_length" and len(mb) > micro:
+                    whole = cfg.loss.name in WHOLE_GROUP_LOSSES  # groups kept together
+                    gid = row_groups(batch.group_sizes or [n])[0] if whole else None
+                    mb = self._longest_first(ro, mb, gid)
                 for u in range(0, len(mb), micro):
                     ix = mb[u : u + micro]
                     loss, st = self.micro_loss(batch, ix, n_seqs, n_tokens, norm_c, mb_stats)
@@ -1771,6 +1777,25 @@ class Trainer:
         out = {"loss": sums["loss"] / n_opt, "grad_norm": sums["grad_norm"] / n_opt}
         out.update({k: sums[k] / max(tok_total, 1) for k in tok_keys})  # token-weighted means
         return out
+
+    @staticmethod
+    def _longest_first(ro: Rollouts, mb: torch.Tensor, groups: torch.Tensor | None = None):
+        """Rows ``mb`` ordered by their token count, longest first (ties in batch order), so
+        that each micro-batch holds rows of similar length (train.micro_batches: by_length).
+        With ``groups`` (each row's group id; a loss that needs whole groups) the groups are
+        ordered by their longest row and each keeps its rows together, in batch order. The
+        loss shares sum to the same minibatch loss in any order."""
+        n_tok = ro.prompt_mask[mb].sum(-1) + ro.completion_mask[mb].sum(-1)
+        if groups is None:
+            return mb[torch.argsort(-n_tok, stable=True)]
+        g = groups[mb]
+        longest = torch.zeros(int(g.max()) + 1, dtype=n_tok.dtype).scatter_reduce(
+            0, g, n_tok, "amax"
+        )
+        first = torch.argsort(-longest, stable=True)  # groups, longest first
+        rank = torch.empty_like(first)
+        rank[first] = torch.arange(len(first))
+        return mb[torch.argsort(rank[g], stable=True)]
 
     def _minibatch_stats(self, batch: Batch, mb: torch.Tensor, first: bool) -> dict | None:
         """Minibatch-global statistics for a policy loss that declares ``minibatch_stats``
