@@ -214,7 +214,10 @@ class CausalLMPolicy:
         self.temperature, self.micro_batch_size = temperature, micro_batch_size
         # train.prefix_grouper: each shared prompt encoded once (grouped_sequence_logprobs)
         self.seq_logprobs = grouped_sequence_logprobs if prefix_grouper else sequence_logprobs
-        if trim:  # train.micro_batches: by_length (columns that are padding in all rows dropped)
+        # train.micro_batches: by_length: columns that are padding in all rows dropped, and the
+        # no-grad passes take their micro-batches longest first
+        self.trim = trim
+        if trim:
             self.seq_logprobs = trimmed(self.seq_logprobs)
 
     def forward_logprobs(
@@ -244,19 +247,41 @@ class CausalLMPolicy:
             raise ValueError("ask for entropy and dist in separate calls")
         m = self.model if model is None else model
         mb = len(ro) if grad else self.micro_batch_size
+        order = None  # by_length: rows longest first, put back in batch order at the end
+        if self.trim and len(ro) > mb:
+            n_tok = ro.prompt_mask.sum(-1) + ro.completion_mask.sum(-1)
+            order = torch.argsort(-n_tok, stable=True)
         lps, exs = [], []
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
             for s in range(0, len(ro), mb):
-                lp, ex = self._slice_logprobs(m, ro, s, s + mb, extra)
+                if order is None:
+                    lp, ex = self._slice_logprobs(m, ro, s, s + mb, extra)
+                else:
+                    ix = order[s : s + mb]
+                    lp, ex = self.seq_logprobs(
+                        m,
+                        ro.prompt_ids[ix],
+                        ro.prompt_mask[ix],
+                        ro.completion_ids[ix],
+                        ro.completion_mask[ix],
+                        self.temperature,
+                        with_entropy=extra,
+                    )
                 lps.append(lp)
                 exs.append(ex)
+
+        def joined(parts):
+            x = torch.cat(parts) if grad else torch.cat(parts).cpu()
+            if order is not None:
+                x = torch.empty_like(x).index_copy_(0, order.to(x.device), x)
+            return x
+
         out = {}
         if "logp" in need:
-            out["logp"] = torch.cat(lps) if grad else torch.cat(lps).cpu()
+            out["logp"] = joined(lps)
         if extra:
-            key = "dist" if extra == "dist" else "entropy"
-            out[key] = torch.cat(exs) if grad else torch.cat(exs).cpu()
+            out["dist" if extra == "dist" else "entropy"] = joined(exs)
         return out
 
     def _slice_logprobs(self, m, ro, s: int, e: int, extra):

@@ -222,3 +222,29 @@ def test_a_whole_group_loss_trains_with_by_length(smoke_cfg, tmp_path):
     assert len(tr.collect(0)[0].rollouts) > g  # more than one micro-batch: the order is used
     stats = Trainer(cfg, tmp_path / "run2").train_step(0)
     assert math.isfinite(stats["loss"])
+
+
+@pytest.mark.parametrize("need", [("logp",), ("logp", "entropy")])
+def test_the_no_grad_passes_by_length_come_back_in_batch_order(need):
+    m = _model("sdpa")
+    pi, pm, ci, cm = _rows()
+    ro = Rollouts(
+        prompt_ids=pi,
+        prompt_mask=pm,
+        completion_ids=ci,
+        completion_mask=cm,
+        finish_reasons=["stop"] * 4,
+        texts=[""] * 4,
+    )
+    plain = policy.CausalLMPolicy(m, None, 1.0, micro_batch_size=2)
+    by_len = policy.CausalLMPolicy(m, None, 1.0, micro_batch_size=2, trim=True)
+    seen = []
+    inner = by_len.seq_logprobs
+    by_len.seq_logprobs = lambda m_, a, b, c, d, *r, **k: (
+        seen.append(int(d.sum(1).max())) or inner(m_, a, b, c, d, *r, **k)
+    )
+    a, b = plain.logprobs(ro, need), by_len.logprobs(ro, need)
+    keep = cm.bool()
+    for k in a:
+        assert torch.allclose(a[k][keep], b[k][keep], atol=1e-5, rtol=0)
+    assert seen == [6, 4]  # rows 1 and 3 (6 and 5 completion tokens) first, then 2 and 0
