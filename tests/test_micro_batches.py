@@ -11,27 +11,18 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from grpo_core import losses, policy
 from grpo_core.rollout import Rollouts
+from tests.test_prefix_grouper import tiny_llama
 
 PLAIN = policy.sequence_logprobs
 
 
 def _model(attn: str):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=40,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    cfg._attn_implementation = attn
-    return LlamaForCausalLM(cfg).eval()
+    m = tiny_llama()
+    m.set_attn_implementation(attn)
+    return m.eval()
 
 
 def _rows():
