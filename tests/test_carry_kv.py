@@ -15,6 +15,7 @@ from grpo_core.decode import KVCarry
 from grpo_core.errors import UserError
 from grpo_core.rollout import HFStaticEngine, SamplingParams
 from tests.test_decode_loop import _rig_eos, _tiny
+from tests.test_episodes import guess_number
 
 PROMPTS = ["1+2=", "hello world, 33", "x", "12345678+9=", "ab", "7*8=?"]
 
@@ -62,7 +63,9 @@ def test_carried_turns_match_the_whole_prefill(rigged, temperature):
     eng.return_logprobs = True
     carry = eng.new_carry()
     assert isinstance(carry, KVCarry)
-    ro = eng.generate(prompts, SamplingParams(temperature=temperature, max_new_tokens=8), carry=carry)
+    ro = eng.generate(
+        prompts, SamplingParams(temperature=temperature, max_new_tokens=8), carry=carry
+    )
     rows = prompts
     for turn in range(3):
         nxt = []
@@ -111,7 +114,12 @@ def test_episodes_with_a_carry_equal_episodes_without(rigged):
         orig = eng.new_carry
         eng.new_carry = lambda: made.append(orig()) or made[-1]
         ro, ep = run_episodes(
-            envs, problems, [0] * 6, prompts, eng, tok,
+            envs,
+            problems,
+            [0] * 6,
+            prompts,
+            eng,
+            tok,
             # sampled, stopped at a digit (a guess): the random model plays several turns
             SamplingParams(temperature=1.0, max_new_tokens=16, stop=list("0123456789"), seed=5),
             max_turns=4,
@@ -132,20 +140,7 @@ def test_the_trainer_runs_a_multi_turn_env_with_carry_kv(smoke_cfg, tmp_path):
 
     from grpo_core.trainer import Trainer
 
-    cfg = smoke_cfg(
-        "grpo",
-        [
-            "task.name=guess_number",
-            "task.template=plain",
-            "task.params={lo: 1, hi: 3}",
-            "env.name=guess_number",
-            "env.max_turns=3",
-            "rewards=[{name: env}]",
-            "train.steps=2",
-            "rollout.max_new_tokens=4",
-            "rollout.carry_kv=true",
-        ],
-    )
+    cfg = smoke_cfg("grpo", [*guess_number(), "train.steps=2", "rollout.carry_kv=true"])
     tr = Trainer(cfg, tmp_path / "run")
     assert tr.engine.carry_kv
     carries = []

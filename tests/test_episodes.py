@@ -187,22 +187,24 @@ def test_later_turn_logprobs_see_the_whole_conversation(tok):
     assert torch.allclose(lp[1, 11:13], lp1[0], atol=1e-5)
 
 
+def guess_number(hi: int = 3, max_turns: int = 3) -> list[str]:
+    """Overrides that put a smoke config on the guess_number env (numbers 1..hi, up to
+    max_turns guesses, the env's reward only), 4 new tokens a turn."""
+    return [
+        "task.name=guess_number",
+        "task.template=plain",
+        f"task.params={{lo: 1, hi: {hi}}}",
+        "env.name=guess_number",
+        f"env.max_turns={max_turns}",
+        "rewards=[{name: env}]",
+        "rollout.max_new_tokens=4",
+    ]
+
+
 def test_a_multi_turn_env_trains_through_the_trainer(smoke_cfg, tmp_path):
     from grpo_core.trainer import Trainer
 
-    cfg = smoke_cfg(
-        "grpo",
-        [
-            "task.name=guess_number",
-            "task.template=plain",
-            "task.params={lo: 1, hi: 3}",
-            "env.name=guess_number",
-            "env.max_turns=3",
-            "rewards=[{name: env}]",
-            "train.steps=2",
-            "rollout.max_new_tokens=4",
-        ],
-    )
+    cfg = smoke_cfg("grpo", [*guess_number(), "train.steps=2"])
     tr = Trainer(cfg, tmp_path / "run")
     seen = {}
     orig = tr.episodes

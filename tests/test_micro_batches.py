@@ -14,6 +14,7 @@ import torch
 
 from grpo_core import losses, policy
 from grpo_core.rollout import Rollouts
+from tests.test_episodes import guess_number
 from tests.test_prefix_grouper import tiny_llama
 
 PLAIN = policy.sequence_logprobs
@@ -130,18 +131,12 @@ def _train_one_step(smoke_cfg, tmp_path, monkeypatch, order):
     cfg = smoke_cfg(
         "grpo",
         [
-            "task.name=guess_number",
-            "task.template=plain",
-            "task.params={lo: 1, hi: 6}",
-            "env.name=guess_number",
-            "env.max_turns=4",
-            "rewards=[{name: env}]",
+            *guess_number(hi=6, max_turns=4),
             "train.steps=1",
             "train.optimizer=sgd",
             "train.lr=0.05",
             "train.micro_batch_size=3",
             f"train.micro_batches={order}",
-            "rollout.max_new_tokens=4",
         ],
     )
     tr = Trainer(cfg, tmp_path / order)
