@@ -293,7 +293,9 @@ def test_bad_model_outputs_grade_with_their_reason(math_task, text, gold, score,
     t0 = time.perf_counter()
     (g,) = math_task.grade_texts([text], [p])
     assert (g.score, g.reason) == (score, reason)
-    assert time.perf_counter() - t0 < 5.0
+    # a guard against a hang, not a speed target (it failed at 5 s on a 2-core machine running
+    # two training jobs beside the suite)
+    assert time.perf_counter() - t0 < 60.0
     if isinstance(text, str):  # the training reward is the same grade
         ctx = GroupContext([text], [p], ["stop"], [1], [1], 16, task=math_task)
         assert correctness_reward(ctx).tolist() == [score]
