@@ -65,7 +65,8 @@ def main() -> None:
             tr.model.load_state_dict(model0)
             tr.opt.load_state_dict(opt0)
             tr.cfg.train.micro_batches = order
-            tr.policy.seq_logprobs = trimmed(plain) if order == "by_length" else plain
+            tr.policy.trim = order == "by_length"
+            tr.policy.seq_logprobs = trimmed(plain) if tr.policy.trim else plain
             t0 = time.perf_counter()
             logs = tr.optimize(batch)
             wall = time.perf_counter() - t0

@@ -142,6 +142,21 @@ def grouped_sequence_logprobs(
     return logp, ent
 
 
+def longest_first(ro, rows: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ``rows`` of ``ro`` ordered by their token count, longest first (ties in batch
+    order), so that each micro-batch holds rows of similar length (train.micro_batches:
+    by_length). With ``groups`` (each row's group id; a loss that needs whole groups) the
+    groups are ordered by their longest row and each keeps its rows together, in batch order."""
+    n_tok = ro.prompt_mask[rows].sum(-1) + ro.completion_mask[rows].sum(-1)
+    if groups is None:
+        return rows[torch.argsort(-n_tok, stable=True)]
+    g = groups[rows]
+    longest = torch.zeros(int(g.max()) + 1, dtype=n_tok.dtype).scatter_reduce(0, g, n_tok, "amax")
+    rank = torch.empty_like(longest, dtype=torch.long)
+    rank[torch.argsort(-longest, stable=True)] = torch.arange(len(longest))
+    return rows[torch.argsort(rank[g], stable=True)]
+
+
 def trimmed(seq_logprobs):
     """``seq_logprobs`` (:func:`sequence_logprobs` or :func:`grouped_sequence_logprobs`) run on
     the rows' columns that hold a token in at least one row (train.micro_batches: by_length):
@@ -162,10 +177,8 @@ def trimmed(seq_logprobs):
     ):
         c = completion_ids.shape[1]
         p_any, c_any = prompt_mask.any(0), completion_mask.any(0)
-        lead = int(p_any.long().argmax()) if bool(p_any.any()) else prompt_mask.shape[1]
+        lead = int(p_any.long().argmax())  # (no prompt token in any row: 0, nothing dropped)
         width = int(torch.nonzero(c_any).max()) + 1 if bool(c_any.any()) else 1
-        if lead == prompt_mask.shape[1]:  # no prompt token in any row: keep one column
-            lead -= 1
         logp, extra = seq_logprobs(
             model,
             prompt_ids[:, lead:],
@@ -249,8 +262,7 @@ class CausalLMPolicy:
         mb = len(ro) if grad else self.micro_batch_size
         order = None  # by_length: rows longest first, put back in batch order at the end
         if self.trim and len(ro) > mb:
-            n_tok = ro.prompt_mask.sum(-1) + ro.completion_mask.sum(-1)
-            order = torch.argsort(-n_tok, stable=True)
+            order = longest_first(ro, torch.arange(len(ro)))
         lps, exs = [], []
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:

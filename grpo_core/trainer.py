@@ -62,6 +62,7 @@ from grpo_core.models import (
 from grpo_core.policy import (
     CausalLMPolicy,
     VLMPolicy,
+    longest_first,
     sequence_logprobs,  # noqa: F401 (the log-prob pass, re-exported)
 )
 from grpo_core.reference import STATE_FILE as REF_STATE_FILE
@@ -1750,7 +1751,7 @@ class Trainer:
                 if cfg.train.micro_batches == "by_length" and len(mb) > micro:
                     whole = cfg.loss.name in WHOLE_GROUP_LOSSES  # groups kept together
                     gid = row_groups(batch.group_sizes or [n])[0] if whole else None
-                    mb = self._longest_first(ro, mb, gid)
+                    mb = longest_first(ro, mb, gid)
                 for u in range(0, len(mb), micro):
                     ix = mb[u : u + micro]
                     loss, st = self.micro_loss(batch, ix, n_seqs, n_tokens, norm_c, mb_stats)
@@ -1777,25 +1778,6 @@ class Trainer:
         out = {"loss": sums["loss"] / n_opt, "grad_norm": sums["grad_norm"] / n_opt}
         out.update({k: sums[k] / max(tok_total, 1) for k in tok_keys})  # token-weighted means
         return out
-
-    @staticmethod
-    def _longest_first(ro: Rollouts, mb: torch.Tensor, groups: torch.Tensor | None = None):
-        """Rows ``mb`` ordered by their token count, longest first (ties in batch order), so
-        that each micro-batch holds rows of similar length (train.micro_batches: by_length).
-        With ``groups`` (each row's group id; a loss that needs whole groups) the groups are
-        ordered by their longest row and each keeps its rows together, in batch order. The
-        loss shares sum to the same minibatch loss in any order."""
-        n_tok = ro.prompt_mask[mb].sum(-1) + ro.completion_mask[mb].sum(-1)
-        if groups is None:
-            return mb[torch.argsort(-n_tok, stable=True)]
-        g = groups[mb]
-        longest = torch.zeros(int(g.max()) + 1, dtype=n_tok.dtype).scatter_reduce(
-            0, g, n_tok, "amax"
-        )
-        first = torch.argsort(-longest, stable=True)  # groups, longest first
-        rank = torch.empty_like(first)
-        rank[first] = torch.arange(len(first))
-        return mb[torch.argsort(rank[g], stable=True)]
 
     def _minibatch_stats(self, batch: Batch, mb: torch.Tensor, first: bool) -> dict | None:
         """Minibatch-global statistics for a policy loss that declares ``minibatch_stats``

@@ -98,8 +98,6 @@ def test_nothing_to_trim_is_the_plain_pass():
 
 
 def test_longest_first_orders_rows_by_token_count():
-    from grpo_core.trainer import Trainer
-
     pm = torch.tensor([[0, 1], [1, 1], [0, 1], [1, 1]])
     cm = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 1, 0]])  # totals 2, 4, 4, 4
     ids = torch.zeros(4, 3, dtype=torch.long)
@@ -111,8 +109,8 @@ def test_longest_first_orders_rows_by_token_count():
         finish_reasons=["stop"] * 4,
         texts=[""] * 4,
     )
-    assert Trainer._longest_first(ro, torch.tensor([0, 1, 2, 3])).tolist() == [1, 2, 3, 0]
-    assert Trainer._longest_first(ro, torch.tensor([3, 0, 2])).tolist() == [3, 2, 0]
+    assert policy.longest_first(ro, torch.tensor([0, 1, 2, 3])).tolist() == [1, 2, 3, 0]
+    assert policy.longest_first(ro, torch.tensor([3, 0, 2])).tolist() == [3, 2, 0]
 
 
 def _train_one_step(smoke_cfg, tmp_path, monkeypatch, order):
@@ -157,8 +155,6 @@ def test_by_length_trains_the_same_step(smoke_cfg, tmp_path, monkeypatch):
 
 
 def test_whole_group_losses_keep_their_groups_together():
-    from grpo_core.trainer import Trainer
-
     # 3 groups of 2 rows: token counts [2, 5 | 3, 3 | 6, 1]; group maxima 5, 3, 6
     cm = torch.tensor([[1] * n + [0] * (6 - n) for n in (2, 5, 3, 3, 6, 1)])
     ro = Rollouts(
@@ -171,10 +167,10 @@ def test_whole_group_losses_keep_their_groups_together():
     )
     gid = torch.tensor([0, 0, 1, 1, 2, 2])
     rows = torch.arange(6)
-    assert Trainer._longest_first(ro, rows).tolist() == [4, 1, 2, 3, 0, 5]
-    assert Trainer._longest_first(ro, rows, gid).tolist() == [4, 5, 0, 1, 2, 3]
+    assert policy.longest_first(ro, rows).tolist() == [4, 1, 2, 3, 0, 5]
+    assert policy.longest_first(ro, rows, gid).tolist() == [4, 5, 0, 1, 2, 3]
     # a minibatch's rows in another order: its groups still come out whole
-    assert Trainer._longest_first(ro, torch.tensor([3, 2, 5, 4]), gid).tolist() == [5, 4, 3, 2]
+    assert policy.longest_first(ro, torch.tensor([3, 2, 5, 4]), gid).tolist() == [5, 4, 3, 2]
 
 
 def test_whole_group_losses_load_with_by_length_and_the_set_is_complete():
