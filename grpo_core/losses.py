@@ -499,15 +499,22 @@ def policy_shaping_loss(logp, old_logp, adv, mask, cfg: LossCfg, ctx: LossContex
     return torch.where(off, shaped, loss), clipped & ~off
 
 
+# LLDS: a mean per-token fall below this is float rounding, not a displacement
+LLDS_FLOAT_TOL = 1e-5
+
+
 @REGULARISERS.register("llds", params=P.LldsParams)
 def llds_regulariser(logp, old_logp, adv, mask, ctx, min_adv: float = 0.0):
     """LLDS (lazy-likelihood-displacement regulariser, Search-R1 collapse paper): per token
     max(0, log pi_old - log pi_theta), only on responses with A >= ``min_adv`` whose summed
     log-likelihood fell (sum_t log pi_theta - log pi_old < 0). Zero on the first update after
-    sampling (pi_theta = pi_old); active on later minibatches / epochs."""
+    sampling (pi_theta = pi_old); active on later minibatches / epochs. "Fell" means by more
+    than LLDS_FLOAT_TOL per token: a pass at another width or micro-batch (train.micro_batches:
+    by_length, a sampler's log-probs) gives pi_old to ~1e-7, and a sign test at exactly 0 would
+    switch the regulariser on for rows whose likelihood did not move."""
     m = mask.to(logp.dtype)
     drop = torch.clamp(old_logp - logp, min=0.0)
-    fell = ((logp - old_logp).detach() * m).sum(-1) < 0
+    fell = ((logp - old_logp).detach() * m).sum(-1) < -LLDS_FLOAT_TOL * m.sum(-1)
     on = ((adv >= min_adv) & fell).to(logp.dtype).unsqueeze(-1)
     term = drop * on
     n = m.sum().clamp(min=1)

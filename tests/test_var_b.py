@@ -212,6 +212,12 @@ def test_llds_penalises_only_fallen_likelihood_of_nonnegative_responses():
     want = torch.tensor([[0.5, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     assert torch.allclose(term, want)
     assert logs["active_frac"] == pytest.approx(2 / 8) and logs["penalty"] == pytest.approx(0.5 / 8)
+    # a fall of float rounding (2e-7 per token, as a pass at another width gives) is no fall
+    noise = torch.tensor([[-1.0, -2.0]]) - 2e-7
+    term, _ = REGULARISERS.get("llds")(
+        noise, torch.tensor([[-1.0, -2.0]]), torch.ones(1), torch.ones(1, 2), LossContext()
+    )
+    assert torch.equal(term, torch.zeros(1, 2))
 
 
 # ------------------------------------------------------------------ kdrl
