@@ -37,13 +37,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    cfg = load_config(
+    cfg = load_config(  # (the trainer sets torch's threads from run.threads)
         "grpo",
         a.profile,
-        [f"model.name_or_path={a.model_dir}", "train.micro_batches=in_order", "run.threads=1"],
+        [
+            f"model.name_or_path={a.model_dir}",
+            "train.micro_batches=in_order",
+            f"run.threads={a.threads}",
+        ],
     )
-    torch.set_num_threads(a.threads)
     tr = Trainer(cfg, Path(tempfile.mkdtemp()) / "run")
     batch, _ = tr.collect(0)
     tr.score(batch, 0, {})
