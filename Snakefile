@@ -9,6 +9,7 @@
 # What runs for a profile (reproductions, seeds) comes from config/profiles/<profile>.yaml
 # (its `workflow:` block); --config reproductions=... / seeds=... override it.
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -118,9 +119,27 @@ if "grpo" not in REPROS:
     print(f"note: 'grpo' is not among the reproductions; deltas vs grpo will be empty", file=sys.stderr)
 
 
+AGG_INPUT = [
+    *[f"{RES}/runs/{r}/seed{s}/eval/{BENCH}.json" for r in REPROS for s in SEEDS],
+    *[f"{RES}/runs/{r}/seed{s}/train.done" for r in REPROS for s in SEEDS],
+    *[f"{RES}/runs/{START}/seed{s}/eval/{BENCH}.json" for s in START_SEEDS],
+    *[f"{RES}/runs/{r}/seed{s}/eval/{LABEL[b]}.json" for r in REPROS for s in SEEDS for b in MATH],
+    *[f"{RES}/runs/{START}/seed{s}/eval/{LABEL[b]}.json" for s in START_SEEDS for b in MATH],
+]
+# summary.csv is committed, the runs are not: without .snakemake metadata (a fresh clone, a copied
+# results folder) Snakemake takes an existing summary.csv as up to date even when the runs it
+# needs are missing (missing intermediate files do not trigger reruns), and `snakemake --config
+# profile=tiny_agent` on a fresh clone would train nothing. The local-only marker, named by the
+# hash of the requested inputs, is missing on a fresh clone and whenever reproductions, seeds or
+# benchmarks change, so aggregate (and everything it needs) runs then (rule all and report ask
+# for it: Snakemake checks a job only for the outputs something asks for).
+AGG_MARK = f"{RES}/logs/aggregate-" + hashlib.sha1("\n".join(AGG_INPUT).encode()).hexdigest()[:12] + ".done"
+
+
 rule all:
     input:
         f"{RES}/summary.csv",
+        AGG_MARK,
         f"{RES}/report.md",
         f"{RES}/report.html",
         HOME_OUT,
@@ -349,23 +368,24 @@ rule merge_eval_seeds:
 
 rule aggregate:
     input:
-        [f"{RES}/runs/{r}/seed{s}/eval/{BENCH}.json" for r in REPROS for s in SEEDS],
-        [f"{RES}/runs/{r}/seed{s}/train.done" for r in REPROS for s in SEEDS],
-        [f"{RES}/runs/{START}/seed{s}/eval/{BENCH}.json" for s in START_SEEDS],
-        [f"{RES}/runs/{r}/seed{s}/eval/{LABEL[b]}.json" for r in REPROS for s in SEEDS for b in MATH],
-        [f"{RES}/runs/{START}/seed{s}/eval/{LABEL[b]}.json" for s in START_SEEDS for b in MATH],
+        AGG_INPUT,
     output:
         f"{RES}/summary.csv",
+        touch(AGG_MARK),
     run:
         from evals.aggregate import aggregate
 
         evals = [f for f in input if f.endswith(".json")]
         aggregate(Path(RES), files=[Path(f) for f in evals])
+        for old in Path(AGG_MARK).parent.glob("aggregate-*.done"):
+            if str(old) != AGG_MARK:
+                old.unlink()
 
 
 rule report:
     input:
         f"{RES}/summary.csv",
+        AGG_MARK,
     # report.html is report.md's self-contained twin (plots inlined); claims.csv holds the
     # verdicts on the reproductions' meta.claims (evals.claims)
     output:

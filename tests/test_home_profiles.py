@@ -60,3 +60,38 @@ def test_every_home_profile_has_a_module_block_in_the_snakefile():
     assert homes <= blocks, f"no module block for {homes - blocks}"
     m = re.search(r"MODULE_PROFILES = \{(.*?)\}", text, flags=re.S)
     assert blocks == set(re.findall(r'"(\w+)"', m[1]))
+
+
+def test_a_committed_summary_without_its_runs_still_trains(tmp_path):
+    """A fresh clone has results/<profile>/summary.csv (committed) but no runs and no .snakemake
+    metadata: Snakemake alone would call the summary up to date and train nothing. The
+    aggregate marker (named by the hash of the requested inputs, local-only) makes it run."""
+    res = tmp_path / "results" / "tiny_agent"
+    res.mkdir(parents=True)
+    (res / "summary.csv").write_text((ROOT / "results/tiny_agent/summary.csv").read_text())
+    (res / "report.md").write_text("# committed\n")
+    env = {
+        **os.environ,
+        "GRPO_ROOT": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+
+    def dry(seeds):
+        cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile")]
+        cmd += ["-d", str(tmp_path), "--config", "profile=tiny_agent", "reproductions=[grpo]", seeds]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-3000:]
+        return out
+
+    out = dry("seeds=[0]")
+    assert "results/tiny_agent/runs/grpo/seed0/train.done" in out, out[-3000:]
+    assert "rule aggregate" in out
+    # a marker from an earlier request (seed 0 only) does not hide a new seed's runs
+    marks = [line.split("output: ")[1] for line in out.splitlines() if "aggregate-" in line and "output:" in line]
+    assert marks, out[-3000:]
+    mark = next(p.strip() for p in marks[0].split(",") if "aggregate-" in p)
+    (tmp_path / mark).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / mark).touch()
+    out = dry("seeds=[0,1]")
+    assert "results/tiny_agent/runs/grpo/seed1/train.done" in out, out[-3000:]
