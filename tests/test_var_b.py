@@ -220,6 +220,30 @@ def test_llds_penalises_only_fallen_likelihood_of_nonnegative_responses():
     assert torch.equal(term, torch.zeros(1, 2))
 
 
+def _grpo_step(smoke_cfg, tmp_path, extra):
+    """One step of grpo (2 minibatches, so pi_theta != pi_old on the second) on the smoke
+    task; its stats and the weights after it."""
+    from grpo_core.trainer import Trainer
+
+    cfg = smoke_cfg("grpo", ["train.steps=1", "train.minibatches=2", *extra])
+    tr = Trainer(cfg, tmp_path)
+    stats = tr.train_step(0)
+    return stats, torch.cat([p.detach().flatten() for p in tr.model.parameters()])
+
+
+def test_llds_at_weight_zero_is_a_probe_that_changes_nothing(smoke_cfg, tmp_path):
+    """tiny_search_hot gives grpo llds's term at weight 0 to log the likelihood displacement
+    (reg/llds/active_frac): the loss and the update are bitwise those of plain grpo."""
+    s0, p0 = _grpo_step(smoke_cfg, tmp_path / "plain", [])
+    s1, p1 = _grpo_step(
+        smoke_cfg, tmp_path / "probe", ["loss.regularisers=[{name: llds, weight: 0.0}]"]
+    )
+    assert s0["reward_mean"] == s1["reward_mean"]  # the same rollouts
+    assert s0["loss"] == s1["loss"] and torch.equal(p0, p1)
+    assert "reg/llds/active_frac" not in s0
+    assert 0.0 <= s1["reg/llds/active_frac"] <= 1.0 and s1["reg/llds/penalty"] >= 0.0
+
+
 # ------------------------------------------------------------------ kdrl
 
 
