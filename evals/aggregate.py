@@ -49,6 +49,9 @@ TRAIN_FIELDS = [
     "frac_nonzero_adv",
     "adv_abs_mean",  # mean |advantage| of the training batch (update size; SEED-GRPO)
     "tool_calls_mean",  # tool calls per episode (an env that counts them: tools; OTC-GRPO)
+    # share of tokens of A >= 0 responses whose likelihood fell since sampling (the llds term,
+    # or its weight-0 probe: profile tiny_search_hot gives it to grpo too; LLDS)
+    "reg/llds/active_frac",
 ]
 START_ROW = "sft_start"
 
