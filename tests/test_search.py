@@ -427,7 +427,7 @@ def test_tiny_search_profile_resolves():
     cfg = load_config("grpo", "tiny_search", [])
     assert (cfg.task.name, cfg.env.name, cfg.task.template) == ("search_qa", "search", "search")
     assert [r.name for r in cfg.rewards] == ["env"]
-    assert cfg.workflow.reproductions == ["grpo", "rloo", "e_grpo", "r1_router"]
+    assert cfg.workflow.reproductions == ["grpo", "rloo", "e_grpo", "r1_router", "llds"]
     assert cfg.workflow.seeded_start and cfg.model.name_or_path == "tiny" and cfg.sft.steps > 0
     # the longest gold action fits in the tokenizer fitted to the train conversations (a
     # routed search of a name, or the answer) + EOS
