@@ -173,6 +173,66 @@ def _bench_columns(metrics: list[str]) -> list[str]:
     return cols or sorted(metrics)[:3]
 
 
+# an agent benchmark's episode metrics (evals.agent), in table order; rates in percent
+AGENT_COLUMNS = [
+    ("success_rate", "success", True),
+    ("score_mean", "score", False),
+    ("steps_mean", "steps", False),
+    ("searches_mean", "searches", False),
+    ("tool_calls_mean", "tool calls", False),
+    ("tool_productivity", "tool productivity", False),
+    ("end_rate/done", "ended by the env", True),
+]
+
+
+def _paired_or_welch(r: pd.Series, pct: bool) -> str:
+    """The row's delta vs grpo with its 95% CI: paired by seed when at least 2 seeds ran on
+    both sides (as the claims judge it), else Welch; '' for grpo itself or without grpo."""
+    paired = int(r.get("n_paired", 0) or 0) >= 2 and not math.isnan(r.get("paired_delta", math.nan))
+    keys = (
+        ("paired_delta", "paired_ci_low", "paired_ci_high")
+        if paired
+        else ("delta_vs_grpo", "delta_ci_low", "delta_ci_high")
+    )
+    d, lo, hi = (float(r.get(k, math.nan)) for k in keys)
+    if math.isnan(d):
+        return ""
+    f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.3g}")
+    ci = "" if math.isnan(lo) else f" [{f(lo)}, {f(hi)}]"
+    return f"{f(d)}{ci} ({'paired' if paired else 'Welch'})"
+
+
+def _agent_table(sub: pd.DataFrame, bench: str, repros: list[str]) -> Table | None:
+    """Success rate, score, steps, searches / tool calls and how episodes ended, per
+    reproduction (mean over seeds [95% Student-t CI]), and the success delta vs grpo; None
+    when the benchmark is not an agent's (no success_rate)."""
+    have = set(sub["metric"])
+    if "success_rate" not in have:
+        return None
+    cols = [c for c in AGENT_COLUMNS if c[0] in have]
+    rows = []
+    for repro in repros:
+        rr = sub[sub.reproduction == repro].set_index("metric")
+        if rr.empty or "success_rate" not in rr.index:
+            continue
+        cells = []
+        for m, _, pct in cols:
+            if m not in rr.index:
+                cells.append("")
+                continue
+            r = rr.loc[m]
+            lo = r["ci_low"] if r["n_seeds"] >= 2 else float("nan")
+            cells.append(_ci_cell(r["mean"], lo, r["ci_high"], pct))
+        d = _paired_or_welch(rr.loc["success_rate"], True) if repro != "grpo" else ""
+        rows.append([repro, *cells, d, str(int(rr["n_seeds"].max()))])
+    head = [f"{label} (%)" if pct else label for _, label, pct in cols]
+    return Table(
+        id=f"agent-{bench}",
+        header=["reproduction", *head, "Δ success vs grpo (pts)", "seeds"],
+        rows=rows,
+    )
+
+
 def _bench_section(sub: pd.DataFrame, bench: str, repros: list[str], plots: Path) -> Section:
     cols = _bench_columns(sub["metric"].unique().tolist())
     rows = []
@@ -200,6 +260,16 @@ def _bench_section(sub: pd.DataFrame, bench: str, repros: list[str], plots: Path
         ],
         tables=[t],
     )
+    agent = _agent_table(sub, bench, repros)
+    if agent is not None:
+        sec.text.append(
+            "Agent metrics (evals.agent): per episode, success, score (the sum of its env "
+            "rewards), policy turns, searches or tool calls where the env counts them, and "
+            "whether the env ended it; mean over seeds [95% Student-t CI over seeds]. Each "
+            "seed's CIs over its episodes (percentile bootstrap) are in "
+            f"`runs/<reproduction>/seed<s>/eval/{bench}.json` (`ci`)."
+        )
+        sec.tables.append(agent)
     p = _plot_deltas(sub, cols[0], repros, plots / f"bench_{bench}_delta.png", bench)
     if p:
         sec.plots.append(

@@ -128,3 +128,87 @@ def test_evaluate_twx_tiny_model(smoke_cfg, tmp_path):
     for k in ("success_rate", "score_mean", "steps_mean"):
         lo, hi = res["ci"][k]
         assert lo <= m[k] <= hi
+
+
+def test_report_agent_table_from_a_summary():
+    """The report's agent table: success in percent with its seed CI, steps and searches as
+    numbers, the success delta paired by seed when the summary has pairs (else Welch); only
+    for a benchmark with success_rate."""
+    import pandas as pd
+
+    from evals.report import _agent_table
+
+    def row(repro, metric, mean, lo, hi, **kw):
+        base = dict(
+            reproduction=repro,
+            benchmark="search_qa",
+            metric=metric,
+            mean=mean,
+            ci_low=lo,
+            ci_high=hi,
+            n_seeds=3,
+            delta_vs_grpo=float("nan"),
+            delta_ci_low=float("nan"),
+            delta_ci_high=float("nan"),
+            n_paired=0,
+            paired_delta=float("nan"),
+            paired_ci_low=float("nan"),
+            paired_ci_high=float("nan"),
+        )
+        return {**base, **kw}
+
+    sub = pd.DataFrame(
+        [
+            row("grpo", "success_rate", 0.5, 0.4, 0.6, delta_vs_grpo=0.0),
+            row("grpo", "steps_mean", 2.5, 2.25, 2.75),
+            row("grpo", "searches_mean", 1.25, 1.0, 1.5),
+            row(
+                "e_grpo",
+                "success_rate",
+                0.55,
+                0.45,
+                0.65,
+                delta_vs_grpo=0.05,
+                delta_ci_low=-0.1,
+                delta_ci_high=0.2,
+                n_paired=3,
+                paired_delta=0.05,
+                paired_ci_low=0.01,
+                paired_ci_high=0.09,
+            ),
+            row("e_grpo", "steps_mean", 2.0, 1.5, 2.5),
+            row(
+                "rloo",
+                "success_rate",
+                0.45,
+                0.35,
+                0.55,
+                delta_vs_grpo=-0.05,
+                delta_ci_low=-0.2,
+                delta_ci_high=0.1,
+                n_paired=1,
+                paired_delta=-0.05,
+            ),
+            row("rloo", "avg@4", 0.45, 0.35, 0.55),
+        ]
+    )
+    t = _agent_table(sub, "search_qa", ["grpo", "e_grpo", "rloo"])
+    assert t.header == [
+        "reproduction",
+        "success (%)",
+        "steps",
+        "searches",
+        "Δ success vs grpo (pts)",
+        "seeds",
+    ]
+    assert t.rows[0] == ["grpo", "50.0 [40.0, 60.0]", "2.5 [2.25, 2.75]", "1.25 [1, 1.5]", "", "3"]
+    assert t.rows[1] == [
+        "e_grpo",
+        "55.0 [45.0, 65.0]",
+        "2 [1.5, 2.5]",
+        "",
+        "+5.0 [+1.0, +9.0] (paired)",
+        "3",
+    ]
+    assert t.rows[2][-2] == "-5.0 [-20.0, +10.0] (Welch)"  # one seed pair: Welch
+    assert _agent_table(sub[sub.metric == "avg@4"], "search_qa", ["rloo"]) is None
