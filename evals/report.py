@@ -263,9 +263,10 @@ def _bench_section(sub: pd.DataFrame, bench: str, repros: list[str], plots: Path
     agent = _agent_table(sub, bench, repros)
     if agent is not None:
         sec.text.append(
-            "Agent metrics (evals.agent): per episode, success, score (the sum of its env "
-            "rewards), policy turns, searches or tool calls where the env counts them, and "
-            "whether the env ended it; mean over seeds [95% Student-t CI over seeds]. Each "
+            "The second table, agent metrics (evals.agent): per episode, success, score (the "
+            "sum of its env rewards), policy turns, searches or tool calls where the env "
+            "counts them, and whether the env ended it; mean over seeds [95% Student-t CI "
+            "over seeds]. Each "
             "seed's CIs over its episodes (percentile bootstrap) are in "
             f"`runs/<reproduction>/seed<s>/eval/{bench}.json` (`ci`)."
         )
