@@ -39,7 +39,9 @@ def _default_ks(n: int) -> list[int]:
 def per_problem_scores(
     scores: list[list[float]], answers: list[list[str | None]], ks: list[int] | None = None
 ) -> dict[str, list[float]]:
-    """Per-problem avg@n, pass@k (each k) and maj@n; their means are the benchmark scores."""
+    """Per-problem avg@n, pass@k (each k) and maj@n; their means are the benchmark scores.
+    No maj@n when no sample has an answer (an agent env's episodes, code graded by its tests):
+    there is nothing to vote on, and a 0 there would read as a measured score."""
     if len(scores) != len(answers):
         raise ValueError(f"{len(scores)} score rows but {len(answers)} answer rows")
     n = len(scores[0]) if scores else 0
@@ -59,6 +61,8 @@ def per_problem_scores(
         out[f"maj@{n}"].append(
             float(maj is not None and any(c for c, x in zip(correct, a) if x == maj))
         )
+    if answers and all(x is None for a in answers for x in a):
+        del out[f"maj@{n}"]
     return out
 
 

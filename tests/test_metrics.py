@@ -37,6 +37,12 @@ def test_score_groups_hand_example():
     assert m["pass@2"] == pytest.approx((5 / 6 + 0.5) / 2)
     assert m["pass@4"] == pytest.approx(1.0)
     assert m["maj@4"] == pytest.approx(0.5)
+    # no answers at all (an agent's episodes, code): no maj@n, the rest as before
+    m = score_groups([[1, 0, 0, 1], [0, 0, 0, 1]], [[None] * 4, [None] * 4])
+    assert "maj@4" not in m and m["avg@4"] == pytest.approx(0.375)
+    # one answer somewhere: maj@n is defined (0 where a problem has no majority answer)
+    m = score_groups([[1, 0, 0, 1], [0, 0, 0, 1]], [["3", None, None, None], [None] * 4])
+    assert m["maj@4"] == pytest.approx(0.5)
     assert majority_answer([None, "a", "b", "b", "a"]) == "a"
     assert majority_answer([None, None]) is None
     with pytest.raises(ValueError, match="problem 1"):
