@@ -146,6 +146,20 @@ def load_claims(profile_dir: Path) -> dict[str, list[Claim]]:
     return out
 
 
+def delta_vs_grpo(r: pd.Series) -> tuple[float, float, float, float, str]:
+    """(delta, ci_low, ci_high, mde, kind) of a summary row against grpo: paired by seed when
+    at least 2 seeds ran on both sides (kind "paired"), else Welch ("welch"); NaN where the
+    summary has no value."""
+    paired = "paired_delta" in r and int(r.get("n_paired", 0) or 0) >= 2
+    keys = (
+        ("paired_delta", "paired_ci_low", "paired_ci_high", "paired_mde")
+        if paired
+        else ("delta_vs_grpo", "delta_ci_low", "delta_ci_high", "mde")
+    )
+    d, lo, hi, mde = (float(r[k]) if k in r else float("nan") for k in keys)
+    return d, lo, hi, mde, "paired" if paired else "welch"
+
+
 def judge(
     summary: pd.DataFrame, claims: dict[str, list[Claim]], baseline: str = "grpo"
 ) -> list[ClaimVerdict]:
@@ -173,16 +187,10 @@ def judge(
             else:
                 r = row.iloc[0]
                 n = int(r["n_seeds"])
-                paired = "paired_delta" in r and int(r.get("n_paired", 0) or 0) >= 2
-                keys = (
-                    ("paired_delta", "paired_ci_low", "paired_ci_high", "paired_mde")
-                    if paired
-                    else ("delta_vs_grpo", "delta_ci_low", "delta_ci_high", "mde")
-                )
-                d, lo, hi, mde = (float(r[k]) if k in r else float("nan") for k in keys)
+                d, lo, hi, mde, kind = delta_vs_grpo(r)
                 v, note = verdict(c, d, lo, hi, mde)
-                kind = "paired" if paired else "welch"
-                note = f"{note} ({kind}: {int(r['n_paired'])} seed pairs)" if paired else note
+                if kind == "paired":
+                    note = f"{note} ({kind}: {int(r['n_paired'])} seed pairs)"
             out.append(
                 ClaimVerdict(
                     reproduction=repro,

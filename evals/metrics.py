@@ -49,7 +49,8 @@ def per_problem_scores(
         if len(s) != n or len(a) != n:
             raise ValueError(f"problem {i} has {len(s)} scores / {len(a)} answers, expected {n}")
     ks = ks or _default_ks(n)
-    out: dict[str, list[float]] = {f"avg@{n}": [], f"maj@{n}": []}
+    vote = not answers or any(x is not None for a in answers for x in a)  # else nothing to vote on
+    out: dict[str, list[float]] = {f"avg@{n}": [], **({f"maj@{n}": []} if vote else {})}
     for k in ks:
         out[f"pass@{k}"] = []
     for s, a in zip(scores, answers):
@@ -57,12 +58,11 @@ def per_problem_scores(
         out[f"avg@{n}"].append(sum(correct) / n)
         for k in ks:
             out[f"pass@{k}"].append(pass_at_k(n, sum(correct), k))
-        maj = majority_answer(a)
-        out[f"maj@{n}"].append(
-            float(maj is not None and any(c for c, x in zip(correct, a) if x == maj))
-        )
-    if answers and all(x is None for a in answers for x in a):
-        del out[f"maj@{n}"]
+        if vote:
+            maj = majority_answer(a)
+            out[f"maj@{n}"].append(
+                float(maj is not None and any(c for c, x in zip(correct, a) if x == maj))
+            )
     return out
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from evals.aggregate import ABLATIONS_CSV, START_ROW, aggregate
-from evals.claims import RATE, is_rate  # noqa: F401 (RATE: re-exported)
+from evals.claims import RATE, delta_vs_grpo, is_rate  # noqa: F401 (RATE: re-exported)
 
 CURVES = {
     "reward_mean": "reward",
@@ -185,21 +185,14 @@ AGENT_COLUMNS = [
 ]
 
 
-def _paired_or_welch(r: pd.Series, pct: bool) -> str:
-    """The row's delta vs grpo with its 95% CI: paired by seed when at least 2 seeds ran on
-    both sides (as the claims judge it), else Welch; '' for grpo itself or without grpo."""
-    paired = int(r.get("n_paired", 0) or 0) >= 2 and not math.isnan(r.get("paired_delta", math.nan))
-    keys = (
-        ("paired_delta", "paired_ci_low", "paired_ci_high")
-        if paired
-        else ("delta_vs_grpo", "delta_ci_low", "delta_ci_high")
-    )
-    d, lo, hi = (float(r.get(k, math.nan)) for k in keys)
+def _success_delta(r: pd.Series) -> str:
+    """The row's delta vs grpo in points with its 95% CI, paired or Welch as the claims judge
+    it (evals.claims.delta_vs_grpo); '' without one."""
+    d, lo, hi, _, kind = delta_vs_grpo(r)
     if math.isnan(d):
         return ""
-    f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.3g}")
-    ci = "" if math.isnan(lo) else f" [{f(lo)}, {f(hi)}]"
-    return f"{f(d)}{ci} ({'paired' if paired else 'Welch'})"
+    ci = "" if math.isnan(lo) else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{100 * d:+.1f}{ci} ({'paired' if kind == 'paired' else 'Welch'})"
 
 
 def _agent_table(sub: pd.DataFrame, bench: str, repros: list[str]) -> Table | None:
@@ -223,7 +216,7 @@ def _agent_table(sub: pd.DataFrame, bench: str, repros: list[str]) -> Table | No
             r = rr.loc[m]
             lo = r["ci_low"] if r["n_seeds"] >= 2 else float("nan")
             cells.append(_ci_cell(r["mean"], lo, r["ci_high"], pct))
-        d = _paired_or_welch(rr.loc["success_rate"], True) if repro != "grpo" else ""
+        d = _success_delta(rr.loc["success_rate"]) if repro != "grpo" else ""
         rows.append([repro, *cells, d, str(int(rr["n_seeds"].max()))])
     head = [f"{label} (%)" if pct else label for _, label, pct in cols]
     return Table(
@@ -266,8 +259,7 @@ def _bench_section(sub: pd.DataFrame, bench: str, repros: list[str], plots: Path
             "The second table, agent metrics (evals.agent): per episode, success, score (the "
             "sum of its env rewards), policy turns, searches or tool calls where the env "
             "counts them, and whether the env ended it; mean over seeds [95% Student-t CI "
-            "over seeds]. Each "
-            "seed's CIs over its episodes (percentile bootstrap) are in "
+            "over seeds]. Each seed's CIs over its episodes (percentile bootstrap) are in "
             f"`runs/<reproduction>/seed<s>/eval/{bench}.json` (`ci`)."
         )
         sec.tables.append(agent)
