@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ from grpo_core.tasks import item_segments
 
 ADVANTAGES: Registry = Registry("advantage estimator")
 # the estimators that return per-turn advantages (TurnAdvantages)
-STEP_LEVEL = ("gigpo", "salt", "m_grpo")
+STEP_LEVEL = ("gigpo", "salt", "m_grpo", "hrpo")
 
 
 def assert_groups(prompt_ids: list, group_size: int | list[int]) -> None:
@@ -571,6 +572,105 @@ def m_grpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
         "sub_padded_slots": n_pad / max(n_groups * g, 1),
         "main_abs": sum(abs(x) for x in main) / max(len(main), 1),
         "sub_abs": sum(a_sub) / max(len(a_sub), 1),
+    }
+    return TurnAdvantages(vals, list(ep.n_turns)), logs
+
+
+_RESULT = re.compile(r"^\s*<result>(.*)</result>\s*$", re.DOTALL)
+
+
+def rational_calls(
+    turn_texts: list[str], obs_texts: list[str], answered: bool
+) -> list[bool | None]:
+    """Per turn of one tool-use episode: None for the answer turn (the last, when the episode
+    ended with an answer), else whether the turn was a *rational* component of the system: a
+    tool call (grpo_core.tools.parse_action) whose observation is a ``<result>`` (not an
+    ``<error>``), not an exact repeat of an earlier call of the episode, and whose result is
+    the episode's final answer (compared as answers are: grpo_core.tasks.normalise_answer).
+    A bad action, a failed tool, a repeat, a call whose result the answer does not use, and
+    any call of an episode that never answered are not rational."""
+    from grpo_core.tasks import extract_answer, normalise_answer
+    from grpo_core.tools import Call, parse_action
+
+    n = len(turn_texts)
+    final = normalise_answer(extract_answer(turn_texts[-1])) if answered and n else None
+    out: list[bool | None] = []
+    seen: set[tuple[str, str]] = set()
+    for t in range(n):
+        if answered and t == n - 1:
+            out.append(None)
+            continue
+        call = parse_action(turn_texts[t])
+        if not isinstance(call, Call):
+            out.append(False)
+            continue
+        key = (call.tool, call.text)
+        repeat = key in seen
+        seen.add(key)
+        m = _RESULT.match(obs_texts[t + 1]) if t + 1 < len(obs_texts) else None
+        used = m is not None and final is not None and normalise_answer(m.group(1).strip()) == final
+        out.append(bool(used and not repeat))
+    return out
+
+
+@ADVANTAGES.register("hrpo", params=P.HrpoParams)
+def hrpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
+    """HRPO, MasHost's optimiser (Yang et al. 2025, "MasHost Builds It All: Autonomous
+    Multi-Agent System Directed by Reinforcement Learning", arXiv:2506.08507; no public code:
+    this is our reading of its abstract, see reproductions/mashost/README.md), on tool-use
+    episodes where each non-answer turn adds a component (a tool agent) to the system and the
+    answer turn is its exit: group-relative advantages of whole constructions plus action-wise
+    rewards.
+
+    Trajectory level (quality and resource efficiency): R'_i = R_i - lambda * c_i, c_i the
+    episode's non-answer turns, normalised within the group as grpo does (``cfg.std`` /
+    ``cfg.eps`` / ``cfg.scale``): A_G[i] on every turn of episode i. Action level (component
+    rationality): each non-answer turn gets r[i, t] = +a when it is rational
+    (:func:`rational_calls`), -a when not; the answer turn 0. A[i, t] = A_G[i] + w * r[i, t]
+    (``action_norm: none``), or with r normalised over the group's non-answer turns
+    (``group``: mean / std + eps; fewer than two such turns: 0). Params: call_cost lambda
+    (0.1), action_reward a (1.0), action_weight w (0.5), action_norm."""
+    p = ADVANTAGES.resolve_params("hrpo", cfg.params, "advantage.params")
+    n_groups, g = rewards.shape
+    ep = _episodes_of(ctx, "hrpo", n_groups * g)
+    n = n_groups * g
+    answered = [ep.end_reasons[i] == "done" if i < len(ep.end_reasons) else False for i in range(n)]
+    costs = [max(ep.n_turns[i] - (1 if answered[i] and ep.n_turns[i] else 0), 0) for i in range(n)]
+    shaped = rewards - float(p["call_cost"]) * torch.tensor(costs, dtype=rewards.dtype).view_as(
+        rewards
+    )
+    a_g = grpo_advantage(shaped, cfg).reshape(-1)
+    width = max(1, max(ep.n_turns))
+    vals = torch.zeros(n, width)
+    act = torch.zeros(n, width)
+    a = float(p["action_reward"])
+    n_rational = n_components = 0
+    for k in range(n_groups):
+        turns: list[tuple[int, int]] = []
+        for i in range(k * g, (k + 1) * g):
+            vals[i, : ep.n_turns[i]] = a_g[i]
+            flags = rational_calls(ep.turn_texts[i], ep.obs_texts[i], answered[i])
+            for t, f in enumerate(flags):
+                if f is None:
+                    continue
+                act[i, t] = a if f else -a
+                turns.append((i, t))
+                n_rational += bool(f)
+        n_components += len(turns)
+        if p["action_norm"] == "group" and turns:
+            if len(turns) < 2:
+                mean, div = act[turns[0]].item(), 1.0
+            else:
+                mean, div = _norm(
+                    [float(act[x]) for x in turns], cfg.eps, True, cfg.std == "unbiased"
+                )
+            for x in turns:
+                act[x] = (act[x] - mean) / div
+    vals = vals + float(p["action_weight"]) * act
+    logs = {
+        "components_mean": n_components / max(n, 1),
+        "rational_frac": n_rational / max(n_components, 1),
+        "traj_abs": float(a_g.abs().mean()),
     }
     return TurnAdvantages(vals, list(ep.n_turns)), logs
 

@@ -91,6 +91,19 @@ class MGrpoParams(Params):
     sub_slots: int | None = Field(None, ge=1)
 
 
+class HrpoParams(Params):
+    # MasHost's HRPO read onto tool-call episodes (no public code; the paper's objectives:
+    # quality, resource efficiency, component rationality). Our choices, documented in
+    # reproductions/mashost/README.md: call_cost lambda per non-answer turn in the trajectory
+    # reward (efficiency), action_reward +-a for a rational / irrational call (rationality),
+    # action_weight w on it; action_norm: "none" adds the raw action reward, "group" its
+    # normalisation over the group's non-answer turns
+    call_cost: float = Field(0.1, ge=0)
+    action_reward: float = Field(1.0, ge=0)
+    action_weight: float = Field(0.5, ge=0)
+    action_norm: Literal["none", "group"] = "none"
+
+
 class RankGrpoParams(Params):
     # per-rank reward: the rank's own gain ("individual", the authors' exp_inf default) or the
     # discounted gains from this rank to the end of the list ("log_decay")
