@@ -634,6 +634,11 @@ def hrpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
     n_groups, g = rewards.shape
     ep = _episodes_of(ctx, "hrpo", n_groups * g)
     n = n_groups * g
+    if any("tool_calls" not in (inf or {}) for inf in ep.infos):
+        raise UserError(
+            "advantage hrpo: its components are tool calls, and these episodes report none "
+            "(info 'tool_calls'); use env tools (the tiny_tools profile)"
+        )
     answered = [ep.end_reasons[i] == "done" if i < len(ep.end_reasons) else False for i in range(n)]
     costs = [max(ep.n_turns[i] - (1 if answered[i] and ep.n_turns[i] else 0), 0) for i in range(n)]
     shaped = rewards - float(p["call_cost"]) * torch.tensor(costs, dtype=rewards.dtype).view_as(

@@ -46,7 +46,7 @@ def _episodes():
     ep = Episodes(
         [[0.0] * (k - 1) + [r] for r, k in zip(rewards, n_turns)],
         n_turns,
-        [{}] * 4,
+        [{"tool_calls": c} for c in (1, 0, 1, 2)],
         turns,
         ["done"] * 4,
         [],
@@ -122,6 +122,15 @@ def test_hrpo_by_hand_trajectory_plus_action_rewards():
     # 4 components over 4 episodes, 2 of them rational
     assert logs["adv/components_mean"] == 1.0 and logs["adv/rational_frac"] == 0.5
     assert logs["adv/traj_abs"] == pytest.approx((0.784063 + 0.940875) / 2, abs=TOL)
+
+
+def test_hrpo_refuses_episodes_without_tool_calls():
+    from grpo_core.errors import UserError
+
+    rewards, ep = _episodes()
+    ep.infos = [{}] * 4  # a text game's infos: no tool calls to judge
+    with pytest.raises(UserError, match="env tools"):
+        _hrpo(rewards, ep)
 
 
 def test_hrpo_group_normalised_action_rewards_and_the_grpo_limit():
