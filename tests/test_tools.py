@@ -280,7 +280,15 @@ def test_tiny_tools_profile_resolves():
     assert cfg.env.name == "tools" and cfg.task.difficulty == {"add2": 1, "mul2": 1}
     assert [r.name for r in cfg.rewards] == ["otc_tool"]
     assert [r.name for r in load_config("grpo", "tiny_tools", []).rewards] == ["env"]
-    assert cfg.workflow.reproductions == ["grpo", "rloo", "otc_grpo", "arpo", "flow_grpo", "m_grpo"]
+    assert cfg.workflow.reproductions == [
+        "grpo",
+        "rloo",
+        "otc_grpo",
+        "arpo",
+        "flow_grpo",
+        "m_grpo",
+        "mashost",
+    ]
     assert {c.metric for c in cfg.meta.claims} == {"tool_calls_mean", "success_rate"}
 
 
