@@ -639,8 +639,8 @@ def hrpo_advantage(rewards: torch.Tensor, cfg: AdvantageCfg, ctx=None):
             "advantage hrpo: its components are tool calls, and these episodes report none "
             "(info 'tool_calls'); use env tools (the tiny_tools profile)"
         )
-    answered = [ep.end_reasons[i] == "done" if i < len(ep.end_reasons) else False for i in range(n)]
-    costs = [max(ep.n_turns[i] - (1 if answered[i] and ep.n_turns[i] else 0), 0) for i in range(n)]
+    answered = [r == "done" for r in ep.end_reasons]  # the last turn answered
+    costs = [k - int(done) for k, done in zip(ep.n_turns, answered)]
     shaped = rewards - float(p["call_cost"]) * torch.tensor(costs, dtype=rewards.dtype).view_as(
         rewards
     )

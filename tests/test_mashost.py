@@ -12,11 +12,11 @@ import pytest
 import torch
 from test_agents2 import _tools_cfg
 from test_agents3 import CallerEngine
+from test_var_agent import _ctx
 
 from grpo_core.advantages import compute_advantages_logged, rational_calls
 from grpo_core.config import load_config
 from grpo_core.episodes import Episodes
-from grpo_core.rewards import GroupContext
 
 TOL = 1e-5
 CALL = '<tool name="calculator">{}</tool>'
@@ -57,16 +57,7 @@ def _episodes():
 
 def _hrpo(rewards, ep, **params):
     n = len(rewards)
-    ctx = GroupContext(
-        texts=[""] * n,
-        problems=[None] * n,
-        finish_reasons=["stop"] * n,
-        lengths=[1] * n,
-        group_sizes=[n],
-        max_new_tokens=4,
-        task=None,
-        episodes=ep,
-    )
+    ctx = _ctx(ep)
     cfg = load_config("mashost", "tiny_tools", []).advantage
     cfg = cfg.model_copy(update={"params": {**cfg.params, **params}})
     return compute_advantages_logged(torch.tensor(rewards, dtype=torch.float32), n, cfg, ctx)
