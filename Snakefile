@@ -44,6 +44,7 @@ for _a in _as_list(config.get("ablate", [])):
 RUN_NAME = r"[a-z0-9_]+(-no_[a-z0-9_]+)?"
 SEEDS = [int(s) for s in _as_list(config.get("seeds", _wf.seeds))]
 THREADS = int(config.get("train_threads", _wf.train_threads))
+PREPARE_THREADS = int(config.get("prepare_threads", _wf.prepare_threads))
 BENCH = _base_cfg.task.name
 # real math benchmarks (eval.benchmarks of the profile; the tiny profile has none): one job per
 # (reproduction, seed, benchmark, eval seed), merged over eval seeds into eval/<label>.json
@@ -153,7 +154,7 @@ if SEEDED:
             f"{RES}/logs/prepare_seed{{seed}}.log",
         wildcard_constraints:
             seed=r"\d+",
-        threads: 2
+        threads: PREPARE_THREADS
         shell:
             "{GRPO} prepare --profile {PROFILE} --seed {wildcards.seed} --threads {threads} "
             "> {log} 2>&1"
@@ -165,7 +166,7 @@ else:
             directory(f"{RES}/base/model"),
         log:
             f"{RES}/logs/prepare.log",
-        threads: 2
+        threads: PREPARE_THREADS
         shell:
             "{GRPO} prepare --profile {PROFILE} --threads {threads} > {log} 2>&1"
 
