@@ -155,9 +155,6 @@ if SEEDED:
         wildcard_constraints:
             seed=r"\d+",
         threads: PREPARE_THREADS
-        # before any train job that is ready: every seed's trains wait for its start, so a start
-        # left for later leaves that seed's jobs as the workflow's tail
-        priority: 10
         shell:
             "{GRPO} prepare --profile {PROFILE} --seed {wildcards.seed} --threads {threads} "
             "> {log} 2>&1"
@@ -170,9 +167,6 @@ else:
         log:
             f"{RES}/logs/prepare.log",
         threads: PREPARE_THREADS
-        # before any train job that is ready: every seed's trains wait for its start, so a start
-        # left for later leaves that seed's jobs as the workflow's tail
-        priority: 10
         shell:
             "{GRPO} prepare --profile {PROFILE} --threads {threads} > {log} 2>&1"
 
