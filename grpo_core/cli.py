@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after step STEP with a checkpoint (rerun to continue); not part of the config",
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--eval",
+        action="store_true",
+        help="when the run is finished, evaluate its checkpoint in this process (what `grpo "
+        "eval` then copies instead of starting its own; evals/train_eval.py)",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
 
     p = sub.add_parser(
@@ -252,6 +258,8 @@ def cmd_train(a) -> int:
             f"already finished: {out} (step {done} of {cfg.train.steps}, same config); "
             "nothing to do (--fresh retrains it)"
         )
+        if a.eval:
+            _eval_in_train(a, out)
         return 0
     if trainer.step:
         print(f"resuming {out} from step {trainer.step}")
@@ -263,11 +271,38 @@ def cmd_train(a) -> int:
         print(f"stopped at step {trainer.step} (--stop-at): rerun to continue {out}")
         return 0
     print(f"done: {out}")
+    if a.eval:
+        trainer.release()
+        del trainer
+        _eval_in_train(a, out)
     return 0
 
 
+def _eval_in_train(a, out) -> None:
+    """``grpo train --eval``: the finished run's task evaluation, in this process, with the
+    config `grpo eval` resolves for the same arguments (evals/train_eval.py)."""
+    import gc
+    import os
+
+    from evals.train_eval import evaluate_in_train
+    from grpo_core.config import load_config
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("no in-process evaluation under torchrun; `grpo eval` evaluates the run")
+        return
+    gc.collect()
+    cfg = load_config(a.reproduction, a.profile, _eval_overrides(a), seed=a.seed)
+    evaluate_in_train(cfg, out, a.threads)
+
+
+def _eval_overrides(a) -> list[str]:
+    """The overrides `grpo eval` gets for this run (its --threads and the config overrides;
+    a train --out is the run directory, as in training)."""
+    ov = list(a.overrides) + ([f"run.output_dir={a.out}"] if getattr(a, "out", None) else [])
+    return ov + ([f"run.threads={a.threads}"] if a.threads else [])
+
+
 def cmd_eval(a) -> int:
-    from evals.evaluate import evaluate
     from grpo_core.config import load_config, resolve_model_path, run_dir
 
     start = a.reproduction == START_ROW
@@ -283,6 +318,18 @@ def cmd_eval(a) -> int:
             f"no model at {model}: train it first (grpo train {a.reproduction} --profile {a.profile} --seed {cfg.run.seed})"
         )
     out = a.out or run_dir(cfg) / "eval"
+    if not start and not a.benchmark and not a.model and not a.out:
+        from evals.train_eval import take_stashed  # (imports no torch)
+
+        res = take_stashed(cfg, run_dir(cfg), out)
+        if res is not None:  # the train job evaluated this checkpoint: copied
+            m = res["metrics"]
+            print(
+                f"{res['benchmark']}: "
+                + ", ".join(f"{k}={v:.3f}" for k, v in m.items())
+                + f" (evaluated by the train job: {run_dir(cfg) / '.train_eval'})"
+            )
+            return 0
     if a.benchmark:
         from evals.evaluate import evaluate_benchmark
 
@@ -320,6 +367,8 @@ def cmd_eval(a) -> int:
                 + f"; grader timeouts {res['grader']['timeouts']}"
             )
         return 0
+    from evals.evaluate import evaluate
+
     res = evaluate(
         cfg, model, out, reproduction=cfg.reproduction, seed=cfg.run.seed, threads=a.threads
     )
