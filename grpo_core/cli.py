@@ -290,7 +290,11 @@ def _eval_in_train(a, out) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         print("no in-process evaluation under torchrun; `grpo eval` evaluates the run")
         return
-    gc.collect()
+    gc.collect()  # the trainer's model, optimizer and engine, before the evaluation's
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     cfg = load_config(a.reproduction, a.profile, _eval_overrides(a), seed=a.seed)
     evaluate_in_train(cfg, out, a.threads)
 
