@@ -228,10 +228,7 @@ def cmd_train(a) -> int:
     from grpo_core.config import load_config, run_dir
     from grpo_core.trainer import Trainer
 
-    overrides = list(a.overrides) + ([f"run.output_dir={a.out}"] if a.out else [])
-    if a.threads:
-        overrides.append(f"run.threads={a.threads}")
-    cfg = load_config(a.reproduction, a.profile, overrides, seed=a.seed)
+    cfg = load_config(a.reproduction, a.profile, _run_overrides(a), seed=a.seed)
     _ensure_base(cfg, a.threads)
     out = run_dir(cfg)
     done = None
@@ -295,14 +292,16 @@ def _eval_in_train(a, out) -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    cfg = load_config(a.reproduction, a.profile, _eval_overrides(a), seed=a.seed)
+    # resolved afresh (training may have filled in fields): what `grpo eval` resolves for the
+    # same overrides and --threads, so that its key matches
+    cfg = load_config(a.reproduction, a.profile, _run_overrides(a), seed=a.seed)
     evaluate_in_train(cfg, out, a.threads)
 
 
-def _eval_overrides(a) -> list[str]:
-    """The overrides `grpo eval` gets for this run (its --threads and the config overrides;
-    a train --out is the run directory, as in training)."""
-    ov = list(a.overrides) + ([f"run.output_dir={a.out}"] if getattr(a, "out", None) else [])
+def _run_overrides(a) -> list[str]:
+    """A train command's config overrides: its own, then --out (the run directory) and
+    --threads."""
+    ov = list(a.overrides) + ([f"run.output_dir={a.out}"] if a.out else [])
     return ov + ([f"run.threads={a.threads}"] if a.threads else [])
 
 
