@@ -247,12 +247,22 @@ def referee_rows(cfg: Config, task, train: list, tok) -> list[tuple]:
 def sft_param_groups(model, sft_cfg) -> list[dict]:
     """AdamW parameter groups of the SFT warm start: the text model at ``sft.lr``, a VLM's
     vision tower and merger (names containing ``visual``) at ``sft.lr * sft.vision_lr_mult``
-    (left out, so frozen, when the multiplier is 0)."""
-    vis = [p for n, p in model.named_parameters() if "visual" in n.split(".")]
-    rest = [p for n, p in model.named_parameters() if "visual" not in n.split(".")]
+    (lr 0, so unchanged, when the multiplier is 0); with ``sft.merger_lr_mult`` set, the
+    merger (``visual.merger``) at ``sft.lr * sft.merger_lr_mult`` instead."""
+    vis, merger, rest = [], [], []
+    for n, p in model.named_parameters():
+        parts = n.split(".")
+        if "visual" not in parts:
+            rest.append(p)
+        elif sft_cfg.merger_lr_mult is not None and "merger" in parts:
+            merger.append(p)
+        else:
+            vis.append(p)
     groups = [{"params": rest, "lr": sft_cfg.lr}]
     if vis:
         groups.append({"params": vis, "lr": sft_cfg.lr * sft_cfg.vision_lr_mult})
+    if merger:
+        groups.append({"params": merger, "lr": sft_cfg.lr * sft_cfg.merger_lr_mult})
     return groups
 
 

@@ -288,6 +288,10 @@ class SFTCfg(Strict):
     # a VLM's vision tower and merger (parameters under ``visual``) train at lr * this (0: they
     # keep their initial weights) (grpo_core.prepare.sft_param_groups)
     vision_lr_mult: float = Field(1.0, ge=0)
+    # the merger (the vision-to-text projection, parameters under ``visual.merger``) at lr * this
+    # instead; None: it follows vision_lr_mult. With the tower kept (vision_lr_mult 0) a trained
+    # merger lets the text model's input from the clip move without the tower's collapse
+    merger_lr_mult: float | None = Field(None, ge=0)
     # URPO's referee warm start: this share of the train problems adds one more SFT row, the
     # pairwise referee prompt (grpo_core.samplers.UrpoSampler.referee_prompt: the answer and a
     # distractor) with the answer as target (prepare.referee_rows); 0: none (single-turn only)

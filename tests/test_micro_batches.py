@@ -48,8 +48,10 @@ def test_the_trimmed_pass_matches_the_whole_width(attn, extra):
         lp2, ex2 = policy.trimmed(policy.sequence_logprobs)(m, pi, pm, ci, cm, 1.3, extra)
     assert lp2.shape == lp.shape and ex2.shape == ex.shape
     keep = cm.bool()
-    if attn == "eager":  # the same keys and the same sums: bitwise log-probs
-        assert torch.equal(lp[keep], lp2[keep])
+    if attn == "eager":
+        # the same keys and the same sums; bitwise on AVX2, but on AVX512 the matmuls of
+        # another width round differently (2.4e-7 measured 2026-12-04): float32 rounding
+        assert torch.allclose(lp[keep], lp2[keep], atol=1e-6, rtol=0)
         assert torch.allclose(ex[keep], ex2[keep], atol=1e-6, rtol=0)
     else:
         assert torch.allclose(lp[keep], lp2[keep], atol=1e-5, rtol=0)

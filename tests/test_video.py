@@ -600,8 +600,8 @@ def test_media_probe_nll_and_paired_ci(vlm):
     assert r["own"][0] == pytest.approx(-float(lp.sum()), abs=1e-3)
 
 
-@pytest.mark.parametrize("mult", [1.0, 0.1, 0.0])
-def test_sft_trains_the_vision_tower_at_its_lr_multiplier(mult):
+@pytest.mark.parametrize("mult,merger", [(1.0, None), (0.1, None), (0.0, None), (0.0, 1.0)])
+def test_sft_trains_the_vision_tower_at_its_lr_multiplier(mult, merger):
     """One SFT step of `grpo prepare` on video_mc reaches the vision tower through the pixel
     inputs (its weights move; they would not if the SFT forward dropped
     pixel_values_videos), at lr * sft.vision_lr_mult: Adam's first step moves each weight by
@@ -615,7 +615,8 @@ def test_sft_trains_the_vision_tower_at_its_lr_multiplier(mult):
         "grpo",
         "tiny_video",
         ["task.n_train=4", "task.n_test=3", "sft.steps=1", "sft.batch_size=4",
-         "sft.lr=1e-3", f"sft.vision_lr_mult={mult}"],
+         "sft.lr=1e-3", f"sft.vision_lr_mult={mult}"]
+        + ([f"sft.merger_lr_mult={merger}"] if merger is not None else []),
     )  # fmt: skip
     tok = build_tiny_vl_tokenizer()
     small = TinyModelCfg(
@@ -632,7 +633,13 @@ def test_sft_trains_the_vision_tower_at_its_lr_multiplier(mult):
             if pred(n)
         )
 
-    vis = moved(lambda n: "visual" in n.split("."))
     text = moved(lambda n: "visual" not in n.split("."))
-    assert vis == pytest.approx(1e-3 * mult, rel=0.01, abs=1e-9)
     assert text == pytest.approx(1e-3, rel=0.01)
+    if merger is None:  # the merger follows the tower
+        vis = moved(lambda n: "visual" in n.split("."))
+        assert vis == pytest.approx(1e-3 * mult, rel=0.01, abs=1e-9)
+        return
+    tower = moved(lambda n: "visual" in n.split(".") and "merger" not in n.split("."))
+    proj = moved(lambda n: "visual" in n.split(".") and "merger" in n.split("."))
+    assert tower == pytest.approx(1e-3 * mult, rel=0.01, abs=1e-9)
+    assert proj == pytest.approx(1e-3 * merger, rel=0.01)
