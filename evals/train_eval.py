@@ -96,24 +96,28 @@ def evaluate_in_train(cfg, run_dir: Path, threads: int | None, log=print) -> boo
     return True
 
 
-def stashed_key(stash: Path) -> str | None:
+def _stamp(stash: Path) -> dict | None:
     try:
-        return json.loads((Path(stash) / STAMP).read_text())["key"]
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = json.loads((Path(stash) / STAMP).read_text())
+        return meta if isinstance(meta, dict) and "key" in meta else None
+    except (OSError, ValueError):
         return None
+
+
+def stashed_key(stash: Path) -> str | None:
+    meta = _stamp(stash)
+    return None if meta is None else meta["key"]
 
 
 def take_stashed(cfg, run_dir: Path, out_dir: Path) -> dict | None:
     """The stashed evaluation of ``run_dir`` copied into ``out_dir`` when its key is this
     config's, checkpoint's and code's; its result dict. None (nothing copied) otherwise."""
     stash = Path(run_dir) / STASH
-    key = stashed_key(stash)
+    meta = _stamp(stash)
     ckpt = Path(run_dir) / "checkpoint"
-    if key is None or not ckpt.is_dir() or applies(cfg) is not None:
+    # (no stash is written where the in-process evaluation does not apply: see applies)
+    if meta is None or not ckpt.is_dir() or meta["key"] != eval_key(cfg, ckpt):
         return None
-    if key != eval_key(cfg, ckpt):
-        return None
-    meta = json.loads((stash / STAMP).read_text())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result_file = None

@@ -269,8 +269,7 @@ def cmd_train(a) -> int:
         return 0
     print(f"done: {out}")
     if a.eval:
-        trainer.release()
-        del trainer
+        del trainer  # (train released the run's lock)
         _eval_in_train(a, out)
     return 0
 

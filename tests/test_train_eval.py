@@ -77,7 +77,9 @@ def test_train_eval_copy_equals_a_fresh_eval(smoke_results, tmp_path, capsys):
     assert "evaluated by the train job" in capsys.readouterr().out
 
 
-def test_a_failing_in_process_eval_leaves_the_run_done(smoke_results, tmp_path, capsys):
+def test_a_failing_in_process_eval_leaves_the_run_done(
+    smoke_results, tmp_path, capsys, monkeypatch
+):
     """The run is finished when the in-process evaluation fails: the train job succeeds, no
     stash is left, and `grpo eval` evaluates (and reports) itself."""
     res = tmp_path / "results"
@@ -85,16 +87,12 @@ def test_a_failing_in_process_eval_leaves_the_run_done(smoke_results, tmp_path, 
     # an evaluation that fails at run time (config errors are caught before training)
     import evals.evaluate as ev
 
-    orig = ev.evaluate
-
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    ev.evaluate = boom
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(ev, "evaluate", boom)
         assert main(["train", "grpo", "--no-progress", "--eval", *_args(res)]) == 0
-    finally:
-        ev.evaluate = orig
     out = capsys.readouterr().out
     assert "in-process evaluation failed (RuntimeError: disk full)" in out
     run = res / "smoke" / "runs" / "grpo" / "seed0"
